@@ -1,0 +1,1 @@
+"""Runnable semsim pipelines, their options, and the ``semsim`` command line."""

@@ -1,0 +1,119 @@
+"""The batch pipeline: read, drop duplicate ids, exact pre-pass, embed, find pairs, cluster, write Parquet.
+
+Run as ``semsim batch --input GLOB --output DIR [flags]`` or ``python -m pipelines.batch_dedup ...``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
+
+from pipelines.options import BatchDedupOptions, OptionsError, validate
+from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
+from transforms import DEAD_LETTER, METRICS_NAMESPACE
+from transforms.cluster import ClusterRecords, HdbscanEdges
+from transforms.dedup_ids import DropDuplicateIds
+from transforms.embed import EmbedRecords
+from transforms.exact import EXACT_PAIRS, ExactPrepass
+from transforms.pairs import FindPairs
+from transforms.read import ReadRecords
+from transforms.write import WriteRows, WriteSummary
+
+
+def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
+    """Add the batch dedup steps to ``pipeline``."""
+    out = opts.output
+    parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
+    unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
+    exact = unique.records | "ExactPrepass" >> ExactPrepass()
+    embed = EmbedRecords(opts.model, opts.backend, opts.batch_size, opts.batch_window)
+    vectors = exact.representatives | "Embed" >> embed
+    semantic = vectors | "FindPairs" >> FindPairs(opts.threshold)
+    pairs = (exact[EXACT_PAIRS], semantic) | "AllPairs" >> beam.Flatten()
+
+    if opts.cluster_method == "hdbscan":
+        linked = vectors | "Hdbscan" >> HdbscanEdges(opts.pca_dims, opts.hdbscan_min_cluster_size)
+        edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(lambda p: (p.id_a, p.id_b)), linked) | beam.Flatten()
+    else:
+        edges = pairs | "PairEdges" >> beam.Map(lambda p: (p.id_a, p.id_b))
+    clusters = {"records": unique.records, "edges": edges} | "Cluster" >> ClusterRecords()
+    dead_letters = (parsed[DEAD_LETTER], unique[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
+
+    pairs | "WritePairs" >> WriteRows(FileSystems.join(out, "pairs"), PAIRS_SCHEMA)
+    clusters | "WriteClusters" >> WriteRows(FileSystems.join(out, "clusters"), CLUSTERS_SCHEMA)
+    dead_letters | "WriteDeadLetters" >> WriteRows(FileSystems.join(out, "dead_letter"), DEAD_LETTER_SCHEMA)
+
+    counted = {
+        "inputs": (parsed.records, parsed[DEAD_LETTER]) | "Inputs" >> beam.Flatten(),
+        "accepted": unique.records,
+        "dead_letters": dead_letters,
+        "exact_pairs": exact[EXACT_PAIRS],
+        "semantic_pairs": semantic,
+        "embedded": vectors,
+        "clusters": clusters | "Representatives" >> beam.Filter(lambda c: c.is_representative),
+    }
+    fixed = {
+        "threshold": opts.threshold,
+        "model": opts.model,
+        "backend": opts.backend,
+        "cluster_method": opts.cluster_method,
+        "runner": str(opts.view_as(StandardOptions).runner),
+        "outputs": {name: FileSystems.join(out, name) for name in ("pairs", "clusters", "dead_letter")},
+    }
+    counted | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"), fixed)
+
+
+def _remove_empty_temp_dirs(output: str) -> None:
+    """Beam's file sinks can leave an empty ``beam-temp-*`` folder beside local outputs; object stores have none."""
+    for folder in glob.glob(os.path.join(glob.escape(output), "*", "beam-temp-*")):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+
+
+def run(argv: list[str]) -> tuple[dict, PipelineResult]:
+    """Validate the flags, run the pipeline to completion; return the summary it wrote and the Beam result."""
+    options = PipelineOptions(argv)
+    opts = validate(options)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, opts)
+    result = pipeline.run()
+    result.wait_until_finish()
+    _remove_empty_temp_dirs(opts.output)
+    with FileSystems.open(FileSystems.join(opts.output, "summary.json")) as f:
+        return json.loads(f.read()), result
+
+
+def counters(result: PipelineResult) -> dict[str, int]:
+    """The run's ``semsim`` metric counters (inputs, dead_letters, embedded, exact_pairs, semantic_pairs,
+    truncated_texts, model_loads), summed over steps and workers."""
+    totals: dict[str, int] = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+        name = counter.key.metric.name
+        totals[name] = totals.get(name, 0) + counter.committed
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run and print the summary; bad options print one line and exit 2."""
+    try:
+        summary, result = run(sys.argv[1:] if argv is None else argv)
+    except OptionsError as e:
+        print(f"semsim batch: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    print("counters:", json.dumps(counters(result), sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""``semsim eval stsb``: Spearman correlation on STS Benchmark and the best-F1 paraphrase threshold."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from semsim_core.embedder import BACKENDS, DEFAULT_MODEL, Embedder, model_error
+from semsim_core.evaluation import evaluate_stsb
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="semsim eval stsb", description=__doc__)
+    parser.add_argument("--file", required=True, help="an STS Benchmark file, e.g. sts-test.csv (tab-separated)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers name or local path")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch")
+    parser.add_argument(
+        "--paraphrase-min-score",
+        type=float,
+        default=4.0,
+        help="gold score from which a pair counts as a paraphrase for the threshold search (0-5)",
+    )
+    args = parser.parse_args(argv)
+    error = model_error(args.model)
+    if error:
+        parser.error(error)
+    try:
+        open(args.file, encoding="utf-8").close()
+    except OSError as e:
+        parser.error(f"cannot read --file: {e.strerror}: {args.file}")
+    report = evaluate_stsb(Embedder.load(args.model, args.backend), args.file, args.paraphrase_min_score)
+    print(json.dumps({"file": args.file, "model": args.model, "backend": args.backend, **report._asdict()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,89 @@
+"""Options of the batch pipeline, as Beam PipelineOptions, and their start-up validation."""
+
+from __future__ import annotations
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from semsim_core.embedder import BACKENDS, DEFAULT_MODEL, model_error
+from semsim_core.parsing import FORMATS, ParseConfig, detect_format
+from transforms.cluster import CLUSTER_METHODS
+
+DEFAULT_THRESHOLD = 0.80
+DEFAULT_RUNNER = "FnApiRunner"
+
+
+class OptionsError(ValueError):
+    """A bad option, reported as one line before the pipeline starts."""
+
+
+def _flag(parser, name: str, **kwargs) -> None:
+    """Add ``--name`` with dashes and with underscores (Beam passes options on as ``--dest=value``)."""
+    dashed = "--" + name.replace("_", "-")
+    flags = [dashed] if "-" not in name and "_" not in name else [dashed, "--" + name.replace("-", "_")]
+    parser.add_argument(*flags, dest=name.replace("-", "_"), **kwargs)
+
+
+class BatchDedupOptions(PipelineOptions):
+    """Flags of ``semsim batch`` (any other Beam pipeline flag is accepted too)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        _flag(parser, "input", action="append", help="file glob (repeatable); local, gs:// or any Beam filesystem")
+        _flag(parser, "output", help="output folder: pairs/, clusters/, dead_letter/, summary.json")
+        _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
+        _flag(parser, "id_field", default="id", help="id field of .jsonl/.csv/.parquet input (default: id)")
+        _flag(parser, "text_field", default="text", help="text field of .jsonl/.csv/.parquet input (default: text)")
+        _flag(parser, "max_text_bytes", type=int, default=100_000, help="longer texts (UTF-8 bytes) are dead letters")
+        _flag(parser, "threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine threshold in (0, 1]")
+        _flag(parser, "model", default=DEFAULT_MODEL, help="sentence-transformers name or local path")
+        _flag(parser, "backend", choices=BACKENDS, default="torch", help="inference backend")
+        _flag(parser, "batch_size", type=int, default=32, help="texts per forward pass")
+        _flag(parser, "batch_window", type=int, default=256, help="texts per embedding window, sorted by length")
+        _flag(
+            parser,
+            "cluster_method",
+            choices=CLUSTER_METHODS,
+            default="components",
+            help="components: connected components of the pairs; hdbscan: HDBSCAN on PCA-reduced embeddings",
+        )
+        _flag(parser, "hdbscan_min_cluster_size", type=int, default=2, help="HDBSCAN min_cluster_size")
+        _flag(parser, "pca_dims", type=int, default=32, help="PCA dimensions before HDBSCAN")
+
+    def parse_config(self) -> ParseConfig:
+        return ParseConfig(self.id_field, self.text_field, self.max_text_bytes)
+
+
+def validate(options: PipelineOptions) -> BatchDedupOptions:
+    """Check the options before anything runs; raise :class:`OptionsError` with one clear line.
+
+    Also sets the default runner (FnApiRunner: Beam's DirectRunner first tries to download Prism).
+    """
+    opts = options.view_as(BatchDedupOptions)
+    if not opts.input:
+        raise OptionsError("--input is required (a file glob)")
+    if not opts.output:
+        raise OptionsError("--output is required (a folder)")
+    if not 0.0 < opts.threshold <= 1.0:
+        raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
+    for name in ("max_text_bytes", "batch_size", "batch_window", "hdbscan_min_cluster_size", "pca_dims"):
+        if getattr(opts, name) < 1:
+            raise OptionsError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(opts, name)}")
+    for pattern in opts.input:
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except Exception as e:  # noqa: BLE001 - any filesystem error is reported as one line
+            raise OptionsError(f"cannot list --input {pattern!r}: {e}") from None
+        if not matched:
+            raise OptionsError(f"--input {pattern!r} matches no file")
+        unknown = [m.path for m in matched if detect_format(m.path) is None]
+        if unknown and not opts.format:
+            raise OptionsError(
+                f"cannot tell the format of {unknown[0]!r} from its extension; pass --format {{{','.join(FORMATS)}}}"
+            )
+    error = model_error(opts.model)
+    if error:
+        raise OptionsError(error)
+    standard = options.view_as(StandardOptions)
+    standard.runner = standard.runner or DEFAULT_RUNNER
+    return opts

@@ -1,0 +1,36 @@
+"""Exact threshold search: every unordered pair of unit vectors whose cosine similarity reaches a threshold."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+
+from semsim_core.records import SEMANTIC, Pair, make_pair
+
+
+def threshold_pairs(ids: Sequence[str], vectors: np.ndarray, threshold: float, block_size: int = 4096) -> list[Pair]:
+    """Return every pair ``(i, j)`` with ``cos(vectors[i], vectors[j]) >= threshold`` as ``semantic`` pairs.
+
+    ``vectors`` must be L2-normalised float32 rows aligned with ``ids`` (distinct ids). The search is exact:
+    ``faiss.IndexFlatIP.range_search`` over query blocks of ``block_size`` rows, which bounds the memory of one call.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = len(ids)
+    if vectors.shape[0] != n:
+        raise ValueError(f"{n} ids but {vectors.shape[0]} vectors")
+    if n < 2:
+        return []
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    # FAISS keeps inner products strictly above the radius; step one float below so that ``>= threshold`` holds.
+    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+    pairs: list[Pair] = []
+    for start in range(0, n, block_size):
+        lims, scores, neighbours = index.range_search(vectors[start : start + block_size], radius)
+        queries = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims).astype(np.int64))
+        keep = (neighbours > queries) & (scores >= np.float32(threshold))
+        for q, d, s in zip(queries[keep], neighbours[keep], scores[keep], strict=True):
+            pairs.append(make_pair(ids[q], ids[d], min(float(s), 1.0), SEMANTIC))
+    return pairs

@@ -1,0 +1,73 @@
+"""Records flowing through semsim and the Parquet schemas of its outputs (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyarrow as pa
+
+
+class Record(NamedTuple):
+    """One accepted input record.
+
+    ``source`` and ``position`` locate it (file path and 1-based line or row number); they order records
+    deterministically when two share an id.
+    """
+
+    id: str
+    text: str
+    source: str
+    position: int
+
+    @property
+    def locator(self) -> str:
+        return f"{self.source}:{self.position}"
+
+
+class DeadLetter(NamedTuple):
+    """One rejected input: where it came from, what it was, and a reason a person can act on."""
+
+    source: str
+    raw: str
+    error: str
+
+
+class Pair(NamedTuple):
+    """An unordered pair of duplicate records, ``id_a < id_b``; ``kind`` is ``exact`` or ``semantic``."""
+
+    id_a: str
+    id_b: str
+    score: float
+    kind: str
+
+
+class ClusterAssignment(NamedTuple):
+    """The cluster of one accepted record; ``cluster_id`` is the id of the cluster's representative."""
+
+    id: str
+    cluster_id: str
+    is_representative: bool
+    cluster_size: int
+
+
+EXACT = "exact"
+SEMANTIC = "semantic"
+
+PAIRS_SCHEMA = pa.schema([("id_a", pa.string()), ("id_b", pa.string()), ("score", pa.float32()), ("kind", pa.string())])
+CLUSTERS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("cluster_id", pa.string()),
+        ("is_representative", pa.bool_()),
+        ("cluster_size", pa.int64()),
+    ]
+)
+DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("raw", pa.string()), ("error", pa.string())])
+
+
+def make_pair(id_1: str, id_2: str, score: float, kind: str) -> Pair:
+    """Return the pair of two distinct ids in canonical order (``id_a < id_b``)."""
+    if id_1 == id_2:
+        raise ValueError(f"a pair needs two distinct ids, got {id_1!r} twice")
+    id_a, id_b = (id_1, id_2) if id_1 < id_2 else (id_2, id_1)
+    return Pair(id_a, id_b, float(score), kind)

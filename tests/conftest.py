@@ -1,0 +1,82 @@
+"""Shared fixtures: the bundled model, real data slices, and a helper that runs the batch pipeline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.batch_dedup import counters, run
+from semsim_core.embedder import Embedder
+from semsim_core.evaluation import read_stsb
+from semsim_core.normalize import normalize_text
+
+REPO = Path(__file__).resolve().parents[1]
+STSB_TEST = REPO / "tests" / "data" / "stsbenchmark" / "sts-test.csv"
+STSB_DEV = REPO / "tests" / "data" / "stsbenchmark" / "sts-dev.csv"
+SAMPLE_TITLES = REPO / "data" / "sample" / "reddit_titles.jsonl"
+SAMPLE_PARAPHRASES = REPO / "data" / "sample" / "stsb_train_paraphrases.jsonl"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder.load()
+
+
+def stsb_unique_sentences(path: Path = STSB_TEST) -> list[str]:
+    """The distinct sentences of an STSb file (distinct after normalisation), in file order."""
+    data = read_stsb(str(path))
+    by_norm: dict[str, str] = {}
+    for sentence in data.first + data.second:
+        by_norm.setdefault(normalize_text(sentence), sentence)
+    return list(by_norm.values())
+
+
+def sample_titles(limit: int) -> list[dict]:
+    with open(SAMPLE_TITLES, encoding="utf-8") as f:
+        return [json.loads(line) for line, _ in zip(f, range(limit), strict=False)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@dataclass
+class BatchRun:
+    summary: dict
+    counters: dict[str, int]
+    pairs: pd.DataFrame
+    clusters: pd.DataFrame
+    dead_letters: pd.DataFrame
+
+
+def run_batch(output: Path, *flags: str) -> BatchRun:
+    """Run the batch pipeline with ``flags`` and read back every output."""
+    summary, result = run(["--output", str(output), *flags])
+    return BatchRun(
+        summary,
+        counters(result),
+        pd.read_parquet(output / "pairs"),
+        pd.read_parquet(output / "clusters"),
+        pd.read_parquet(output / "dead_letter"),
+    )
+
+
+def assert_invariants(batch: BatchRun) -> None:
+    """DESIGN.md section 2: every input is accepted or a dead letter, every accepted id has exactly one cluster row."""
+    s = batch.summary
+    assert s["inputs"] == s["accepted"] + s["dead_letters"]
+    assert s["accepted"] == len(batch.clusters) and batch.clusters["id"].is_unique
+    assert s["dead_letters"] == len(batch.dead_letters)
+    assert s["exact_pairs"] + s["semantic_pairs"] == len(batch.pairs)
+    assert s["clusters"] == int(batch.clusters["is_representative"].sum())
+    assert (batch.pairs["id_a"] < batch.pairs["id_b"]).all()
+    assert not batch.pairs.duplicated(["id_a", "id_b"]).any()
+    reps = batch.clusters[batch.clusters["is_representative"]]
+    assert (reps["id"] == reps["cluster_id"]).all()
+    sizes = batch.clusters.groupby("cluster_id")["id"].count()
+    assert (batch.clusters["cluster_size"] == batch.clusters["cluster_id"].map(sizes)).all()

@@ -1,0 +1,129 @@
+"""semsim_core on real embeddings: threshold search, clustering, embedder, STSb evaluation."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import numpy as np
+import pytest
+
+from semsim_core.clustering import connected_components, hdbscan_edges
+from semsim_core.embedder import DEFAULT_MODEL, model_error, resolve_model
+from semsim_core.evaluation import best_f1_threshold, evaluate_stsb, read_stsb
+from semsim_core.normalize import normalize_text, text_hash
+from semsim_core.pairs import threshold_pairs
+from semsim_core.records import ClusterAssignment
+from tests.conftest import STSB_TEST, sample_titles, stsb_unique_sentences
+
+
+@pytest.fixture(scope="module")
+def stsb_vectors(embedder):
+    sentences = stsb_unique_sentences()[:800]
+    return [f"s{i:04d}" for i in range(len(sentences))], embedder.encode(sentences)
+
+
+def brute_force(ids, vectors, threshold):
+    sims = vectors @ vectors.T
+    return {
+        (ids[i], ids[j]): float(sims[i, j])
+        for i, j in itertools.combinations(range(len(ids)), 2)
+        if sims[i, j] >= np.float32(threshold)
+    }
+
+
+@pytest.mark.parametrize("threshold", [0.6, 0.8, 0.9])
+def test_threshold_pairs_equal_brute_force(stsb_vectors, threshold):
+    ids, vectors = stsb_vectors
+    expected = brute_force(ids, vectors, threshold)
+    found = threshold_pairs(ids, vectors, threshold, block_size=97)
+    assert {(p.id_a, p.id_b) for p in found} == set(expected)
+    assert all(abs(p.score - expected[(p.id_a, p.id_b)]) < 1e-5 and p.kind == "semantic" for p in found)
+    assert len(expected) > 0
+
+
+def test_threshold_is_inclusive(stsb_vectors):
+    ids, vectors = stsb_vectors[0][:50], stsb_vectors[1][:50]
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -1)
+    i, j = np.unravel_index(np.argmax(sims), sims.shape)
+    pairs = threshold_pairs(ids, vectors, float(sims[i, j]))
+    assert {(p.id_a, p.id_b) for p in pairs} == {tuple(sorted((ids[i], ids[j])))}
+
+
+def test_connected_components_transitive_and_order_free():
+    edges = [("b", "c"), ("c", "d"), ("x", "y"), ("a", "b")]
+    expected = {
+        "a": ClusterAssignment("a", "a", True, 4),
+        "b": ClusterAssignment("b", "a", False, 4),
+        "c": ClusterAssignment("c", "a", False, 4),
+        "d": ClusterAssignment("d", "a", False, 4),
+        "x": ClusterAssignment("x", "x", True, 2),
+        "y": ClusterAssignment("y", "x", False, 2),
+    }
+    assert connected_components(edges) == expected
+    assert connected_components(reversed(edges)) == expected
+    assert connected_components([(b, a) for a, b in edges]) == expected
+
+
+def test_hdbscan_groups_paraphrases_apart_from_unrelated_titles(embedder):
+    data = read_stsb(str(STSB_TEST))
+    near_identical = [(a, b) for a, b, g in zip(data.first, data.second, data.gold, strict=True) if g == 5.0][:40]
+    titles = [row["text"] for row in sample_titles(300)]
+    texts = [t for pair in near_identical for t in pair] + titles
+    ids = [f"t{i:04d}" for i in range(len(texts))]
+    edges = hdbscan_edges(ids, embedder.encode(texts))
+    cluster = {a: c.cluster_id for a, c in connected_components(edges).items()}
+    together = sum(cluster.get(ids[2 * k], "-") == cluster.get(ids[2 * k + 1], "+") for k in range(len(near_identical)))
+    assert together >= 0.8 * len(near_identical)
+    title_ids = ids[2 * len(near_identical) :]
+    assert sum(i not in cluster for i in title_ids) >= 0.25 * len(title_ids), "noise points stay singletons"
+    assert max(c.cluster_size for c in connected_components(edges).values()) <= 20, "no catch-all cluster"
+
+
+def test_embedder_unit_vectors_in_input_order(embedder):
+    texts = stsb_unique_sentences()[:40]
+    together = embedder.encode(texts)
+    assert together.dtype == np.float32 and together.shape == (40, embedder.dim)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.vstack([embedder.encode([t]) for t in texts[::-1]])[::-1]
+    assert np.min(np.einsum("ij,ij->i", together, one_by_one)) > 0.9999
+    assert embedder.encode([]).shape == (0, embedder.dim)
+
+
+def test_embedder_counts_truncated_texts(embedder):
+    sentences = stsb_unique_sentences()
+    long_post = " ".join(sentences[:60])  # several hundred tokens of real text, over the 256-token window
+    assert len(embedder.model.tokenizer(long_post)["input_ids"]) > embedder.max_seq_length
+    assert embedder.count_truncated([long_post, sentences[0], long_post, "é" * 300]) == 2
+
+
+def test_model_resolution_and_errors(tmp_path):
+    assert os.path.isfile(os.path.join(resolve_model(DEFAULT_MODEL), "modules.json"))
+    assert resolve_model("sentence-transformers/all-MiniLM-L6-v2") == resolve_model(DEFAULT_MODEL)
+    assert resolve_model("some-org/other-model") == "some-org/other-model"
+    assert model_error(DEFAULT_MODEL) is None
+    assert model_error("some-org/other-model") is None  # a hub name: loaded by users with a hub connection
+    assert "not a directory" in model_error(str(tmp_path / "missing"))
+    assert "no sentence-transformers model" in model_error(str(tmp_path))
+
+
+def test_normalisation_and_hash():
+    assert normalize_text("  A girl is  STYLING\ther hair. ") == "a girl is styling her hair."
+    assert text_hash("A girl is styling her hair.") == text_hash("a girl is  styling her hair.\n")
+    assert text_hash("A girl is styling her hair.") != text_hash("A girl is brushing her hair.")
+
+
+def test_best_f1_threshold_hand_checked():
+    cosines = np.array([0.95, 0.9, 0.85, 0.7, 0.6, 0.5])
+    labels = np.array([True, True, False, True, False, False])
+    # cut at 0.7: tp=3, fp=1, fn=0 -> P=0.75, R=1, F1=6/7; cut at 0.9: P=1, R=2/3, F1=0.8
+    threshold, f1, precision, recall = best_f1_threshold(cosines, labels)
+    assert (threshold, precision, recall) == (0.7, 0.75, 1.0)
+    assert f1 == pytest.approx(6 / 7)
+
+
+def test_stsb_test_spearman_reproduces_mteb(embedder):
+    report = evaluate_stsb(embedder, str(STSB_TEST))
+    assert report.pairs == 1379
+    assert abs(report.spearman - 0.8203) <= 0.002

@@ -1,0 +1,56 @@
+"""Writers: a PCollection of NamedTuples to a Parquet folder, and the run's summary.json."""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import WriteToParquet
+
+
+class WriteRows(beam.PTransform):
+    """Writes NamedTuple rows to ``folder/part-SSSSS-of-NNNNN.parquet`` (snappy) with the given Arrow schema."""
+
+    def __init__(self, folder: str, schema: pa.Schema):
+        super().__init__()
+        self._folder = folder
+        self._schema = schema
+
+    def expand(self, rows):
+        return (
+            rows
+            | "ToDict" >> beam.Map(lambda row: row._asdict())
+            | "Parquet"
+            >> WriteToParquet(
+                FileSystems.join(self._folder, "part"), self._schema, codec="snappy", file_name_suffix=".parquet"
+            )
+        )
+
+
+def _write_summary(_, path: str, fixed: dict, **counts: int) -> dict:
+    summary = {**counts, **fixed}
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+    return summary
+
+
+class WriteSummary(beam.PTransform):
+    """Counts each named PCollection and writes the counts plus ``fixed`` fields as JSON to ``path``."""
+
+    def __init__(self, path: str, fixed: dict):
+        super().__init__()
+        self._path = path
+        self._fixed = fixed
+
+    def expand(self, named):
+        counts = {
+            name: beam.pvalue.AsSingleton(pcoll | f"Count_{name}" >> beam.combiners.Count.Globally())
+            for name, pcoll in named.items()
+        }
+        return (
+            named[next(iter(named))].pipeline
+            | "Once" >> beam.Create([None])
+            | "Write" >> beam.Map(_write_summary, self._path, self._fixed, **counts)
+        )
