@@ -239,4 +239,4 @@ def parse_file(path: str, file: IO[bytes], fmt: str, config: ParseConfig) -> Ite
     parsers = {"txt": parse_txt, "jsonl": parse_jsonl, "csv": parse_csv}
     if fmt not in parsers:
         raise ValueError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return parsers[fmt](path, file, config)
+    return parsers[fmt](path, iter(file.readline, b""), config)  # Beam's decompressing files are not iterable

@@ -1,0 +1,185 @@
+"""The batch pipeline end to end on the FnApiRunner, with the real model and real data slices."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sentence_transformers import util
+
+from tests.conftest import (
+    SAMPLE_PARAPHRASES,
+    assert_invariants,
+    run_batch,
+    sample_titles,
+    stsb_unique_sentences,
+    write_jsonl,
+)
+
+
+def components(pairs: set[tuple[str, str]], ids: list[str]) -> dict[str, frozenset[str]]:
+    """Connected components by breadth-first search (independent of the library's union-find)."""
+    neighbours = defaultdict(set)
+    for a, b in pairs:
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    seen: dict[str, frozenset[str]] = {}
+    for start in ids:
+        if start in seen:
+            continue
+        group, frontier = {start}, [start]
+        while frontier:
+            for nxt in neighbours[frontier.pop()] - group:
+                group.add(nxt)
+                frontier.append(nxt)
+        for member in group:
+            seen[member] = frozenset(group)
+    return seen
+
+
+def test_pairs_and_clusters_equal_sentence_transformers_brute_force(tmp_path, embedder):
+    sentences = stsb_unique_sentences()
+    ids = [f"s{i:05d}" for i in range(len(sentences))]
+    data = write_jsonl(tmp_path / "stsb.jsonl", [{"id": i, "text": t} for i, t in zip(ids, sentences, strict=True)])
+    batch = run_batch(tmp_path / "out", "--input", str(data), "--threshold", "0.8", "--batch-window", "300")
+
+    vectors = embedder.model.encode(sentences, normalize_embeddings=True, convert_to_tensor=True)
+    sims = util.cos_sim(vectors, vectors).numpy()
+    upper = np.triu(sims >= 0.8, k=1)
+    expected = {(ids[i], ids[j]): float(sims[i, j]) for i, j in zip(*np.nonzero(upper), strict=True)}
+    borderline = {p for p, s in expected.items() if abs(s - 0.8) < 1e-5}
+    found = {(r.id_a, r.id_b): r.score for r in batch.pairs.itertuples()}
+
+    assert_invariants(batch)
+    assert len(expected) > 100 and set(batch.pairs["kind"]) == {"semantic"}
+    assert set(found) - borderline == set(expected) - borderline
+    assert max(abs(found[p] - expected[p]) for p in found.keys() & expected.keys()) < 1e-4
+
+    truth = components(set(expected), ids)
+    got = batch.clusters.groupby("cluster_id")["id"].apply(frozenset)
+    assert {frozenset(g) for g in got} == set(truth.values())
+    assert all(cid == min(group) for cid, group in got.items()), "representative is the smallest id"
+    row = {i: k for k, i in enumerate(ids)}
+    transitive = [g for g in got if any(sims[row[a], row[b]] < 0.8 for a in g for b in g)]
+    assert transitive, "some cluster joins two sentences below the threshold through a third"
+
+
+def test_bad_input_every_record_accounted_for(tmp_path):
+    titles = [row["text"] for row in sample_titles(12)]
+    long_post = " ".join(stsb_unique_sentences()[:60])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(
+        b"\n".join(
+            [
+                json.dumps({"id": "j1", "text": titles[0]}).encode(),
+                b'{"id": "j2", "text": "unterminated',
+                json.dumps({"id": "j3"}).encode(),
+                json.dumps({"id": "j4", "text": ["not", "a", "string"]}).encode(),
+                json.dumps({"id": "j5", "text": "   "}).encode(),
+                b'{"id": "j6", "text": "caf\xe9"}',
+                json.dumps({"id": "j7", "text": "nul\u0000byte"}).encode(),
+                json.dumps({"id": "j8", "text": "x" * 4000}).encode(),
+                json.dumps({"id": "j1", "text": titles[1]}).encode(),
+                json.dumps({"id": "j9", "text": long_post}).encode(),
+            ]
+        )
+        + b"\n"
+    )
+    with open(folder / "b.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerows([["id", "text"], ["c1", titles[2]], ["c2", titles[3], "extra"], ["c3", ""], ["c4", titles[4]]])
+    (folder / "c.txt").write_bytes(titles[5].encode() + b"\n\n" + b"\xff\xfe broken\n" + titles[6].encode() + b"\n")
+
+    batch = run_batch(tmp_path / "out", "--input", str(folder / "*"), "--max-text-bytes", "3000")
+
+    assert_invariants(batch)
+    reasons = {(row.source.rsplit("/", 1)[-1], row.error) for row in batch.dead_letters.itertuples()}
+    assert {(source, error.split(" (")[0].split(":")[0]) for source, error in reasons} == {
+        ("a.jsonl:2", "malformed JSON"),
+        ("a.jsonl:3", "missing field 'text'"),
+        ("a.jsonl:4", "field 'text' is list, expected a string"),
+        ("a.jsonl:5", "field 'text' is empty or whitespace only"),
+        ("a.jsonl:6", "invalid UTF-8 at byte 25"),
+        ("a.jsonl:7", "field 'text' contains NUL bytes"),
+        ("a.jsonl:8", "field 'text' is 4000 bytes, over the cap of 3000"),
+        ("a.jsonl:9", "duplicate id 'j1'"),
+        ("b.csv:3", "malformed CSV"),
+        ("b.csv:4", "field 'text' is empty or whitespace only"),
+        ("c.txt:2", "field 'line' is empty or whitespace only"),
+        ("c.txt:3", "invalid UTF-8 at byte 0"),
+    }
+    assert set(batch.clusters["id"]) == {"j1", "j9", "c1", "c4", "c.txt:1", "c.txt:4"}
+    assert batch.summary["inputs"] == 10 + 4 + 4
+    assert batch.counters["truncated_texts"] == 1
+    assert batch.counters["inputs"] == 18 and batch.counters["dead_letters"] == 12
+
+
+def test_formats_fields_ids_and_globs(tmp_path):
+    rows = [{"post": f"p{k}", "body": row["text"]} for k, row in enumerate(sample_titles(8))]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with gzip.open(folder / "part1.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows[:2])
+    with open(folder / "part2.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["post", "body"])
+        writer.writeheader()
+        writer.writerows(rows[2:4])
+    pq.write_table(pa.Table.from_pylist(rows[4:6]), folder / "part3.parquet")
+    pq.write_table(pa.Table.from_pylist([{"body": r["body"]} for r in rows[6:7]]), folder / "part4.parquet")
+    (folder / "part5.txt").write_text(rows[7]["body"] + "\n", encoding="utf-8")
+
+    batch = run_batch(
+        tmp_path / "out",
+        "--input", str(folder / "part[1-3]*"),
+        "--input", str(folder / "part[45].*"),
+        "--id-field", "post",
+        "--text_field", "body",
+    )  # fmt: skip
+
+    assert_invariants(batch)
+    assert batch.dead_letters.empty
+    assert set(batch.clusters["id"]) == {f"p{k}" for k in range(6)} | {"part4.parquet:1", "part5.txt:1"}
+
+
+def test_exact_prepass_links_copies_and_embeds_one_per_group(tmp_path):
+    titles = [row["text"] for row in sample_titles(20)]
+    paraphrases = [json.loads(line) for line in SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines()[:2]]
+    rows = [{"id": f"t{k:02d}", "text": t} for k, t in enumerate(titles)]
+    rows += [{"id": "copy1", "text": titles[3].upper()}, {"id": "copy2", "text": "  " + titles[3].replace(" ", "\t")}]
+    rows += [{"id": "para-a", "text": paraphrases[0]["text"]}, {"id": "para-b", "text": paraphrases[1]["text"]}]
+    rows += [{"id": "para-a-copy", "text": paraphrases[0]["text"] + " "}]
+    batch = run_batch(tmp_path / "out", "--input", str(write_jsonl(tmp_path / "in.jsonl", rows)))
+
+    assert_invariants(batch)
+    exact = batch.pairs[batch.pairs["kind"] == "exact"]
+    assert {(r.id_a, r.id_b) for r in exact.itertuples()} == {("copy1", "copy2"), ("copy1", "t03"), ("para-a", "para-a-copy")}
+    assert (exact["score"] == 1.0).all()
+    assert batch.counters["embedded"] == batch.summary["embedded"] == len(rows) - 3
+    semantic = {(r.id_a, r.id_b) for r in batch.pairs[batch.pairs["kind"] == "semantic"].itertuples()}
+    assert ("para-a", "para-b") in semantic and ("para-a-copy", "para-b") not in semantic
+    cluster = dict(zip(batch.clusters["id"], batch.clusters["cluster_id"], strict=True))
+    assert cluster["copy1"] == cluster["copy2"] == cluster["t03"] == "copy1"
+    assert cluster["para-a-copy"] == cluster["para-b"] == "para-a", "a copy joins its paraphrase through the original"
+
+
+def test_hdbscan_option(tmp_path):
+    paraphrases = [json.loads(line) for line in SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines()[:100]]
+    rows = paraphrases + [{"id": row["id"], "text": row["text"]} for row in sample_titles(300)]
+    rows.append({"id": "zz-copy", "text": rows[0]["text"].lower()})
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    batch = run_batch(tmp_path / "out", "--input", str(data), "--cluster-method", "hdbscan")
+
+    assert_invariants(batch)
+    assert batch.summary["cluster_method"] == "hdbscan"
+    cluster = dict(zip(batch.clusters["id"], batch.clusters["cluster_id"], strict=True))
+    assert cluster["zz-copy"] == cluster[rows[0]["id"]], "exact copies stay together"
+    together = sum(cluster[paraphrases[k]["id"]] == cluster[paraphrases[k + 1]["id"]] for k in range(0, 100, 2))
+    assert together >= 40, f"only {together}/50 STSb paraphrase pairs share a cluster"
+    assert (batch.clusters["cluster_size"] == 1).sum() > 50, "noise points are singletons"
+    assert batch.clusters["cluster_size"].max() <= 20

@@ -1,0 +1,65 @@
+"""The ``semsim`` command and ``python -m pipelines.batch_dedup`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+from tests.conftest import STSB_TEST, write_jsonl
+
+SEMSIM = str(Path(sys.executable).with_name("semsim"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--threshold", "0"], "--threshold must be in (0, 1], got 0.0"),
+        (["--threshold", "1.01"], "--threshold must be in (0, 1], got 1.01"),
+        (["--input", "/nonexistent/*.jsonl"], "--input '/nonexistent/*.jsonl' matches no file"),
+        (["--model", "/nonexistent/model"], "model path '/nonexistent/model' is not a directory"),
+        (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    ],
+)
+def test_bad_options_fail_with_one_line(tmp_path, flags, message):
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "A girl is styling her hair."}])
+    args = [SEMSIM, "batch", "--input", str(data), "--output", str(tmp_path / "out"), *flags]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"semsim batch: error: {message}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_and_unknown_format(tmp_path, capsys):
+    assert main(["batch", "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == "semsim batch: error: --input is required (a file glob)"
+    (tmp_path / "notes.md").write_text("A girl is styling her hair.\n", encoding="utf-8")
+    assert main(["batch", "--input", str(tmp_path / "notes.md"), "--output", str(tmp_path / "out")]) == 2
+    assert "pass --format" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs_and_prints_summary(tmp_path):
+    data = tmp_path / "posts.txt"
+    data.write_text("A girl is styling her hair.\nA girl is brushing her hair.\nA girl is styling her hair!\n")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.batch_dedup", "--input", str(data), "--output", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"] == summary["accepted"] == 3 and summary["runner"] == "FnApiRunner"
+    assert json.JSONDecoder().raw_decode(done.stdout)[0] == summary
+    assert "counters:" in done.stdout
+    assert not list(out.glob("*/beam-temp-*"))
+
+
+def test_eval_stsb_reproduces_published_spearman(capsys):
+    assert main(["eval", "stsb", "--file", str(STSB_TEST)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairs"] == 1379
+    assert abs(report["spearman"] - 0.8203) <= 0.002

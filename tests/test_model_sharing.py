@@ -1,0 +1,53 @@
+"""One model per worker process: not per thread, bundle or DoFn instance."""
+
+from __future__ import annotations
+
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from apache_beam.utils.shared import Shared
+
+from semsim_core.records import Record
+from tests.conftest import assert_invariants, run_batch, sample_titles, write_jsonl
+from transforms.embed import EmbedBatchFn
+
+
+@pytest.fixture
+def titles_file(tmp_path):
+    return write_jsonl(tmp_path / "titles.jsonl", [{"id": r["id"], "text": r["text"]} for r in sample_titles(300)])
+
+
+@pytest.mark.parametrize("mode", ["multi_processing", "multi_threading"])
+def test_model_loaded_once_per_worker_process(tmp_path, titles_file, mode):
+    batch = run_batch(
+        tmp_path / "out",
+        "--input", str(titles_file),
+        "--batch-window", "8",
+        "--direct_running_mode", mode,
+        "--direct_num_workers", "2",
+    )  # fmt: skip
+    assert_invariants(batch)
+    assert batch.counters["embedded"] == 300  # ~38 windows of 8 texts
+    processes = 2 if mode == "multi_processing" else 1
+    assert 1 <= batch.counters["model_loads"] <= processes
+
+
+def test_dofn_copies_in_threads_share_one_model():
+    """Beam pickles a DoFn into each worker thread; every copy must reach the same model through Shared."""
+    fn = EmbedBatchFn(Shared(), "all-MiniLM-L6-v2", "torch", 32)
+    copies = [pickle.loads(pickle.dumps(fn)) for _ in range(4)]
+    loads = []
+    for copy in copies:
+        original = copy._load
+        copy._load = lambda original=original: loads.append(1) or original()
+
+    def embed(copy):
+        copy.start_bundle()
+        return list(copy.process([Record("r1", "A girl is styling her hair.", "stsb", 1)]))
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(embed, copies))
+    assert len(loads) == 1
+    assert len({id(copy._embedder) for copy in copies}) == 1
+    assert all(len(r) == 1 and r[0][1].shape == (384,) for r in results)
