@@ -36,12 +36,14 @@ def test_detect_format():
 
 def test_txt_ids_and_bad_lines():
     data = (
-        GIRL.encode() + b"\r\n"
+        GIRL.encode()
+        + b"\r\n"
         + b"\n"
         + b"   \t \n"
         + b"caf\xe9 au lait\n"
         + b"nul\x00byte\n"
-        + ("x" * 201).encode() + b"\n"
+        + ("x" * 201).encode()
+        + b"\n"
         + SOCCER.encode()
     )
     items = list(parse_txt("dir/in.txt", lines(data), CONFIG))
@@ -98,12 +100,12 @@ def test_jsonl_custom_fields():
 def test_csv_rows_positions_and_bad_rows():
     data = (
         b"id,text,extra\r\n"
-        b"a,\"" + GIRL.encode() + b"\",1\r\n"
-        b"b,\"two\nlines\",2\r\n"
+        b'a,"' + GIRL.encode() + b'",1\r\n'
+        b'b,"two\nlines",2\r\n'
         b"c,too,many,fields\r\n"
         b"\r\n"
-        b"d,\"caf\xe9\",3\r\n"
-        b"e,\"" + SOCCER.encode() + b"\",4\r\n"
+        b'd,"caf\xe9",3\r\n'
+        b'e,"' + SOCCER.encode() + b'",4\r\n'
     )
     items = list(parse_csv("in.csv", lines(data), CONFIG))
     assert items[0] == Record("a", GIRL, "in.csv", 2)
