@@ -25,14 +25,11 @@ def resolve_model(model: str) -> str:
 
 
 def model_error(model: str) -> str | None:
-    """Return why ``model`` cannot be loaded as a local path, or None if it is loadable or a hub name to try."""
-    resolved = resolve_model(model)
-    looks_like_path = (
-        resolved.startswith(("/", ".", "~")) or os.sep in resolved and os.path.exists(resolved.split(os.sep)[0])
-    )
-    path = os.path.expanduser(resolved)
-    if not looks_like_path and not os.path.exists(path):
-        return None
+    """Return why ``model`` cannot be loaded from a local path, or None when it can or is a hub name to try."""
+    path = os.path.expanduser(resolve_model(model))
+    if not os.path.exists(path):
+        explicit_path = model.startswith(("/", ".", "~"))
+        return f"model path {model!r} does not exist" if explicit_path else None
     if not os.path.isdir(path):
         return f"model path {model!r} is not a directory"
     if not os.access(path, os.R_OK | os.X_OK):

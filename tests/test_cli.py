@@ -21,7 +21,7 @@ SEMSIM = str(Path(sys.executable).with_name("semsim"))
         (["--threshold", "0"], "--threshold must be in (0, 1], got 0.0"),
         (["--threshold", "1.01"], "--threshold must be in (0, 1], got 1.01"),
         (["--input", "/nonexistent/*.jsonl"], "--input '/nonexistent/*.jsonl' matches no file"),
-        (["--model", "/nonexistent/model"], "model path '/nonexistent/model' is not a directory"),
+        (["--model", "/nonexistent/model"], "model path '/nonexistent/model' does not exist"),
         (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
     ],
 )

@@ -104,7 +104,9 @@ def test_model_resolution_and_errors(tmp_path):
     assert resolve_model("some-org/other-model") == "some-org/other-model"
     assert model_error(DEFAULT_MODEL) is None
     assert model_error("some-org/other-model") is None  # a hub name: loaded by users with a hub connection
-    assert "not a directory" in model_error(str(tmp_path / "missing"))
+    assert "does not exist" in model_error(str(tmp_path / "missing"))
+    (tmp_path / "file").write_text("")
+    assert "not a directory" in model_error(str(tmp_path / "file"))
     assert "no sentence-transformers model" in model_error(str(tmp_path))
 
 
