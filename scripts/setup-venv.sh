@@ -10,7 +10,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -c requirements/constraints.txt -e ".[test]"
+log=.venv/install.log
+echo "setting up .venv (torch 2.13.0 CPU, then requirements/constraints.txt; log: $log)"
+{
+  .venv/bin/python -m pip install --upgrade pip &&
+  .venv/bin/python -m pip install torch==2.13.0 &&
+  .venv/bin/python -m pip install -c requirements/constraints.txt -e ".[test]"
+} > "$log" 2>&1 || { tail -n 40 "$log"; echo "setup failed; full log: $log" >&2; exit 1; }
 echo "$want" > "$stamp"
