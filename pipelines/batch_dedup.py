@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import BatchDedupOptions, OptionsError, validate
-from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
+from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA, Pair
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
 from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
@@ -26,6 +26,10 @@ from transforms.exact import EXACT_PAIRS, ExactPrepass
 from transforms.pairs import FindPairs
 from transforms.read import ReadRecords
 from transforms.write import WriteRows, WriteSummary
+
+
+def _edge(pair: Pair) -> tuple[str, str]:
+    return pair.id_a, pair.id_b
 
 
 def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
@@ -41,9 +45,9 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
 
     if opts.cluster_method == "hdbscan":
         linked = vectors | "Hdbscan" >> HdbscanEdges(opts.pca_dims, opts.hdbscan_min_cluster_size)
-        edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(lambda p: (p.id_a, p.id_b)), linked) | beam.Flatten()
+        edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(_edge), linked) | "AllEdges" >> beam.Flatten()
     else:
-        edges = pairs | "PairEdges" >> beam.Map(lambda p: (p.id_a, p.id_b))
+        edges = pairs | "PairEdges" >> beam.Map(_edge)
     clusters = {"records": unique.records, "edges": edges} | "Cluster" >> ClusterRecords()
     dead_letters = (parsed[DEAD_LETTER], unique[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
 

@@ -23,12 +23,11 @@ _EXTENSIONS = {
     ".text": "txt",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
-    ".json": "jsonl",
     ".csv": "csv",
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".deflate", ".lzma", ".xz")
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")  # what Beam opens by extension
 
 Parsed = Record | DeadLetter
 

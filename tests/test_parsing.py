@@ -32,6 +32,7 @@ def test_detect_format():
     assert detect_format("x.parquet") == "parquet"
     assert detect_format("notes.txt.bz2") == "txt"
     assert detect_format("README.md") is None
+    assert detect_format("array.json") is None, "a .json file may be one JSON document, not JSON lines"
 
 
 def test_txt_ids_and_bad_lines():
