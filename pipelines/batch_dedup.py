@@ -9,8 +9,10 @@ import glob
 import json
 import os
 import sys
+from collections.abc import Iterable
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -19,13 +21,25 @@ from apache_beam.runners.runner import PipelineResult
 from pipelines.options import BatchDedupOptions, OptionsError, validate
 from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA, Pair
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
+from transforms.cells import TrainCentroids, load_centroids, save_centroids
 from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
 from transforms.embed import EmbedRecords
 from transforms.exact import EXACT_PAIRS, ExactPrepass
-from transforms.pairs import FindPairs
+from transforms.pairs import CELL_SIZES, FindPairs
 from transforms.read import ReadRecords
 from transforms.write import WriteRows, WriteSummary
+
+
+def _largest(sizes: Iterable[int]) -> int:
+    return max(sizes, default=0)
+
+
+def _load_centroids(path: str) -> np.ndarray:
+    try:
+        return load_centroids(path)
+    except (OSError, ValueError) as e:
+        raise OptionsError(f"cannot read --centroids {path!r}: {e}") from None
 
 
 def _edge(pair: Pair) -> tuple[str, str]:
@@ -40,7 +54,16 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     exact = unique.records | "ExactPrepass" >> ExactPrepass()
     embed = EmbedRecords(opts.model, opts.backend, opts.batch_size, opts.batch_window)
     vectors = exact.representatives | "Embed" >> embed
-    semantic = vectors | "FindPairs" >> FindPairs(opts.threshold)
+    if opts.centroids:
+        centroids = pipeline | "LoadCentroids" >> beam.Create([_load_centroids(opts.centroids)])
+    else:
+        train = TrainCentroids(
+            opts.cells, opts.target_cell_size, opts.max_cell_size, opts.cell_margin, opts.kmeans_sample
+        )
+        centroids = vectors | "TrainCentroids" >> train
+    centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, "centroids.npy"))
+    found = vectors | "FindPairs" >> FindPairs(opts.threshold, centroids, opts.cell_margin, opts.max_cell_size)
+    semantic = found.pairs
     pairs = (exact[EXACT_PAIRS], semantic) | "AllPairs" >> beam.Flatten()
 
     if opts.cluster_method == "hdbscan":
@@ -64,6 +87,9 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         "embedded": vectors,
         "clusters": clusters | "Representatives" >> beam.Filter(lambda c: c.is_representative),
     }
+    measured = {name: pcoll | f"Count_{name}" >> beam.combiners.Count.Globally() for name, pcoll in counted.items()}
+    measured["cells"] = centroids | "CountCells" >> beam.Map(len)
+    measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(_largest)
     fixed = {
         "threshold": opts.threshold,
         "model": opts.model,
@@ -72,7 +98,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         "runner": str(opts.view_as(StandardOptions).runner),
         "outputs": {name: FileSystems.join(out, name) for name in ("pairs", "clusters", "dead_letter")},
     }
-    counted | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"), fixed)
+    measured | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"), fixed)
 
 
 def _remove_empty_temp_dirs(output: str) -> None:

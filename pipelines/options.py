@@ -40,6 +40,18 @@ class BatchDedupOptions(PipelineOptions):
         _flag(parser, "backend", choices=BACKENDS, default="torch", help="inference backend")
         _flag(parser, "batch_size", type=int, default=32, help="texts per forward pass")
         _flag(parser, "batch_window", type=int, default=256, help="texts per embedding window, sorted by length")
+        _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
+        _flag(parser, "target_cell_size", type=int, default=10_000, help="vectors per cell when --cells is 0")
+        _flag(parser, "max_cell_size", type=int, default=40_000, help="larger cells are split again")
+        _flag(
+            parser,
+            "cell_margin",
+            type=float,
+            default=0.1,
+            help="a vector also joins every cell whose centroid similarity is within this of its nearest cell's",
+        )
+        _flag(parser, "kmeans_sample", type=int, default=100_000, help="vectors to train the centroids on")
+        _flag(parser, "centroids", help="centroids.npy of an earlier run, used instead of training")
         _flag(
             parser,
             "cluster_method",
@@ -66,7 +78,19 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         raise OptionsError("--output is required (a folder)")
     if not 0.0 < opts.threshold <= 1.0:
         raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
-    for name in ("max_text_bytes", "batch_size", "batch_window", "hdbscan_min_cluster_size", "pca_dims"):
+    if opts.cells < 0 or opts.cell_margin < 0:
+        raise OptionsError("--cells and --cell-margin must not be negative")
+    positive = (
+        "max_text_bytes",
+        "batch_size",
+        "batch_window",
+        "hdbscan_min_cluster_size",
+        "pca_dims",
+        "target_cell_size",
+        "max_cell_size",
+        "kmeans_sample",
+    )
+    for name in positive:
         if getattr(opts, name) < 1:
             raise OptionsError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(opts, name)}")
     for pattern in opts.input:

@@ -35,6 +35,17 @@ def stsb_unique_sentences(path: Path = STSB_TEST) -> list[str]:
     return list(by_norm.values())
 
 
+def stsb_captions(path: Path = STSB_DEV) -> list[str]:
+    """The distinct sentences of an STSb file's video-caption genres (MSRvid, images): short, crowded together."""
+    captions = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            columns = line.rstrip("\n").split("\t")
+            if columns[1] in ("MSRvid", "images"):
+                captions.update(columns[5:7])
+    return sorted(captions)
+
+
 def sample_titles(limit: int) -> list[dict]:
     with open(SAMPLE_TITLES, encoding="utf-8") as f:
         return [json.loads(line) for line, _ in zip(f, range(limit), strict=False)]

@@ -29,15 +29,15 @@ class WriteRows(beam.PTransform):
         )
 
 
-def _write_summary(_, path: str, fixed: dict, **counts: int) -> dict:
-    summary = {**counts, **fixed}
+def _write_summary(_, path: str, fixed: dict, **measured: int) -> dict:
+    summary = {**measured, **fixed}
     with FileSystems.create(path) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8") + b"\n")
     return summary
 
 
 class WriteSummary(beam.PTransform):
-    """Counts each named PCollection and writes the counts plus ``fixed`` fields as JSON to ``path``."""
+    """Writes the value of each named one-element PCollection plus the ``fixed`` fields as JSON to ``path``."""
 
     def __init__(self, path: str, fixed: dict):
         super().__init__()
@@ -45,12 +45,9 @@ class WriteSummary(beam.PTransform):
         self._fixed = fixed
 
     def expand(self, named):
-        counts = {
-            name: beam.pvalue.AsSingleton(pcoll | f"Count_{name}" >> beam.combiners.Count.Globally())
-            for name, pcoll in named.items()
-        }
+        values = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in named.items()}
         return (
             named[next(iter(named))].pipeline
             | "Once" >> beam.Create([None])
-            | "Write" >> beam.Map(_write_summary, self._path, self._fixed, **counts)
+            | "Write" >> beam.Map(_write_summary, self._path, self._fixed, **values)
         )

@@ -1,0 +1,107 @@
+"""k-means cells: pairs against exact all-pairs, oversized-cell splitting, saved centroids."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import semsim_core.cells as cells_module
+from semsim_core.cells import assign_cells, bounded_cell_pairs, owning_cell, split_oversized, train_centroids
+from semsim_core.evaluation import read_stsb
+from semsim_core.pairs import threshold_pairs
+from tests.conftest import STSB_TEST, assert_invariants, run_batch, sample_titles, stsb_captions, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def stsb(embedder):
+    sentences = sorted(set(read_stsb(str(STSB_TEST)).first + read_stsb(str(STSB_TEST)).second))
+    return [f"s{i:05d}" for i in range(len(sentences))], embedder.encode(sentences)
+
+
+def cell_pairs(ids, vectors, centroids, margin, threshold, max_cell_size=10**9):
+    """All pairs found cell by cell, each kept only by its owning cell, as a list (duplicates would show)."""
+    cells = assign_cells(vectors, centroids, margin)
+    members: dict[int, list[int]] = {}
+    for row, vector_cells in enumerate(cells):
+        for cell in vector_cells:
+            members.setdefault(cell, []).append(row)
+    found = []
+    for cell, rows in members.items():
+        for pair in bounded_cell_pairs([ids[r] for r in rows], vectors[rows], threshold, max_cell_size, margin):
+            if owning_cell(cells[ids.index(pair.id_a)], cells[ids.index(pair.id_b)]) == cell:
+                found.append((pair.id_a, pair.id_b))
+    return found
+
+
+def test_margin_covering_all_borders_gives_exact_pairs(stsb):
+    ids, vectors = stsb
+    centroids = train_centroids(vectors, 8)
+    exact = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, 0.75)}
+    found = cell_pairs(ids, vectors, centroids, margin=2.0, threshold=0.75)
+    assert len(found) == len(set(found)), "a pair is reported by one cell only"
+    assert set(found) == exact
+
+
+@pytest.mark.parametrize("threshold", [0.75, 0.8, 0.9])
+def test_default_margin_recall_on_real_sentences(stsb, threshold):
+    ids, vectors = stsb
+    exact = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, threshold)}
+    found = cell_pairs(ids, vectors, train_centroids(vectors, 8), margin=0.1, threshold=threshold)
+    assert len(found) == len(set(found)) and set(found) <= exact
+    assert len(set(found)) / len(exact) >= 0.99
+
+
+def test_oversized_cell_searched_in_bounded_pieces(stsb, monkeypatch):
+    ids, vectors = stsb
+    sizes = []
+    real_search = cells_module.threshold_pairs
+    monkeypatch.setattr(cells_module, "threshold_pairs", lambda i, v, t: sizes.append(len(i)) or real_search(i, v, t))
+    found = bounded_cell_pairs(ids, vectors, 0.8, max_cell_size=600, margin=0.1)
+    exact = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, 0.8)}
+    assert len(ids) > 4 * 600 and len(sizes) > 4 and max(sizes) <= 600
+    assert len({(p.id_a, p.id_b) for p in found}) == len(found)
+    assert len({(p.id_a, p.id_b) for p in found} & exact) / len(exact) >= 0.97
+
+
+def test_split_oversized_balances_a_skewed_sample(embedder):
+    """Captions (STSb MSRvid/images: 'A man is playing a guitar.') crowd one region; Reddit titles spread out."""
+    vectors = embedder.encode(stsb_captions()[:700] + [r["text"] for r in sample_titles(300)])
+    centroids = train_centroids(vectors, 2)
+    before = np.bincount([c[0] for c in assign_cells(vectors, centroids, 0.0)])
+    split = split_oversized(vectors, centroids, len(vectors), max_cell_size=250, margin=0.0)
+    after = np.bincount([c[0] for c in assign_cells(vectors, split, 0.0)])
+    assert before.max() > 250 >= after.max()
+    assert len(split) > 2
+
+
+def test_skewed_corpus_pipeline_bounds_cells_and_roundtrips_centroids(tmp_path):
+    rows = [{"id": f"cap{i:04d}", "text": s} for i, s in enumerate(stsb_captions()[:600])]
+    rows += [{"id": r["id"], "text": r["text"]} for r in sample_titles(150)]
+    source = write_jsonl(tmp_path / "skewed.jsonl", rows)
+    flags = ["--input", str(source), "--cells", "2", "--max-cell-size", "200", "--cell-margin", "0.05"]
+    first = run_batch(tmp_path / "first", *flags)
+    assert_invariants(first)
+    assert first.summary["cells"] > 2 and first.summary["largest_cell"] <= 200
+
+    centroids = tmp_path / "first" / "centroids.npy"
+    again = run_batch(tmp_path / "again", *flags, "--centroids", str(centroids))
+    np.testing.assert_allclose(np.load(centroids), np.load(tmp_path / "again" / "centroids.npy"), atol=1e-6)
+    assert again.summary["cells"] == first.summary["cells"]
+    key = ["id_a", "id_b"]
+    assert (
+        again.pairs.sort_values(key).reset_index(drop=True).equals(first.pairs.sort_values(key).reset_index(drop=True))
+    )
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert summary["semantic_pairs"] == first.summary["semantic_pairs"]
+
+
+def test_bad_centroids_file_is_one_line(tmp_path, capsys):
+    from pipelines.cli import main
+
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "A girl is styling her hair."}])
+    (tmp_path / "c.npy").write_bytes(b"not numpy")
+    args = ["batch", "--input", str(source), "--output", str(tmp_path / "out"), "--centroids", str(tmp_path / "c.npy")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith(f"semsim batch: error: cannot read --centroids '{tmp_path}/c.npy'")
