@@ -25,7 +25,8 @@ from transforms.cells import TrainCentroids, load_centroids, save_centroids
 from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
 from transforms.embed import EmbedRecords
-from transforms.exact import EXACT_PAIRS, ExactPrepass
+from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
+from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
 from transforms.pairs import CELL_SIZES, FindPairs
 from transforms.read import ReadRecords
 from transforms.write import WriteRows, WriteSummary
@@ -46,14 +47,29 @@ def _edge(pair: Pair) -> tuple[str, str]:
     return pair.id_a, pair.id_b
 
 
-def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
-    """Add the batch dedup steps to ``pipeline``."""
-    out = opts.output
+def _vectors_from_text(pipeline: beam.Pipeline, opts: BatchDedupOptions):
     parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
-    exact = unique.records | "ExactPrepass" >> ExactPrepass()
+    exact = unique.records | "ExactPrepass" >> ExactPrepass(text_key)
     embed = EmbedRecords(opts.model, opts.backend, opts.batch_size, opts.batch_window)
-    vectors = exact.representatives | "Embed" >> embed
+    return parsed, unique, exact, exact.representatives | "Embed" >> embed
+
+
+def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions):
+    parsed = pipeline | "Read" >> ReadEmbeddings(opts.input_embeddings)
+    unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
+    exact = unique.records | "ExactPrepass" >> ExactPrepass(vector_key)
+    return parsed, unique, exact, exact.representatives | "Vectors" >> beam.Map(lambda r: (r.id, r.vector))
+
+
+def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
+    """Add the batch dedup steps to ``pipeline``, from text (``--input``) or saved embeddings."""
+    out = opts.output
+    front = _vectors_from_embeddings if opts.input_embeddings else _vectors_from_text
+    parsed, unique, exact, vectors = front(pipeline, opts)
+    if opts.write_embeddings:
+        embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
+        embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, "embeddings"))
     if opts.centroids:
         centroids = pipeline | "LoadCentroids" >> beam.Create([_load_centroids(opts.centroids)])
     else:
@@ -92,7 +108,8 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(_largest)
     fixed = {
         "threshold": opts.threshold,
-        "model": opts.model,
+        "model": None if opts.input_embeddings else opts.model,
+        "input_embeddings": opts.input_embeddings,
         "backend": opts.backend,
         "cluster_method": opts.cluster_method,
         "runner": str(opts.view_as(StandardOptions).runner),
@@ -102,8 +119,9 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
 
 
 def _remove_empty_temp_dirs(output: str) -> None:
-    """Beam's file sinks can leave an empty ``beam-temp-*`` folder beside local outputs; object stores have none."""
-    for folder in glob.glob(os.path.join(glob.escape(output), "*", "beam-temp-*")):
+    """Beam's file sinks can leave an empty ``beam-temp-*`` or ``.temp*`` folder beside local outputs; object stores
+    have no empty folders."""
+    for folder in glob.glob(os.path.join(glob.escape(output), "*", "*temp*"), include_hidden=True):
         try:
             os.rmdir(folder)
         except OSError:

@@ -8,6 +8,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from semsim_core.embedder import BACKENDS, DEFAULT_MODEL, model_error
 from semsim_core.parsing import FORMATS, ParseConfig, detect_format
 from transforms.cluster import CLUSTER_METHODS
+from transforms.embeddings_io import embeddings_pattern
 
 DEFAULT_THRESHOLD = 0.80
 DEFAULT_RUNNER = "FnApiRunner"
@@ -30,7 +31,9 @@ class BatchDedupOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         _flag(parser, "input", action="append", help="file glob (repeatable); local, gs:// or any Beam filesystem")
+        _flag(parser, "input_embeddings", help="embeddings/ of an earlier run, instead of --input: no model is loaded")
         _flag(parser, "output", help="output folder: pairs/, clusters/, dead_letter/, summary.json")
+        _flag(parser, "write_embeddings", action="store_true", help="also write embeddings/ (one row per record)")
         _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
         _flag(parser, "id_field", default="id", help="id field of .jsonl/.csv/.parquet input (default: id)")
         _flag(parser, "text_field", default="text", help="text field of .jsonl/.csv/.parquet input (default: text)")
@@ -66,14 +69,24 @@ class BatchDedupOptions(PipelineOptions):
         return ParseConfig(self.id_field, self.text_field, self.max_text_bytes)
 
 
+def _matched(flag: str, pattern: str) -> list:
+    try:
+        matched = FileSystems.match([pattern])[0].metadata_list
+    except Exception as e:  # noqa: BLE001 - any filesystem error is reported as one line
+        raise OptionsError(f"cannot list {flag} {pattern!r}: {e}") from None
+    if not matched:
+        raise OptionsError(f"{flag} {pattern!r} matches no file")
+    return matched
+
+
 def validate(options: PipelineOptions) -> BatchDedupOptions:
     """Check the options before anything runs; raise :class:`OptionsError` with one clear line.
 
     Also sets the default runner (FnApiRunner: Beam's DirectRunner first tries to download Prism).
     """
     opts = options.view_as(BatchDedupOptions)
-    if not opts.input:
-        raise OptionsError("--input is required (a file glob)")
+    if bool(opts.input) == bool(opts.input_embeddings):
+        raise OptionsError("give --input (a file glob) or --input-embeddings (an embeddings/ folder), not both")
     if not opts.output:
         raise OptionsError("--output is required (a folder)")
     if not 0.0 < opts.threshold <= 1.0:
@@ -93,19 +106,15 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     for name in positive:
         if getattr(opts, name) < 1:
             raise OptionsError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(opts, name)}")
-    for pattern in opts.input:
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception as e:  # noqa: BLE001 - any filesystem error is reported as one line
-            raise OptionsError(f"cannot list --input {pattern!r}: {e}") from None
-        if not matched:
-            raise OptionsError(f"--input {pattern!r} matches no file")
-        unknown = [m.path for m in matched if detect_format(m.path) is None]
+    if opts.input_embeddings:
+        _matched("--input-embeddings", embeddings_pattern(opts.input_embeddings))
+    for pattern in opts.input or ():
+        unknown = [m.path for m in _matched("--input", pattern) if detect_format(m.path) is None]
         if unknown and not opts.format:
             raise OptionsError(
                 f"cannot tell the format of {unknown[0]!r} from its extension; pass --format {{{','.join(FORMATS)}}}"
             )
-    error = model_error(opts.model)
+    error = None if opts.input_embeddings else model_error(opts.model)
     if error:
         raise OptionsError(error)
     standard = options.view_as(StandardOptions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
 
@@ -22,6 +23,27 @@ class Record(NamedTuple):
     @property
     def locator(self) -> str:
         return f"{self.source}:{self.position}"
+
+    @property
+    def raw(self) -> str:
+        return self.text
+
+
+class EmbeddedRecord(NamedTuple):
+    """One accepted row of saved embeddings (``--input-embeddings``): an id and its unit float32 vector."""
+
+    id: str
+    vector: np.ndarray
+    source: str
+    position: int
+
+    @property
+    def locator(self) -> str:
+        return f"{self.source}:{self.position}"
+
+    @property
+    def raw(self) -> str:
+        return f"embedding of {self.id!r}"
 
 
 class DeadLetter(NamedTuple):
@@ -63,6 +85,11 @@ CLUSTERS_SCHEMA = pa.schema(
     ]
 )
 DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("raw", pa.string()), ("error", pa.string())])
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    """``embeddings/``: ``id string, embedding fixed_size_list<float32>[dim]``."""
+    return pa.schema([("id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
 
 
 def make_pair(id_1: str, id_2: str, score: float, kind: str) -> Pair:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import semsim_core.cells as cells_module
 from semsim_core.cells import assign_cells, bounded_cell_pairs, owning_cell, split_oversized, train_centroids
+from semsim_core.embeddings_io import parse_embeddings
 from semsim_core.evaluation import read_stsb
 from semsim_core.pairs import threshold_pairs
-from tests.conftest import STSB_TEST, assert_invariants, run_batch, sample_titles, stsb_captions, write_jsonl
+from semsim_core.records import EmbeddedRecord
+from tests.conftest import (
+    SAMPLE_PARAPHRASES,
+    STSB_TEST,
+    assert_invariants,
+    run_batch,
+    sample_titles,
+    stsb_captions,
+    write_jsonl,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +118,60 @@ def test_bad_centroids_file_is_one_line(tmp_path, capsys):
     args = ["batch", "--input", str(source), "--output", str(tmp_path / "out"), "--centroids", str(tmp_path / "c.npy")]
     assert main(args) == 2
     assert capsys.readouterr().err.startswith(f"semsim batch: error: cannot read --centroids '{tmp_path}/c.npy'")
+
+
+def test_embeddings_round_trip_without_the_model(tmp_path):
+    rows = [json.loads(line) for line in SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines()[:60]]
+    rows += [{"id": r["id"], "text": r["text"]} for r in sample_titles(200)]
+    rows += [{"id": "copy-of-first", "text": rows[0]["text"].upper()}]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    from_text = run_batch(tmp_path / "text", "--input", str(source), "--write-embeddings", "--cells", "3")
+    embeddings = pq.read_table(tmp_path / "text" / "embeddings")
+    assert embeddings.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    assert sorted(embeddings.column("id").to_pylist()) == sorted(from_text.clusters["id"])
+    assert not list((tmp_path / "text").glob("*/*temp*")) and not list((tmp_path / "text").glob("*/.temp*"))
+
+    key = ["id_a", "id_b"]
+    again = run_batch(tmp_path / "again", "--input-embeddings", str(tmp_path / "text" / "embeddings"), "--cells", "3")
+    assert_invariants(again)
+    assert "model_loads" not in again.counters and again.summary["model"] is None
+    assert again.pairs.sort_values(key, ignore_index=True).equals(from_text.pairs.sort_values(key, ignore_index=True))
+    assert again.clusters.sort_values("id", ignore_index=True).equals(
+        from_text.clusters.sort_values("id", ignore_index=True)
+    )
+
+    strict = run_batch(
+        tmp_path / "strict", "--input-embeddings", str(tmp_path / "text" / "embeddings"), "--threshold", "0.9"
+    )
+    strict_text = run_batch(tmp_path / "strict_text", "--input", str(source), "--threshold", "0.9")
+    assert set(map(tuple, strict.pairs[key].values)) == set(map(tuple, strict_text.pairs[key].values))
+    assert len(strict.pairs) < len(again.pairs)
+
+
+def test_bad_embedding_rows_are_dead_letters(tmp_path):
+    table = pa.table(
+        {
+            "id": ["ok", "short", "nan", "zero", None, "null"],
+            "embedding": [
+                [0.6, 0.8, 0.0],
+                [1.0, 0.0],
+                [float("nan"), 0.0, 1.0],
+                [0.0, 0.0, 0.0],
+                [1.0, 0.0, 0.0],
+                None,
+            ],
+        }
+    )
+    pq.write_table(table, tmp_path / "e.parquet")
+    with open(tmp_path / "e.parquet", "rb") as f:
+        items = list(parse_embeddings("e.parquet", f))
+    assert isinstance(items[0], EmbeddedRecord) and items[0].vector.dtype == np.float32
+    np.testing.assert_allclose(items[0].vector, [0.6, 0.8, 0.0], rtol=1e-6)
+    assert [getattr(i, "error", None) for i in items[1:]] == [
+        "embedding has 2 values, expected 3",
+        "embedding has non-finite values",
+        "embedding is all zeros",
+        "field 'id' is missing or empty",
+        "field 'embedding' is null or empty",
+    ]
+    assert parse_embeddings("x.parquet", io.BytesIO(b"junk")).__next__().error.startswith("cannot read embeddings")

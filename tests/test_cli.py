@@ -36,7 +36,7 @@ def test_bad_options_fail_with_one_line(tmp_path, flags, message):
 
 def test_missing_input_and_unknown_format(tmp_path, capsys):
     assert main(["batch", "--output", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err.strip() == "semsim batch: error: --input is required (a file glob)"
+    assert "give --input (a file glob) or --input-embeddings" in capsys.readouterr().err
     (tmp_path / "notes.md").write_text("A girl is styling her hair.\n", encoding="utf-8")
     assert main(["batch", "--input", str(tmp_path / "notes.md"), "--output", str(tmp_path / "out")]) == 2
     assert "pass --format" in capsys.readouterr().err

@@ -23,12 +23,15 @@ class FirstRecordPerIdFn(beam.DoFn):
             self._dead_letters.inc()
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER,
-                DeadLetter(other.locator, other.text, f"duplicate id {record_id!r} (first seen at {first.locator})"),
+                DeadLetter(other.locator, other.raw, f"duplicate id {record_id!r} (first seen at {first.locator})"),
             )
 
 
 class DropDuplicateIds(beam.PTransform):
-    """Returns ``records`` with distinct ids and ``dead_letter`` for every later record that reuses an id."""
+    """Returns ``records`` with distinct ids and ``dead_letter`` for every later record that reuses an id.
+
+    Works on :class:`Record` and :class:`EmbeddedRecord` (anything with ``id``, ``source``, ``position``, ``raw``).
+    """
 
     def expand(self, records):
         return (

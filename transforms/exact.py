@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from semsim_core.normalize import text_hash
-from semsim_core.records import EXACT, Record, make_pair
+from semsim_core.records import EXACT, EmbeddedRecord, Record, make_pair
 from transforms import METRICS_NAMESPACE
 
 EXACT_PAIRS = "exact_pairs"
@@ -29,17 +30,32 @@ class SplitExactGroupFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(EXACT_PAIRS, make_pair(representative.id, copy.id, 1.0, EXACT))
 
 
+def text_key(record: Record) -> str:
+    """Records are exact copies when their normalised texts are equal."""
+    return text_hash(record.text)
+
+
+def vector_key(record: EmbeddedRecord) -> str:
+    """Saved embeddings are exact copies when their vectors are bit-identical (copies were saved with one vector)."""
+    return hashlib.blake2b(record.vector.tobytes(), digest_size=16).hexdigest()
+
+
 class ExactPrepass(beam.PTransform):
-    """Returns ``representatives`` (one :class:`Record` per distinct normalised text) and ``exact_pairs``.
+    """Returns ``representatives`` (one record per distinct ``key``) and ``exact_pairs``.
 
     Exact pairs form a star from each group's representative, not all n(n-1)/2 pairs of the group: the same clusters
     follow, and a text repeated 10,000 times costs 9,999 rows instead of 50 million.
     """
 
+    def __init__(self, key: Callable[[Record | EmbeddedRecord], str] = text_key):
+        super().__init__()
+        self._key = key
+
     def expand(self, records):
+        key = self._key
         return (
             records
-            | "KeyByTextHash" >> beam.Map(lambda r: (text_hash(r.text), r))
-            | "GroupByText" >> beam.GroupByKey()
+            | "KeyByContent" >> beam.Map(lambda r: (key(r), r))
+            | "GroupByContent" >> beam.GroupByKey()
             | "SplitGroups" >> beam.ParDo(SplitExactGroupFn()).with_outputs(EXACT_PAIRS, main="representatives")
         )
