@@ -83,7 +83,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     pairs = (exact[EXACT_PAIRS], semantic) | "AllPairs" >> beam.Flatten()
 
     if opts.cluster_method == "hdbscan":
-        linked = vectors | "Hdbscan" >> HdbscanEdges(opts.pca_dims, opts.hdbscan_min_cluster_size)
+        linked = vectors | "Hdbscan" >> HdbscanEdges(centroids, opts.pca_dims, opts.hdbscan_min_cluster_size)
         edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(_edge), linked) | "AllEdges" >> beam.Flatten()
     else:
         edges = pairs | "PairEdges" >> beam.Map(_edge)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -47,6 +47,27 @@ def connected_components(edges: Iterable[tuple[str, str]]) -> dict[str, ClusterA
     for root in roots.values():
         sizes[root] = sizes.get(root, 0) + 1
     return {item: ClusterAssignment(item, root, item == root, sizes[root]) for item, root in roots.items()}
+
+
+def large_star(node: str, neighbours: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Large-star step of Kiveris et al., "Connected Components in MapReduce and Beyond" (SoCC 2014): link every
+    neighbour larger than ``node`` to the smallest of ``node`` and its neighbours."""
+    neighbours = set(neighbours)
+    neighbours.discard(node)
+    smallest = min(neighbours, default=node)
+    smallest = min(smallest, node)
+    for other in neighbours:
+        if other > node:
+            yield other, smallest
+
+
+def small_star(node: str, smaller_neighbours: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Small-star step (same paper): link ``node`` and each of its smaller neighbours to the smallest of them."""
+    group = set(smaller_neighbours) | {node}
+    smallest = min(group)
+    for other in group:
+        if other != smallest:
+            yield other, smallest
 
 
 def singleton(record_id: str) -> ClusterAssignment:

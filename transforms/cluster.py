@@ -1,50 +1,158 @@
-"""ClusterRecords: one cluster assignment per accepted record, from duplicate edges (connected components)."""
+"""ClusterRecords: one cluster assignment per accepted record, from duplicate edges, computed without gathering the
+edges on one worker; HdbscanEdges: the HDBSCAN option, per cell."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
 
-from semsim_core.clustering import connected_components, hdbscan_edges, singleton
-from semsim_core.records import ClusterAssignment, Record
+from semsim_core.clustering import UnionFind, hdbscan_edges, large_star, singleton, small_star
+from semsim_core.records import ClusterAssignment
+from transforms.cells import AssignCells, Member
 
 CLUSTER_METHODS = ("components", "hdbscan")
 
 
-def _assign(record: Record, components: dict[str, ClusterAssignment]) -> ClusterAssignment:
-    return components.get(record.id) or singleton(record.id)
+def _both_directions(edge: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    yield edge
+    yield edge[1], edge[0]
+
+
+def _larger_first(edge: tuple[str, str]) -> tuple[str, str]:
+    return (edge[0], edge[1]) if edge[0] > edge[1] else (edge[1], edge[0])
+
+
+def _label(node: str, neighbours: Iterable[str]) -> tuple[str, str]:
+    return node, min(min(neighbours), node)
+
+
+def _label_pairs(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, tuple[str, str]]]:
+    """Join step: for each original edge (a, b) keyed by a, pass a's label on to b."""
+    _, joined = element
+    for label in joined["label"]:
+        for other in joined["edge"]:
+            yield other, label
+
+
+def _disagreements(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, str]]:
+    _, joined = element
+    for label in joined["label"]:
+        for other_label in joined["other_label"]:
+            if other_label != label:
+                yield label, other_label
+
+
+def _merge_labels(disagreements: list[tuple[str, str]]) -> dict[str, str]:
+    """Labels that the rounds left apart but an edge joins: map each to the smallest label of its group."""
+    sets = UnionFind()
+    for a, b in disagreements:
+        sets.union(a, b)
+    return {label: sets.find(label) for label in sets.items() if sets.find(label) != label}
+
+
+def _relabel(labelled: tuple[str, str], merged: dict[str, str]) -> tuple[str, str]:
+    node, label = labelled
+    return node, merged.get(label, label)
+
+
+def _assignment(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, ClusterAssignment]]:
+    label, joined = element
+    size = sum(joined["size"])
+    for node in joined["node"]:
+        yield node, ClusterAssignment(node, label, node == label, size)
+
+
+def _assign_or_singleton(element: tuple[str, dict[str, list]]) -> Iterator[ClusterAssignment]:
+    record_id, joined = element
+    if joined["record"]:
+        yield next(iter(joined["cluster"]), None) or singleton(record_id)
+
+
+class ConnectedComponents(beam.PTransform):
+    """``(id, id)`` edges -> ``(id, label)`` for every id on an edge; the label is the smallest id of its component.
+
+    Runs ``rounds`` alternating large-star / small-star rounds (Kiveris et al. 2014, O(log^2 n) rounds to converge),
+    each a GroupByKey, so no worker holds more than one node's neighbours. Edges whose endpoints still disagree
+    afterwards (components the rounds did not finish) are merged exactly on one worker; they are few or none.
+    """
+
+    def __init__(self, rounds: int = 6):
+        super().__init__()
+        self._rounds = rounds
+
+    def expand(self, edges):
+        current = edges
+        for r in range(self._rounds):
+            current = (
+                current
+                | f"LargeStarOut{r}" >> beam.FlatMap(_both_directions)
+                | f"LargeStarGroup{r}" >> beam.GroupByKey()
+                | f"LargeStar{r}" >> beam.FlatMapTuple(large_star)
+                | f"SmallStarOut{r}" >> beam.Map(_larger_first)
+                | f"SmallStarGroup{r}" >> beam.GroupByKey()
+                | f"SmallStar{r}" >> beam.FlatMapTuple(small_star)
+            )
+        labels = (
+            current
+            | "LabelOut" >> beam.FlatMap(_both_directions)
+            | "LabelGroup" >> beam.GroupByKey()
+            | "Label" >> beam.MapTuple(_label)
+        )
+        from_a = {"edge": edges, "label": labels} | "JoinA" >> beam.CoGroupByKey()
+        passed = from_a | "PassLabel" >> beam.FlatMap(_label_pairs)
+        merges = (
+            {"other_label": passed, "label": labels}
+            | "JoinB" >> beam.CoGroupByKey()
+            | "Disagreements" >> beam.FlatMap(_disagreements)
+            | "CollectDisagreements" >> beam.combiners.ToList()
+            | "MergeLabels" >> beam.Map(_merge_labels)
+        )
+        return labels | "FinalLabel" >> beam.Map(_relabel, beam.pvalue.AsSingleton(merges))
 
 
 class ClusterRecords(beam.PTransform):
-    """Takes ``{"records", "edges"}`` and returns one :class:`ClusterAssignment` per record.
+    """Takes ``{"records", "edges"}`` and returns one :class:`ClusterAssignment` per record: connected components of
+    the ``(id, id)`` edges, representative = smallest id; a record on no edge is its own cluster of size 1."""
 
-    ``edges`` are ``(id, id)`` links. The components are computed on one worker from the edges alone (only records
-    with a duplicate take memory there); every other record is its own cluster of size 1.
-    """
+    def __init__(self, rounds: int = 6):
+        super().__init__()
+        self._rounds = rounds
 
     def expand(self, inputs):
-        components = (
-            inputs["edges"] | "AllEdges" >> beam.combiners.ToList() | "Components" >> beam.Map(connected_components)
+        labels = inputs["edges"] | "Components" >> ConnectedComponents(self._rounds)
+        by_label = labels | "ByLabel" >> beam.MapTuple(lambda node, label: (label, node))
+        sizes = labels | "One" >> beam.MapTuple(lambda node, label: (label, 1)) | "Size" >> beam.CombinePerKey(sum)
+        clusters = {"node": by_label, "size": sizes} | "JoinSize" >> beam.CoGroupByKey()
+        assigned = clusters | "Assignments" >> beam.FlatMap(_assignment)
+        records = inputs["records"] | "ById" >> beam.Map(lambda r: (r.id, None))
+        return (
+            {"record": records, "cluster": assigned}
+            | "JoinRecords" >> beam.CoGroupByKey()
+            | "AssignOrSingleton" >> beam.FlatMap(_assign_or_singleton)
         )
-        return inputs["records"] | "Assign" >> beam.Map(_assign, beam.pvalue.AsSingleton(components))
 
 
 class HdbscanEdges(beam.PTransform):
-    """Clusters all ``(id, vector)`` with HDBSCAN on PCA-reduced vectors and returns edges joining each cluster."""
+    """Clusters ``(id, vector)`` with HDBSCAN on PCA-reduced vectors, cell by cell (each vector in its nearest cell
+    only), and returns edges that join each HDBSCAN cluster."""
 
-    def __init__(self, pca_dims: int = 32, min_cluster_size: int = 2):
+    def __init__(self, centroids, pca_dims: int = 32, min_cluster_size: int = 2):
         super().__init__()
+        self._centroids = centroids
         self._pca_dims = pca_dims
         self._min_cluster_size = min_cluster_size
 
-    def _edges(self, members: Iterable[tuple[str, np.ndarray]]) -> list[tuple[str, str]]:
+    def _edges(self, cell: int, members: Iterable[Member]) -> list[tuple[str, str]]:
         members = sorted(members, key=lambda m: m[0])
-        if not members:
-            return []
-        ids = [record_id for record_id, _ in members]
-        return hdbscan_edges(ids, np.stack([v for _, v in members]), self._pca_dims, self._min_cluster_size)
+        ids = [record_id for record_id, _, _ in members]
+        return hdbscan_edges(ids, np.stack([v for _, v, _ in members]), self._pca_dims, self._min_cluster_size)
 
     def expand(self, vectors):
-        return vectors | "AllVectors" >> beam.combiners.ToList() | "Hdbscan" >> beam.FlatMap(self._edges)
+        return (
+            vectors
+            | "NearestCell" >> AssignCells(self._centroids, margin=0.0)
+            | "GroupByCell" >> beam.GroupByKey()
+            | "Hdbscan" >> beam.FlatMapTuple(self._edges)
+        )
