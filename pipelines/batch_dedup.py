@@ -29,6 +29,7 @@ from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
 from transforms.pairs import CELL_SIZES, FindPairs
 from transforms.read import ReadRecords
+from transforms.recall import MeasureRecall
 from transforms.write import WriteRows, WriteSummary
 
 
@@ -106,6 +107,9 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     measured = {name: pcoll | f"Count_{name}" >> beam.combiners.Count.Globally() for name, pcoll in counted.items()}
     measured["cells"] = centroids | "CountCells" >> beam.Map(len)
     measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(_largest)
+    if opts.recall_sample:
+        recall = MeasureRecall(opts.recall_sample, opts.threshold)
+        measured["recall"] = {"vectors": vectors, "pairs": semantic} | "MeasureRecall" >> recall
     fixed = {
         "threshold": opts.threshold,
         "model": None if opts.input_embeddings else opts.model,

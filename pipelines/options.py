@@ -57,6 +57,13 @@ class BatchDedupOptions(PipelineOptions):
         _flag(parser, "centroids", help="centroids.npy of an earlier run, used instead of training")
         _flag(
             parser,
+            "recall_sample",
+            type=int,
+            default=0,
+            help="measure pair recall against brute force for this many sampled vectors (0: off)",
+        )
+        _flag(
+            parser,
             "cluster_method",
             choices=CLUSTER_METHODS,
             default="components",
@@ -91,8 +98,8 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         raise OptionsError("--output is required (a folder)")
     if not 0.0 < opts.threshold <= 1.0:
         raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
-    if opts.cells < 0 or opts.cell_margin < 0:
-        raise OptionsError("--cells and --cell-margin must not be negative")
+    if opts.cells < 0 or opts.cell_margin < 0 or opts.recall_sample < 0:
+        raise OptionsError("--cells, --cell-margin and --recall-sample must not be negative")
     positive = (
         "max_text_bytes",
         "batch_size",

@@ -25,6 +25,7 @@ from tests.conftest import (
     stsb_captions,
     write_jsonl,
 )
+from transforms.cells import id_hash
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +176,25 @@ def test_bad_embedding_rows_are_dead_letters(tmp_path):
         "field 'embedding' is null or empty",
     ]
     assert parse_embeddings("x.parquet", io.BytesIO(b"junk")).__next__().error.startswith("cannot read embeddings")
+
+
+def test_recall_report_matches_brute_force(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", [{"id": r["id"], "text": r["text"]} for r in sample_titles(1500)])
+    paraphrases = SAMPLE_PARAPHRASES.read_text(encoding="utf-8")
+    (tmp_path / "para.jsonl").write_text(paraphrases, encoding="utf-8")
+    flags = ["--input", str(tmp_path / "*.jsonl"), "--threshold", "0.75", "--write-embeddings"]
+    batch = run_batch(tmp_path / "out", *flags, "--cells", "16", "--cell-margin", "0", "--recall-sample", "700")
+
+    table = pq.read_table(tmp_path / "out" / "embeddings")
+    copies = set(batch.pairs[batch.pairs["kind"] == "exact"]["id_b"])
+    keep = [i for i, record_id in enumerate(table.column("id").to_pylist()) if record_id not in copies]
+    ids = [table.column("id")[i].as_py() for i in keep]
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)[keep]).astype(np.float32)
+    queries = {i for i, _ in sorted(zip(ids, vectors, strict=True), key=id_hash)[:700]}
+    truth = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, 0.75) if {p.id_a, p.id_b} & queries}
+    semantic = batch.pairs[batch.pairs["kind"] == "semantic"]
+    found = {(a, b) for a, b in zip(semantic["id_a"], semantic["id_b"], strict=True) if {a, b} & queries}
+    report = batch.summary["recall"]
+    assert report["queries"] == 700 and report["true_pairs"] == len(truth) > 50
+    assert report["found"] == len(found & truth) < len(truth), "margin 0 over 16 cells loses some border pairs"
+    assert report["recall"] == pytest.approx(len(found & truth) / len(truth))

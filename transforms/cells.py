@@ -16,7 +16,8 @@ from semsim_core.cells import assign_cells, split_oversized, train_centroids
 Member = tuple[str, np.ndarray, tuple[int, ...]]  # (id, unit vector, all cells of the vector)
 
 
-def _id_hash(item: tuple[str, np.ndarray]) -> int:
+def id_hash(item: tuple[str, np.ndarray]) -> int:
+    """A stable 64-bit hash of an ``(id, vector)`` item's id: samples taken by smallest hash are the same every run."""
     return int.from_bytes(hashlib.blake2b(item[0].encode("utf-8"), digest_size=8).digest(), "big")
 
 
@@ -49,7 +50,7 @@ class TrainCentroids(beam.PTransform):
         total = vectors | "Count" >> beam.combiners.Count.Globally()
         return (
             vectors
-            | "Sample" >> beam.combiners.Top.Smallest(self._sample_size, key=_id_hash)
+            | "Sample" >> beam.combiners.Top.Smallest(self._sample_size, key=id_hash)
             | "Train" >> beam.Map(self._train, beam.pvalue.AsSingleton(total))
         )
 
