@@ -1,6 +1,6 @@
 """Embedding throughput: ``semsim batch`` vs a plain ``SentenceTransformer.encode`` loop, measured in one run.
 
-    python benchmarks/embed_throughput.py [--titles ../shared/datasets/reddit_titles_500k.tsv.gz] [-n 5000]
+    python -m benchmarks.embed_throughput [--titles ../shared/datasets/reddit_titles_500k.tsv.gz] [-n 5000]
 
 Prints sentences/s for the plain loop (the baseline) and for the whole pipeline, their ratio, and where the
 pipeline's time goes (model load, encoding, the rest of the pipeline).

@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import sys
-from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
@@ -27,14 +26,10 @@ from transforms.dedup_ids import DropDuplicateIds
 from transforms.embed import EmbedRecords
 from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
-from transforms.pairs import CELL_SIZES, FindPairs
+from transforms.pairs import CELL_SIZES, FindPairs, largest
 from transforms.read import ReadRecords
 from transforms.recall import MeasureRecall
-from transforms.write import WriteRows, WriteSummary
-
-
-def _largest(sizes: Iterable[int]) -> int:
-    return max(sizes, default=0)
+from transforms.write import CountEach, WriteRows, WriteSummary
 
 
 def _load_centroids(path: str) -> np.ndarray:
@@ -104,9 +99,9 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         "embedded": vectors,
         "clusters": clusters | "Representatives" >> beam.Filter(lambda c: c.is_representative),
     }
-    measured = {name: pcoll | f"Count_{name}" >> beam.combiners.Count.Globally() for name, pcoll in counted.items()}
+    measured = counted | "Count" >> CountEach()
     measured["cells"] = centroids | "CountCells" >> beam.Map(len)
-    measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(_largest)
+    measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(largest)
     if opts.recall_sample:
         recall = MeasureRecall(opts.recall_sample, opts.threshold)
         measured["recall"] = {"vectors": vectors, "pairs": semantic} | "MeasureRecall" >> recall

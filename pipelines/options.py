@@ -44,8 +44,8 @@ class BatchDedupOptions(PipelineOptions):
         _flag(parser, "batch_size", type=int, default=32, help="texts per forward pass")
         _flag(parser, "batch_window", type=int, default=256, help="texts per embedding window, sorted by length")
         _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
-        _flag(parser, "target_cell_size", type=int, default=10_000, help="vectors per cell when --cells is 0")
-        _flag(parser, "max_cell_size", type=int, default=40_000, help="larger cells are split again")
+        _flag(parser, "target_cell_size", type=int, default=2_000, help="vectors per cell when --cells is 0")
+        _flag(parser, "max_cell_size", type=int, default=20_000, help="larger cells are split again")
         _flag(
             parser,
             "cell_margin",

@@ -40,6 +40,11 @@ class PairsInCellFn(beam.DoFn):
                 yield pair
 
 
+def largest(sizes: Iterable[int]) -> int:
+    """The largest cell size (0 when there are no cells); combine ``cell_sizes`` with it."""
+    return max(sizes, default=0)
+
+
 class FindPairs(beam.PTransform):
     """``(id, vector)`` -> ``pairs`` (semantic :class:`Pair` with cosine ``>= threshold``) and ``cell_sizes``.
 

@@ -36,6 +36,13 @@ def _write_summary(_, path: str, fixed: dict, **measured: int) -> dict:
     return summary
 
 
+class CountEach(beam.PTransform):
+    """``{name: PCollection}`` -> ``{name: one-element PCollection with its size}``."""
+
+    def expand(self, named):
+        return {name: pcoll | f"Count_{name}" >> beam.combiners.Count.Globally() for name, pcoll in named.items()}
+
+
 class WriteSummary(beam.PTransform):
     """Writes the value of each named one-element PCollection plus the ``fixed`` fields as JSON to ``path``."""
 
