@@ -1,0 +1,154 @@
+"""Query-then-insert matching for streams: one cell's stored posts, their clusters, and retention.
+
+A :class:`CellIndex` is the in-memory form of one cell's state. A post whose primary cell this is is queried against
+the stored posts, joins the cluster of its best match (or starts its own), and is then inserted; a post that only
+probes this cell (a neighbour within the margin) is queried and not inserted. Exact copies (same normalised text)
+are caught by hash before any vector search.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from semsim_core.parsing import ParseConfig, printable, record_from_mapping, text_error
+from semsim_core.records import DeadLetter, Record
+
+
+def parse_message(data: bytes, attributes: Mapping[str, str], message_id: str, config: ParseConfig):
+    """A Pub/Sub message as a :class:`Record` or :class:`DeadLetter`.
+
+    Data is UTF-8 text, or a JSON object with the configured text (and optionally id) field; the id is the ``id``
+    attribute, else the JSON id field, else the Pub/Sub message id.
+    """
+    source = f"pubsub:{message_id}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return DeadLetter(source, printable(data), f"invalid UTF-8 at byte {e.start}")
+    if text.lstrip().startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            return DeadLetter(source, text, f"malformed JSON: {e.msg} at column {e.colno}")
+        if not isinstance(obj, dict):
+            return DeadLetter(source, text, f"JSON message is a {type(obj).__name__}, expected an object")
+        row = {config.id_field: message_id, **obj}
+        if attributes.get("id"):
+            row[config.id_field] = attributes["id"]
+        parsed = record_from_mapping(row, source, 0, text, config)
+        if isinstance(parsed, DeadLetter):
+            return DeadLetter(source, parsed.raw, parsed.error)
+        return Record(parsed.id, parsed.text, source, 0)
+    error = text_error(text, "data", config.max_text_bytes)
+    return DeadLetter(source, text, error) if error else Record(attributes.get("id") or message_id, text, source, 0)
+
+
+@dataclass
+class Match:
+    """A stored post at or above the threshold: its id, the cosine, and its cluster."""
+
+    id: str
+    score: float
+    cluster_id: str
+
+
+@dataclass
+class Outcome:
+    """What one cell says about one post: its matches here; for the primary cell also the post's cluster."""
+
+    matches: list[Match]
+    cluster_id: str | None = None
+    cluster_size: int = 0
+    exact_of: str | None = None
+    seen_before: bool = False
+
+
+@dataclass
+class CellIndex:
+    """One cell's stored posts: vectors in a FAISS ``IndexFlatIP`` (rebuilt after evictions), text hashes for exact
+    copies, cluster ids and sizes, and event timestamps for retention."""
+
+    dim: int
+    ids: list[str] = field(default_factory=list)  # stored posts, in insertion order
+    seen: dict[str, float] = field(default_factory=dict)  # every stored or copied id -> event timestamp
+    clusters: dict[str, str] = field(default_factory=dict)  # every stored or copied id -> cluster id
+    sizes: dict[str, int] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)  # text hash -> id of the stored post with that text
+    _vectors: list[np.ndarray] = field(default_factory=list)
+    _index: faiss.IndexFlatIP | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _search(self, vector: np.ndarray, threshold: float) -> list[Match]:
+        if not self.ids:
+            return []
+        if self._index is None:
+            self._index = faiss.IndexFlatIP(self.dim)
+            self._index.add(np.stack(self._vectors))
+        radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+        _, scores, rows = self._index.range_search(vector[None, :].astype(np.float32), radius)
+        found = [
+            Match(self.ids[r], min(float(s), 1.0), self.clusters[self.ids[r]])
+            for s, r in zip(scores, rows, strict=True)
+        ]
+        return sorted((m for m in found if m.score >= threshold), key=lambda m: (-m.score, m.id))
+
+    def probe(self, vector: np.ndarray, threshold: float) -> Outcome:
+        """Matches of a post whose primary cell is elsewhere; nothing is stored."""
+        return Outcome(self._search(vector, threshold))
+
+    def add(self, post_id: str, vector: np.ndarray, text_hash: str, timestamp: float, threshold: float) -> Outcome:
+        """Query then insert a post of this cell: exact copy by hash first, else best vector match, else a new
+        cluster. A post seen before (re-delivery) changes nothing and reports its stored cluster."""
+        if post_id in self.clusters:
+            cluster = self.clusters[post_id]
+            return Outcome([], cluster, self.sizes.get(cluster, 1), seen_before=True)
+        original = self.hashes.get(text_hash)
+        if original is not None:
+            cluster = self.clusters[original]
+            self.clusters[post_id] = cluster
+            self.seen[post_id] = timestamp
+            self.sizes[cluster] += 1
+            return Outcome([Match(original, 1.0, cluster)], cluster, self.sizes[cluster], exact_of=original)
+        matches = self._search(vector, threshold)
+        cluster = matches[0].cluster_id if matches else post_id
+        self.sizes[cluster] = self.sizes.get(cluster, 0) + 1
+        self.insert(post_id, vector, text_hash, timestamp, cluster)
+        return Outcome(matches, cluster, self.sizes[cluster])
+
+    def insert(self, post_id: str, vector: np.ndarray, text_hash: str, timestamp: float, cluster_id: str) -> None:
+        """Store a post without querying (seeding from a batch run, or after :meth:`add` decided its cluster)."""
+        vector = np.ascontiguousarray(vector, dtype=np.float32)
+        self.ids.append(post_id)
+        self.seen[post_id] = timestamp
+        self._vectors.append(vector)
+        self.clusters[post_id] = cluster_id
+        self.sizes.setdefault(cluster_id, 1)
+        if text_hash:
+            self.hashes.setdefault(text_hash, post_id)
+        if self._index is not None:
+            self._index.add(vector[None, :])
+
+    def evict(self, older_than: float | None = None, keep_newest: int | None = None) -> list[str]:
+        """Forget posts and copies older than ``older_than`` (event seconds), and all stored posts but the
+        ``keep_newest`` newest; returns the evicted ids. Members that stay keep their cluster ids."""
+        gone = {i for i, t in self.seen.items() if older_than is not None and t < older_than}
+        stored = [i for i in sorted(self.ids, key=self.seen.__getitem__) if i not in gone]
+        if keep_newest is not None and len(stored) > keep_newest:
+            gone.update(stored[: len(stored) - keep_newest])
+        if not gone:
+            return []
+        keep = [row for row, post_id in enumerate(self.ids) if post_id not in gone]
+        self.ids = [self.ids[row] for row in keep]
+        self._vectors = [self._vectors[row] for row in keep]
+        self._index = None
+        self.seen = {i: t for i, t in self.seen.items() if i not in gone}
+        self.clusters = {i: c for i, c in self.clusters.items() if i not in gone}
+        self.hashes = {h: i for h, i in self.hashes.items() if i not in gone}
+        return sorted(gone)
