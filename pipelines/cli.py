@@ -10,6 +10,8 @@ USAGE = """usage: semsim <command> [flags]
 commands:
   batch       find near-duplicates in files: semsim batch --input GLOB --output DIR [--threshold T] [--model M]
               [--runner R] [any Beam pipeline flag]   (semsim batch --help for all flags)
+  stream      match Pub/Sub posts as they arrive: semsim stream --subscription projects/P/subscriptions/S --output DIR
+              [--centroids PATH] [--notify-topic T] [--retention 30d | --max-per-cell N] [Beam flags]
   eval stsb   STS Benchmark Spearman and best-F1 threshold: semsim eval stsb --file sts-test.csv [--model M]
 """
 
@@ -33,6 +35,14 @@ def main(argv: list[str] | None = None) -> int:
 
             BatchDedupOptions(["--help"])  # argparse prints the flags and exits
         return batch_dedup.main(args[1:])
+    if args[:1] == ["stream"]:
+        from pipelines import streaming_dedup
+
+        if {"-h", "--help"} & set(args[1:]):
+            from pipelines.options import StreamingDedupOptions
+
+            StreamingDedupOptions(["--help"])
+        return streaming_dedup.main(args[1:])
     if args[:2] == ["eval", "stsb"]:
         from pipelines import eval_stsb
 

@@ -1,6 +1,8 @@
-"""Options of the batch pipeline, as Beam PipelineOptions, and their start-up validation."""
+"""Options of the batch and streaming pipelines, as Beam PipelineOptions, and their start-up validation."""
 
 from __future__ import annotations
+
+import re
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -11,7 +13,8 @@ from transforms.cluster import CLUSTER_METHODS
 from transforms.embeddings_io import embeddings_pattern
 
 DEFAULT_THRESHOLD = 0.80
-DEFAULT_RUNNER = "FnApiRunner"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class OptionsError(ValueError):
@@ -21,31 +24,23 @@ class OptionsError(ValueError):
 def _flag(parser, name: str, **kwargs) -> None:
     """Add ``--name`` with dashes and with underscores (Beam passes options on as ``--dest=value``)."""
     dashed = "--" + name.replace("_", "-")
-    flags = [dashed] if "-" not in name and "_" not in name else [dashed, "--" + name.replace("-", "_")]
-    parser.add_argument(*flags, dest=name.replace("-", "_"), **kwargs)
+    flags = [dashed] if "_" not in name else [dashed, "--" + name]
+    parser.add_argument(*flags, dest=name, **kwargs)
 
 
-class BatchDedupOptions(PipelineOptions):
-    """Flags of ``semsim batch`` (any other Beam pipeline flag is accepted too)."""
+class SemsimOptions(PipelineOptions):
+    """Flags shared by ``semsim batch`` and ``semsim stream``."""
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        _flag(parser, "input", action="append", help="file glob (repeatable); local, gs:// or any Beam filesystem")
-        _flag(parser, "input_embeddings", help="embeddings/ of an earlier run, instead of --input: no model is loaded")
-        _flag(parser, "output", help="output folder: pairs/, clusters/, dead_letter/, summary.json")
-        _flag(parser, "write_embeddings", action="store_true", help="also write embeddings/ (one row per record)")
-        _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
-        _flag(parser, "id_field", default="id", help="id field of .jsonl/.csv/.parquet input (default: id)")
-        _flag(parser, "text_field", default="text", help="text field of .jsonl/.csv/.parquet input (default: text)")
+        _flag(parser, "output", help="output folder")
+        _flag(parser, "id_field", default="id", help="id field of structured input (default: id)")
+        _flag(parser, "text_field", default="text", help="text field of structured input (default: text)")
         _flag(parser, "max_text_bytes", type=int, default=100_000, help="longer texts (UTF-8 bytes) are dead letters")
         _flag(parser, "threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine threshold in (0, 1]")
         _flag(parser, "model", default=DEFAULT_MODEL, help="sentence-transformers name or local path")
         _flag(parser, "backend", choices=BACKENDS, default="torch", help="inference backend")
         _flag(parser, "batch_size", type=int, default=32, help="texts per forward pass")
-        _flag(parser, "batch_window", type=int, default=256, help="texts per embedding window, sorted by length")
-        _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
-        _flag(parser, "target_cell_size", type=int, default=2_000, help="vectors per cell when --cells is 0")
-        _flag(parser, "max_cell_size", type=int, default=20_000, help="larger cells are split again")
         _flag(
             parser,
             "cell_margin",
@@ -53,8 +48,26 @@ class BatchDedupOptions(PipelineOptions):
             default=0.1,
             help="a vector also joins every cell whose centroid similarity is within this of its nearest cell's",
         )
+        _flag(parser, "centroids", help="centroids.npy of an earlier batch run")
+
+    def parse_config(self) -> ParseConfig:
+        return ParseConfig(self.id_field, self.text_field, self.max_text_bytes)
+
+
+class BatchDedupOptions(SemsimOptions):
+    """Flags of ``semsim batch`` (any other Beam pipeline flag is accepted too)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        _flag(parser, "input", action="append", help="file glob (repeatable); local, gs:// or any Beam filesystem")
+        _flag(parser, "input_embeddings", help="embeddings/ of an earlier run, instead of --input: no model is loaded")
+        _flag(parser, "write_embeddings", action="store_true", help="also write embeddings/ (one row per record)")
+        _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
+        _flag(parser, "batch_window", type=int, default=256, help="texts per embedding window, sorted by length")
+        _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
+        _flag(parser, "target_cell_size", type=int, default=2_000, help="vectors per cell when --cells is 0")
+        _flag(parser, "max_cell_size", type=int, default=20_000, help="larger cells are split again")
         _flag(parser, "kmeans_sample", type=int, default=100_000, help="vectors to train the centroids on")
-        _flag(parser, "centroids", help="centroids.npy of an earlier run, used instead of training")
         _flag(
             parser,
             "recall_sample",
@@ -72,8 +85,27 @@ class BatchDedupOptions(PipelineOptions):
         _flag(parser, "hdbscan_min_cluster_size", type=int, default=2, help="HDBSCAN min_cluster_size")
         _flag(parser, "pca_dims", type=int, default=32, help="PCA dimensions before HDBSCAN")
 
-    def parse_config(self) -> ParseConfig:
-        return ParseConfig(self.id_field, self.text_field, self.max_text_bytes)
+
+class StreamingDedupOptions(SemsimOptions):
+    """Flags of ``semsim stream`` (any other Beam pipeline flag is accepted too)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        _flag(parser, "subscription", help="Pub/Sub subscription, projects/P/subscriptions/S")
+        _flag(parser, "notify_topic", help="Pub/Sub topic for one JSON message per detected duplicate")
+        _flag(parser, "dead_letter_topic", help="Pub/Sub topic that also receives dead letters as JSON")
+        _flag(parser, "retention", help="forget posts older than this (e.g. 30d, 12h, 90m, 3600s)")
+        _flag(parser, "max_per_cell", type=int, help="keep at most this many posts per cell (newest)")
+        _flag(parser, "window_seconds", type=float, default=10.0, help="output files per window of this many seconds")
+        _flag(parser, "seed_embeddings", help="output folder of a batch run (embeddings/ + clusters/) to match against")
+
+
+def duration_seconds(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``3600s`` -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise OptionsError(f"--retention must look like 30d, 12h, 90m or 3600s, got {text!r}")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
 def _matched(flag: str, pattern: str) -> list:
@@ -86,23 +118,34 @@ def _matched(flag: str, pattern: str) -> list:
     return matched
 
 
-def validate(options: PipelineOptions) -> BatchDedupOptions:
-    """Check the options before anything runs; raise :class:`OptionsError` with one clear line.
-
-    Also sets the default runner (FnApiRunner: Beam's DirectRunner first tries to download Prism).
-    """
-    opts = options.view_as(BatchDedupOptions)
-    if bool(opts.input) == bool(opts.input_embeddings):
-        raise OptionsError("give --input (a file glob) or --input-embeddings (an embeddings/ folder), not both")
+def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: bool = True) -> None:
     if not opts.output:
         raise OptionsError("--output is required (a folder)")
     if not 0.0 < opts.threshold <= 1.0:
         raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
-    if opts.cells < 0 or opts.cell_margin < 0 or opts.recall_sample < 0:
-        raise OptionsError("--cells, --cell-margin and --recall-sample must not be negative")
+    if opts.cell_margin < 0:
+        raise OptionsError("--cell-margin must not be negative")
+    for name in ("max_text_bytes", "batch_size", *positive):
+        if getattr(opts, name) < 1:
+            raise OptionsError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(opts, name)}")
+    if opts.centroids:
+        _matched("--centroids", opts.centroids)
+    error = model_error(opts.model) if needs_model else None
+    if error:
+        raise OptionsError(error)
+
+
+def validate(options: PipelineOptions) -> BatchDedupOptions:
+    """Check the batch options before anything runs; raise :class:`OptionsError` with one clear line.
+
+    Also sets the default runner, FnApiRunner (Beam's DirectRunner first tries to download Prism).
+    """
+    opts = options.view_as(BatchDedupOptions)
+    if bool(opts.input) == bool(opts.input_embeddings):
+        raise OptionsError("give --input (a file glob) or --input-embeddings (an embeddings/ folder), not both")
+    if opts.cells < 0 or opts.recall_sample < 0:
+        raise OptionsError("--cells and --recall-sample must not be negative")
     positive = (
-        "max_text_bytes",
-        "batch_size",
         "batch_window",
         "hdbscan_min_cluster_size",
         "pca_dims",
@@ -110,9 +153,7 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         "max_cell_size",
         "kmeans_sample",
     )
-    for name in positive:
-        if getattr(opts, name) < 1:
-            raise OptionsError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(opts, name)}")
+    _check_shared(opts, positive, needs_model=not opts.input_embeddings)
     if opts.input_embeddings:
         _matched("--input-embeddings", embeddings_pattern(opts.input_embeddings))
     for pattern in opts.input or ():
@@ -121,9 +162,26 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
             raise OptionsError(
                 f"cannot tell the format of {unknown[0]!r} from its extension; pass --format {{{','.join(FORMATS)}}}"
             )
-    error = None if opts.input_embeddings else model_error(opts.model)
-    if error:
-        raise OptionsError(error)
     standard = options.view_as(StandardOptions)
-    standard.runner = standard.runner or DEFAULT_RUNNER
+    standard.runner = standard.runner or "FnApiRunner"
+    return opts
+
+
+def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
+    """Check the streaming options; sets streaming mode and the default runner, BundleBasedDirectRunner."""
+    opts = options.view_as(StreamingDedupOptions)
+    if not opts.subscription or not re.match(r"^projects/[^/]+/subscriptions/[^/]+$", opts.subscription):
+        raise OptionsError("--subscription is required, as projects/PROJECT/subscriptions/NAME")
+    _check_shared(opts, ())
+    if opts.max_per_cell is not None and opts.max_per_cell < 1:
+        raise OptionsError(f"--max-per-cell must be a positive integer, got {opts.max_per_cell}")
+    if opts.window_seconds <= 0:
+        raise OptionsError("--window-seconds must be positive")
+    if opts.retention:
+        duration_seconds(opts.retention)
+    if opts.seed_embeddings:
+        _matched("--seed-embeddings", embeddings_pattern(FileSystems.join(opts.seed_embeddings, "embeddings")))
+    standard = options.view_as(StandardOptions)
+    standard.runner = standard.runner or "BundleBasedDirectRunner"
+    standard.streaming = True
     return opts

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import faiss
 import numpy as np
@@ -48,6 +49,16 @@ def parse_message(data: bytes, attributes: Mapping[str, str], message_id: str, c
     return DeadLetter(source, text, error) if error else Record(attributes.get("id") or message_id, text, source, 0)
 
 
+class Entry(NamedTuple):
+    """One stored post (``vector`` None for an exact copy, which is matched by hash and not searched)."""
+
+    id: str
+    vector: np.ndarray | None
+    text_hash: str
+    timestamp: float
+    cluster_id: str
+
+
 @dataclass
 class Match:
     """A stored post at or above the threshold: its id, the cosine, and its cluster."""
@@ -73,13 +84,13 @@ class CellIndex:
     """One cell's stored posts: vectors in a FAISS ``IndexFlatIP`` (rebuilt after evictions), text hashes for exact
     copies, cluster ids and sizes, and event timestamps for retention."""
 
-    dim: int
     ids: list[str] = field(default_factory=list)  # stored posts, in insertion order
     seen: dict[str, float] = field(default_factory=dict)  # every stored or copied id -> event timestamp
     clusters: dict[str, str] = field(default_factory=dict)  # every stored or copied id -> cluster id
     sizes: dict[str, int] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)  # text hash -> id of the stored post with that text
     _vectors: list[np.ndarray] = field(default_factory=list)
+    _entries: dict[str, Entry] = field(default_factory=dict)
     _index: faiss.IndexFlatIP | None = None
 
     def __len__(self) -> int:
@@ -89,7 +100,7 @@ class CellIndex:
         if not self.ids:
             return []
         if self._index is None:
-            self._index = faiss.IndexFlatIP(self.dim)
+            self._index = faiss.IndexFlatIP(self._vectors[0].shape[0])
             self._index.add(np.stack(self._vectors))
         radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
         _, scores, rows = self._index.range_search(vector[None, :].astype(np.float32), radius)
@@ -112,28 +123,32 @@ class CellIndex:
         original = self.hashes.get(text_hash)
         if original is not None:
             cluster = self.clusters[original]
-            self.clusters[post_id] = cluster
-            self.seen[post_id] = timestamp
-            self.sizes[cluster] += 1
+            self.insert(Entry(post_id, None, text_hash, timestamp, cluster))
             return Outcome([Match(original, 1.0, cluster)], cluster, self.sizes[cluster], exact_of=original)
         matches = self._search(vector, threshold)
         cluster = matches[0].cluster_id if matches else post_id
-        self.sizes[cluster] = self.sizes.get(cluster, 0) + 1
-        self.insert(post_id, vector, text_hash, timestamp, cluster)
+        self.insert(Entry(post_id, np.ascontiguousarray(vector, dtype=np.float32), text_hash, timestamp, cluster))
         return Outcome(matches, cluster, self.sizes[cluster])
 
-    def insert(self, post_id: str, vector: np.ndarray, text_hash: str, timestamp: float, cluster_id: str) -> None:
-        """Store a post without querying (seeding from a batch run, or after :meth:`add` decided its cluster)."""
-        vector = np.ascontiguousarray(vector, dtype=np.float32)
-        self.ids.append(post_id)
-        self.seen[post_id] = timestamp
-        self._vectors.append(vector)
-        self.clusters[post_id] = cluster_id
-        self.sizes.setdefault(cluster_id, 1)
-        if text_hash:
-            self.hashes.setdefault(text_hash, post_id)
+    def insert(self, entry: Entry) -> None:
+        """Store a post (or an exact copy: ``vector`` None) with its decided cluster, without querying: what
+        :meth:`add` does after deciding, and how state and seeds are replayed."""
+        self.seen[entry.id] = entry.timestamp
+        self.clusters[entry.id] = entry.cluster_id
+        self.sizes[entry.cluster_id] = self.sizes.get(entry.cluster_id, 0) + 1
+        self._entries[entry.id] = entry
+        if entry.vector is None:
+            return
+        self.ids.append(entry.id)
+        self._vectors.append(entry.vector)
+        if entry.text_hash:
+            self.hashes.setdefault(entry.text_hash, entry.id)
         if self._index is not None:
-            self._index.add(vector[None, :])
+            self._index.add(entry.vector[None, :])
+
+    def entries(self) -> list[Entry]:
+        """Everything stored, in insertion order: replaying it with :meth:`insert` rebuilds this index."""
+        return list(self._entries.values())
 
     def evict(self, older_than: float | None = None, keep_newest: int | None = None) -> list[str]:
         """Forget posts and copies older than ``older_than`` (event seconds), and all stored posts but the
@@ -149,6 +164,7 @@ class CellIndex:
         self._vectors = [self._vectors[row] for row in keep]
         self._index = None
         self.seen = {i: t for i, t in self.seen.items() if i not in gone}
+        self._entries = {i: e for i, e in self._entries.items() if i not in gone}
         self.clusters = {i: c for i, c in self.clusters.items() if i not in gone}
         self.hashes = {h: i for h, i in self.hashes.items() if i not in gone}
         return sorted(gone)

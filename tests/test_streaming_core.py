@@ -40,7 +40,7 @@ def test_parse_message_text_json_and_bad_messages():
 def test_query_then_insert_clusters_exact_copies_and_redelivery(embedder):
     a, b, c, d = paraphrase_texts(4)  # a~b and c~d are STSb paraphrase pairs
     vectors = dict(zip("abcd", embedder.encode([a, b, c, d]), strict=True))
-    cell = CellIndex(embedder.dim)
+    cell = CellIndex()
     first = cell.add("a", vectors["a"], text_hash(a), 1.0, 0.8)
     assert first.matches == [] and first.cluster_id == "a" and first.cluster_size == 1
     second = cell.add("b", vectors["b"], text_hash(b), 2.0, 0.8)
@@ -59,7 +59,7 @@ def test_query_then_insert_clusters_exact_copies_and_redelivery(embedder):
 def test_retention_by_time_and_count(embedder):
     texts = paraphrase_texts(6)
     vectors = embedder.encode(texts)
-    cell = CellIndex(embedder.dim)
+    cell = CellIndex()
     for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
         cell.add(f"p{i}", vector, text_hash(text), float(i), 0.8)
     assert cell.evict(older_than=2.0) == ["p0", "p1"]

@@ -39,11 +39,15 @@ class EmbedBatchFn(beam.DoFn):
         if self._embedder is None:
             self._embedder = self._shared.acquire(self._load, tag=(self._model, self._backend, self._batch_size))
 
-    def process(self, batch: Sequence[Record]) -> Iterator[tuple[str, np.ndarray]]:
-        texts = [r.text for r in batch]
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of ``texts``, counted in ``embedded`` and ``truncated_texts``."""
         vectors = self._embedder.encode(texts)
-        self._embedded.inc(len(batch))
+        self._embedded.inc(len(texts))
         self._truncated.inc(self._embedder.count_truncated(texts))
+        return vectors
+
+    def process(self, batch: Sequence[Record]) -> Iterator[tuple[str, np.ndarray]]:
+        vectors = self.embed([r.text for r in batch])
         for record, vector in zip(batch, vectors, strict=True):
             yield record.id, vector
 

@@ -6,45 +6,17 @@ from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 from apache_beam.io import fileio
 
 from semsim_core.embeddings_io import embeddings_table, parse_embeddings
 from semsim_core.records import Pair
 from transforms.read import ParseFn, ReadFiles
+from transforms.write import ParquetSink
 
 
-class EmbeddingsSink(fileio.FileSink):
-    """Writes ``(id, vector)`` to one Parquet file in row groups of ``rows_per_group``; the schema's dimension is
-    taken from the first vector."""
-
-    def __init__(self, rows_per_group: int = 8192):
-        self._rows_per_group = rows_per_group
-
-    def open(self, fh) -> None:
-        self._fh = fh
-        self._writer: pq.ParquetWriter | None = None
-        self._ids: list[str] = []
-        self._vectors: list[np.ndarray] = []
-
-    def write(self, record: tuple[str, np.ndarray]) -> None:
-        self._ids.append(record[0])
-        self._vectors.append(record[1])
-        if len(self._ids) >= self._rows_per_group:
-            self._write_group()
-
-    def _write_group(self) -> None:
-        table = embeddings_table(self._ids, np.stack(self._vectors))
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._fh, table.schema, compression="snappy")
-        self._writer.write_table(table)
-        self._ids, self._vectors = [], []
-
-    def flush(self) -> None:
-        if self._ids:
-            self._write_group()
-        if self._writer is not None:
-            self._writer.close()
+def _embeddings_table(items: list[tuple[str, np.ndarray]]) -> pa.Table:
+    return embeddings_table([record_id for record_id, _ in items], np.stack([vector for _, vector in items]))
 
 
 def _with_copies(element: tuple[str, dict[str, Iterable]]) -> Iterator[tuple[str, np.ndarray]]:
@@ -72,7 +44,9 @@ class WriteEmbeddings(beam.PTransform):
             | "WithCopies" >> beam.FlatMap(_with_copies)
             | "Parquet"
             >> fileio.WriteToFiles(
-                self._folder, file_naming=fileio.default_file_naming("part", ".parquet"), sink=EmbeddingsSink
+                self._folder,
+                file_naming=fileio.default_file_naming("part", ".parquet"),
+                sink=lambda _: ParquetSink(_embeddings_table),
             )
         )
 

@@ -1,0 +1,101 @@
+"""The streaming pipeline: Pub/Sub posts matched, as they arrive, against every post seen before.
+
+Run as ``semsim stream --subscription projects/P/subscriptions/S --output DIR [flags]`` or
+``python -m pipelines.streaming_dedup ...``. Runs until cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
+
+from pipelines.options import OptionsError, StreamingDedupOptions, duration_seconds, validate_streaming
+from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
+from transforms import DEAD_LETTER
+from transforms.cells import load_centroids
+from transforms.embeddings_io import embeddings_pattern
+from transforms.pubsub import PublishJson, ReadPosts
+from transforms.stream_match import NOTIFICATIONS, PAIRS, MatchPosts, seed_entries
+from transforms.write import WriteWindowedRows
+
+_LOG = logging.getLogger(__name__)
+
+
+def _read_parquet_folder(folder: str) -> pd.DataFrame:
+    frames = []
+    for match in FileSystems.match([embeddings_pattern(folder)])[0].metadata_list:
+        with FileSystems.open(match.path, compression_type="uncompressed") as f:
+            frames.append(pd.read_parquet(f))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _seeds(folder: str, centroids: np.ndarray | None) -> dict:
+    """A batch run's embeddings/ and clusters/ as per-cell history."""
+    clusters = _read_parquet_folder(FileSystems.join(folder, "clusters"))
+    embeddings = _read_parquet_folder(FileSystems.join(folder, "embeddings"))
+    vectors = np.stack(embeddings["embedding"].to_numpy()).astype(np.float32)
+    cluster_of = dict(zip(clusters["id"], clusters["cluster_id"], strict=True))
+    return seed_entries(list(embeddings["id"]), vectors, cluster_of, centroids)
+
+
+def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
+    """Add the streaming steps to ``pipeline``."""
+    out = opts.output
+    centroids = load_centroids(opts.centroids) if opts.centroids else None
+    if centroids is None:
+        _LOG.warning("no --centroids: the stream runs as a single cell (correct, not parallel)")
+    posts = pipeline | "Read" >> ReadPosts(opts.subscription, opts.parse_config())
+    matched = posts.records | "Match" >> MatchPosts(
+        opts.model,
+        opts.backend,
+        opts.threshold,
+        centroids,
+        opts.cell_margin,
+        batch_size=opts.batch_size,
+        retention_seconds=duration_seconds(opts.retention) if opts.retention else None,
+        max_per_cell=opts.max_per_cell,
+        seeds=_seeds(opts.seed_embeddings, centroids) if opts.seed_embeddings else None,
+    )
+    seconds = opts.window_seconds
+    matched.clusters | "WriteClusters" >> WriteWindowedRows(FileSystems.join(out, "clusters"), CLUSTERS_SCHEMA, seconds)
+    matched[PAIRS] | "WritePairs" >> WriteWindowedRows(FileSystems.join(out, "pairs"), PAIRS_SCHEMA, seconds)
+    dead = posts[DEAD_LETTER]
+    dead | "WriteDeadLetters" >> WriteWindowedRows(FileSystems.join(out, "dead_letter"), DEAD_LETTER_SCHEMA, seconds)
+    if opts.notify_topic:
+        matched[NOTIFICATIONS] | "Notify" >> PublishJson(opts.notify_topic)
+    if opts.dead_letter_topic:
+        dead | "PublishDeadLetters" >> PublishJson(opts.dead_letter_topic)
+
+
+def start(argv: list[str]) -> PipelineResult:
+    """Validate the flags and start the pipeline; returns at once with the running pipeline's result."""
+    options = PipelineOptions(argv)
+    opts = validate_streaming(options)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, opts)
+    return pipeline.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run until cancelled (Ctrl-C); bad options print one line and exit 2."""
+    try:
+        result = start(sys.argv[1:] if argv is None else argv)
+    except OptionsError as e:
+        print(f"semsim stream: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        result.cancel()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The streaming pipeline against the real Pub/Sub emulator (started and stopped here) on real texts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.streaming_dedup import start
+from tests.conftest import SAMPLE_PARAPHRASES, run_batch, sample_titles, write_jsonl
+
+PROJECT = "semsim-test"
+LAUNCHER = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+
+
+def _launcher() -> str | None:
+    if os.path.exists(LAUNCHER):
+        return LAUNCHER
+    listed = subprocess.run(["dpkg", "-L", "google-cloud-cli-pubsub-emulator"], capture_output=True, text=True)
+    found = [line for line in listed.stdout.splitlines() if line.endswith("bin/cloud-pubsub-emulator")]
+    return found[0] if found else shutil.which("cloud-pubsub-emulator")
+
+
+@contextlib.contextmanager
+def pubsub_emulator():
+    """A real Pub/Sub emulator on a free local port, with clients; stopped (its whole process group) on exit."""
+    launcher = _launcher()
+    if launcher is None:
+        pytest.skip("the Pub/Sub emulator (google-cloud-cli-pubsub-emulator) is not installed")
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [launcher, "--host=localhost", f"--port={port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = f"localhost:{port}"
+    try:
+        from google.cloud import pubsub_v1
+
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        deadline = time.time() + 60
+        while True:
+            try:
+                publisher.list_topics(request={"project": f"projects/{PROJECT}"}, timeout=2)
+                break
+            except Exception:
+                if time.time() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.3)
+        yield publisher, subscriber, process
+    finally:
+        stop_process_group(process)
+        if previous is None:
+            del os.environ["PUBSUB_EMULATOR_HOST"]
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture(scope="module")
+def pubsub():
+    with pubsub_emulator() as (publisher, subscriber, _):
+        yield publisher, subscriber
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop the emulator's launcher and its Java child: SIGTERM to the group, SIGKILL after 15 s."""
+    os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.time() + 15
+    while True:
+        process.poll()  # reap the launcher, so only live processes keep the group
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        if time.time() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
+def make_topic(pubsub, name: str) -> tuple[str, str]:
+    publisher, subscriber = pubsub
+    topic, subscription = f"projects/{PROJECT}/topics/{name}", f"projects/{PROJECT}/subscriptions/{name}-sub"
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+    return topic, subscription
+
+
+def read_folder(folder: Path) -> pd.DataFrame:
+    files = [p for p in folder.glob("*.parquet")] if folder.exists() else []
+    return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True) if files else pd.DataFrame()
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for the stream's output")
+        time.sleep(0.5)
+
+
+def pull_all(pubsub, subscription: str) -> list[dict]:
+    _, subscriber = pubsub
+    messages = []
+    while True:
+        response = subscriber.pull(subscription=subscription, max_messages=500, timeout=5)
+        if not response.received_messages:
+            return messages
+        messages += [json.loads(m.message.data) for m in response.received_messages]
+        subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in response.received_messages])
+
+
+def paraphrase_rows(n: int) -> list[dict]:
+    return [json.loads(line) for line in SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines()[:n]]
+
+
+def stream_flags(subscription: str, output: Path, *extra: str) -> list[str]:
+    return ["--subscription", subscription, "--output", str(output), "--window-seconds", "2",
+            "--threshold", "0.8", *extra]  # fmt: skip
+
+
+def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pubsub, tmp_path):
+    publisher, _ = pubsub
+    topic, subscription = make_topic(pubsub, "posts")
+    notify_topic, notify_subscription = make_topic(pubsub, "duplicates")
+    pairs = paraphrase_rows(120)
+    titles = [{"id": r["id"], "text": r["text"]} for r in sample_titles(150)]
+    earlier, later = pairs[0::2] + titles, pairs[1::2]  # each paraphrase's second half is published after the first
+    clusters_folder = tmp_path / "out" / "clusters"
+    result = start(stream_flags(subscription, tmp_path / "out", "--notify-topic", notify_topic))
+    try:
+        for row in earlier:
+            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
+        wait_for(lambda: len(read_folder(clusters_folder)) >= len(earlier))
+        for row in later:
+            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
+        for bad in (b'{"text": ', b"   ", b"caf\xe9 broken"):
+            publisher.publish(topic, bad)
+        wait_for(lambda: len(read_folder(clusters_folder)) >= len(earlier) + len(later))
+        publisher.publish(topic, earlier[0]["text"].encode("utf-8"), id=earlier[0]["id"]).result()  # re-delivery
+        wait_for(lambda: len(read_folder(tmp_path / "out" / "dead_letter")) >= 3)
+        time.sleep(4)  # two more windows: a second row for the re-delivered post would be on disk by now
+    finally:
+        result.cancel()
+
+    posts = earlier + later
+    clusters = read_folder(clusters_folder)
+    assert sorted(clusters["id"]) == sorted(r["id"] for r in posts), "every post exactly once"
+    dead = read_folder(tmp_path / "out" / "dead_letter")
+    assert sorted(e.split(":")[0].split(" at")[0] for e in dead["error"]) == sorted(
+        ["malformed JSON", "field 'data' is empty or whitespace only", "invalid UTF-8"]
+    )
+
+    stream_pairs = read_folder(tmp_path / "out" / "pairs")
+    batch = run_batch(tmp_path / "batch", "--input", str(write_jsonl(tmp_path / "posts.jsonl", posts)))
+    as_set = lambda frame: set(zip(frame["id_a"], frame["id_b"], strict=True))  # noqa: E731
+    assert as_set(stream_pairs) == as_set(batch.pairs) and len(stream_pairs) == len(batch.pairs) > 30
+
+    later_ids = {r["id"] for r in later}
+    notes = pull_all(pubsub, notify_subscription)
+    assert len(notes) == len(stream_pairs)
+    assert {tuple(sorted((n["id"], n["duplicate_of"]))) for n in notes} == as_set(stream_pairs)
+    for note in notes:
+        if (note["id"] in later_ids) != (note["duplicate_of"] in later_ids):
+            assert note["id"] in later_ids, "the later post is the one notified"
+        assert note["score"] >= 0.8
+    cluster_of = dict(zip(clusters["id"], clusters["cluster_id"], strict=True))
+    assert all(cluster_of[n["id"]] == n["cluster_id"] for n in notes)
+    assert not [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+
+
+def test_restart_from_seeded_history(pubsub, tmp_path):
+    publisher, _ = pubsub
+    topic, subscription = make_topic(pubsub, "later-posts")
+    pairs = paraphrase_rows(40)
+    history, later = pairs[0::2], pairs[1::2]
+    run_batch(tmp_path / "history", "--input", str(write_jsonl(tmp_path / "h.jsonl", history)), "--write-embeddings")
+    result = start(stream_flags(subscription, tmp_path / "out", "--seed-embeddings", str(tmp_path / "history")))
+    try:
+        for row in later:
+            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
+        wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= len(later))
+    finally:
+        result.cancel()
+    stream_pairs = read_folder(tmp_path / "out" / "pairs")
+    batch = run_batch(tmp_path / "all", "--input", str(write_jsonl(tmp_path / "all.jsonl", history + later)))
+    history_ids = {r["id"] for r in history}
+    cross = {(a, b) for a, b in zip(batch.pairs["id_a"], batch.pairs["id_b"], strict=True)
+             if (a in history_ids) != (b in history_ids)}  # fmt: skip
+    assert cross and cross <= set(zip(stream_pairs["id_a"], stream_pairs["id_b"], strict=True))
+
+
+def test_stream_with_centroids_probes_neighbour_cells(pubsub, tmp_path):
+    """Posts are stored in their nearest cell and probe the others; with a margin covering every cell the pairs are
+    exactly the batch run's (same centroids, same margin)."""
+    publisher, _ = pubsub
+    topic, subscription = make_topic(pubsub, "cell-posts")
+    posts = paraphrase_rows(60) + [{"id": r["id"], "text": r["text"]} for r in sample_titles(40)]
+    source = write_jsonl(tmp_path / "posts.jsonl", posts)
+    batch = run_batch(tmp_path / "batch", "--input", str(source), "--cells", "3", "--cell-margin", "2")
+    assert batch.summary["cells"] == 3
+    centroids = str(tmp_path / "batch" / "centroids.npy")
+    result = start(stream_flags(subscription, tmp_path / "out", "--centroids", centroids, "--cell-margin", "2"))
+    try:
+        for row in posts:
+            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
+        wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= len(posts))
+    finally:
+        result.cancel()
+    stream_pairs = read_folder(tmp_path / "out" / "pairs")
+    assert sorted(read_folder(tmp_path / "out" / "clusters")["id"]) == sorted(r["id"] for r in posts)
+    as_set = lambda frame: set(zip(frame["id_a"], frame["id_b"], strict=True))  # noqa: E731
+    assert as_set(stream_pairs) == as_set(batch.pairs) and len(stream_pairs) == len(batch.pairs) > 10
+
+
+def test_emulator_and_its_java_process_stop():
+    with pubsub_emulator() as (_, _, process):
+        assert process.poll() is None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)

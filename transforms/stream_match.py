@@ -1,0 +1,242 @@
+"""Streaming match: embed posts in small batches, query-then-insert them in per-cell Beam state, and resolve each
+post's pairs and cluster once every cell it went to has answered."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    CombiningValueStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.utils.shared import Shared
+from apache_beam.utils.timestamp import Timestamp
+
+from semsim_core.cells import assign_cells
+from semsim_core.normalize import text_hash
+from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, Record, make_pair
+from semsim_core.streaming import CellIndex, Entry, Outcome
+from transforms.embed import EmbedBatchFn
+
+PAIRS = "pairs"
+NOTIFICATIONS = "notifications"
+
+
+class Post(NamedTuple):
+    """An embedded post on its way to its cells; ``cells[0]`` is its primary cell (where it is stored)."""
+
+    id: str
+    vector: np.ndarray
+    text_hash: str
+    timestamp: float
+    cells: tuple[int, ...]
+
+
+class Answer(NamedTuple):
+    """One cell's answer about one post; ``expected`` is how many cells the post went to."""
+
+    cell: int
+    primary: bool
+    expected: int
+    outcome: Outcome
+
+
+class EmbedPostsFn(EmbedBatchFn):
+    """A batch of ``(record, event seconds)`` -> :class:`Post` keyed by each of its cells (nearest first)."""
+
+    def __init__(self, shared: Shared, model: str, backend: str, batch_size: int, centroids, margin: float):
+        super().__init__(shared, model, backend, batch_size)
+        self._centroids = centroids
+        self._margin = margin
+
+    def process(self, batch: Sequence[tuple[Record, float]]) -> Iterator[tuple[int, tuple]]:
+        vectors = self.embed([record.text for record, _ in batch])
+        if self._centroids is None:
+            cells = [(0,)] * len(batch)
+        else:
+            cells = assign_cells(vectors, self._centroids, self._margin)
+        for (record, seconds), vector, vector_cells in zip(batch, vectors, cells, strict=True):
+            post = Post(record.id, vector, text_hash(record.text), seconds, vector_cells)
+            for rank, cell in enumerate(vector_cells):
+                yield cell, (post, rank == 0)
+
+
+class CellStateFn(beam.DoFn):
+    """Keyed by cell. Beam state (a bag of :class:`Entry`) is the source of truth; a :class:`CellIndex` per cell is
+    the worker's cache, rebuilt from state (and seeds) whenever the state's entry count differs from the cache's.
+
+    Primary posts are queried then inserted; probe copies are only queried. Retention: an event-time timer evicts
+    posts older than ``retention_seconds``; ``max_per_cell`` keeps only the newest posts.
+    """
+
+    ENTRIES = BagStateSpec("entries", PickleCoder())
+    COUNT = CombiningValueStateSpec("count", sum)
+    EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
+
+    def __init__(self, threshold: float, retention_seconds: float | None, max_per_cell: int | None, seeds=None):
+        self._threshold = threshold
+        self._retention = retention_seconds
+        self._max_per_cell = max_per_cell
+        self._seeds = seeds or {}
+
+    def setup(self) -> None:
+        self._cache: dict[int, tuple[int, CellIndex]] = {}
+
+    def _index(self, cell: int, entries, count) -> CellIndex:
+        stored = count.read()
+        cached = self._cache.get(cell)
+        if cached is None or cached[0] != stored:
+            index = CellIndex()
+            for entry in [*self._seeds.get(cell, ()), *entries.read()]:
+                index.insert(entry)
+            self._cache[cell] = (stored, index)
+        return self._cache[cell][1]
+
+    def _rewrite(self, cell: int, index: CellIndex, entries, count) -> None:
+        kept = [e for e in index.entries() if e.id not in {s.id for s in self._seeds.get(cell, ())}]
+        entries.clear()
+        for entry in kept:
+            entries.add(entry)
+        count.clear()
+        count.add(len(kept))
+        self._cache[cell] = (len(kept), index)
+
+    def _schedule_expiry(self, index: CellIndex, expire) -> None:
+        if self._retention and index.seen:
+            expire.set(Timestamp(min(index.seen.values()) + self._retention))
+
+    def process(
+        self,
+        element: tuple[int, tuple[Post, bool]],
+        entries=beam.DoFn.StateParam(ENTRIES),
+        count=beam.DoFn.StateParam(COUNT),
+        expire=beam.DoFn.TimerParam(EXPIRE),
+    ) -> Iterator[tuple[str, Answer]]:
+        cell, (post, primary) = element
+        index = self._index(cell, entries, count)
+        if not primary:
+            yield post.id, Answer(cell, False, len(post.cells), index.probe(post.vector, self._threshold))
+            return
+        outcome = index.add(post.id, post.vector, post.text_hash, post.timestamp, self._threshold)
+        if not outcome.seen_before:
+            entries.add(index.entries()[-1])
+            count.add(1)
+            self._cache[cell] = (self._cache[cell][0] + 1, index)
+            if self._max_per_cell and len(index) > self._max_per_cell:
+                index.evict(keep_newest=self._max_per_cell)
+                self._rewrite(cell, index, entries, count)
+            self._schedule_expiry(index, expire)
+        yield post.id, Answer(cell, True, len(post.cells), outcome)
+
+    @on_timer(EXPIRE)
+    def expire_old_posts(
+        self,
+        cell=beam.DoFn.KeyParam,
+        fired=beam.DoFn.TimestampParam,
+        entries=beam.DoFn.StateParam(ENTRIES),
+        count=beam.DoFn.StateParam(COUNT),
+        expire=beam.DoFn.TimerParam(EXPIRE),
+    ) -> None:
+        index = self._index(cell, entries, count)
+        if index.evict(older_than=float(fired) - self._retention + 1e-6):
+            self._rewrite(cell, index, entries, count)
+        self._schedule_expiry(index, expire)
+
+
+class ResolveFn(beam.DoFn):
+    """Keyed by post id: waits for every cell's :class:`Answer`, then emits the post's cluster assignment, its pairs
+    (``pairs``) and one notification per pair (``notifications``). A re-delivered post is resolved once."""
+
+    ANSWERS = BagStateSpec("answers", PickleCoder())
+    DONE = ReadModifyWriteStateSpec("done", BooleanCoder())
+
+    def process(
+        self,
+        element: tuple[str, Answer],
+        answers=beam.DoFn.StateParam(ANSWERS),
+        done=beam.DoFn.StateParam(DONE),
+    ) -> Iterator:
+        post_id, answer = element
+        if done.read():
+            return
+        answers.add(answer)
+        received = list(answers.read())
+        if len(received) < answer.expected:
+            return
+        done.write(True)
+        answers.clear()
+        primary = next(a for a in received if a.primary).outcome
+        if primary.seen_before:
+            return
+        cluster = primary.cluster_id
+        yield ClusterAssignment(post_id, cluster, cluster == post_id, primary.cluster_size)
+        for a in received:
+            for match in a.outcome.matches:
+                kind = EXACT if match.id == primary.exact_of else SEMANTIC
+                yield beam.pvalue.TaggedOutput(PAIRS, make_pair(post_id, match.id, match.score, kind))
+                notification = {"id": post_id, "duplicate_of": match.id, "score": match.score, "cluster_id": cluster}
+                yield beam.pvalue.TaggedOutput(NOTIFICATIONS, notification)
+
+
+def _with_event_seconds(record: Record, timestamp=beam.DoFn.TimestampParam) -> tuple[Record, float]:
+    return record, float(timestamp)
+
+
+class MatchPosts(beam.PTransform):
+    """Records -> ``clusters`` (:class:`ClusterAssignment`), ``pairs`` (:class:`Pair`) and ``notifications``.
+
+    Posts are embedded in batches of at most ``batch_size`` cut from each bundle (BatchElements: a post never waits
+    for a batch to fill), keyed by every cell within ``margin`` of their nearest centroid (one cell without
+    ``centroids``), matched against per-cell state, then resolved per post.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        backend: str,
+        threshold: float,
+        centroids: np.ndarray | None,
+        margin: float,
+        batch_size: int = 16,
+        retention_seconds: float | None = None,
+        max_per_cell: int | None = None,
+        seeds: dict[int, Sequence[Entry]] | None = None,
+    ):
+        super().__init__()
+        self._embed = EmbedPostsFn(Shared(), model, backend, batch_size, centroids, margin)
+        self._cells = CellStateFn(threshold, retention_seconds, max_per_cell, seeds)
+        self._batch_size = batch_size
+
+    def expand(self, records):
+        return (
+            records
+            | "Shard" >> beam.Map(_with_event_seconds)
+            | "SmallBatches" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
+            | "EmbedAndAssignCells" >> beam.ParDo(self._embed)
+            | "MatchInCell" >> beam.ParDo(self._cells)
+            | "Resolve" >> beam.ParDo(ResolveFn()).with_outputs(PAIRS, NOTIFICATIONS, main="clusters")
+        )
+
+
+def seed_entries(
+    ids: Sequence[str], vectors: np.ndarray, clusters: dict[str, str], centroids: np.ndarray | None
+) -> dict[int, list[Entry]]:
+    """History from a batch run (its embeddings and cluster ids) as entries of each vector's nearest cell."""
+    nearest = [0] * len(ids) if centroids is None else [c[0] for c in assign_cells(vectors, centroids, 0.0)]
+    seeded_at = time.time()
+    by_cell: dict[int, list[Entry]] = {}
+    for record_id, vector, cell in zip(ids, vectors, nearest, strict=True):
+        entry = Entry(
+            record_id, np.ascontiguousarray(vector, np.float32), "", seeded_at, clusters.get(record_id, record_id)
+        )
+        by_cell.setdefault(cell, []).append(entry)
+    return by_cell
