@@ -136,11 +136,13 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
     publisher, _ = pubsub
     topic, subscription = make_topic(pubsub, "posts")
     notify_topic, notify_subscription = make_topic(pubsub, "duplicates")
+    dead_topic, dead_subscription = make_topic(pubsub, "rejected")
     pairs = paraphrase_rows(120)
     titles = [{"id": r["id"], "text": r["text"]} for r in sample_titles(150)]
     earlier, later = pairs[0::2] + titles, pairs[1::2]  # each paraphrase's second half is published after the first
     clusters_folder = tmp_path / "out" / "clusters"
-    result = start(stream_flags(subscription, tmp_path / "out", "--notify-topic", notify_topic))
+    flags = ["--notify-topic", notify_topic, "--dead-letter-topic", dead_topic]
+    result = start(stream_flags(subscription, tmp_path / "out", *flags))
     try:
         for row in earlier:
             publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
@@ -163,6 +165,7 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
     assert sorted(e.split(":")[0].split(" at")[0] for e in dead["error"]) == sorted(
         ["malformed JSON", "field 'data' is empty or whitespace only", "invalid UTF-8"]
     )
+    assert sorted(m["error"] for m in pull_all(pubsub, dead_subscription)) == sorted(dead["error"])
 
     stream_pairs = read_folder(tmp_path / "out" / "pairs")
     batch = run_batch(tmp_path / "batch", "--input", str(write_jsonl(tmp_path / "posts.jsonl", posts)))
@@ -224,6 +227,25 @@ def test_stream_with_centroids_probes_neighbour_cells(pubsub, tmp_path):
     assert sorted(read_folder(tmp_path / "out" / "clusters")["id"]) == sorted(r["id"] for r in posts)
     as_set = lambda frame: set(zip(frame["id_a"], frame["id_b"], strict=True))  # noqa: E731
     assert as_set(stream_pairs) == as_set(batch.pairs) and len(stream_pairs) == len(batch.pairs) > 10
+
+
+def test_max_per_cell_forgets_the_oldest_posts(pubsub, tmp_path):
+    publisher, _ = pubsub
+    topic, subscription = make_topic(pubsub, "bounded")
+    first, paraphrase, *_ = paraphrase_rows(2)
+    fillers = [{"id": r["id"], "text": r["text"]} for r in sample_titles(3)]
+    result = start(stream_flags(subscription, tmp_path / "out", "--max-per-cell", "2"))
+    try:
+        for row in [first, *fillers]:  # one after another: the first has the oldest publish time
+            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"]).result()
+        wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 4)
+        publisher.publish(topic, paraphrase["text"].encode("utf-8"), id=paraphrase["id"]).result()
+        wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 5)
+    finally:
+        result.cancel()
+    clusters = read_folder(tmp_path / "out" / "clusters")
+    assert read_folder(tmp_path / "out" / "pairs").empty, "the first post was evicted before its paraphrase came"
+    assert clusters.set_index("id").loc[paraphrase["id"], "cluster_id"] == paraphrase["id"]
 
 
 def test_emulator_and_its_java_process_stop():
