@@ -1,0 +1,118 @@
+"""Streaming latency and throughput on the real Pub/Sub emulator, against the batch pipeline on the same texts.
+
+    python -m benchmarks.stream_latency [--titles ../shared/datasets/reddit_titles_500k.tsv.gz] [--rates 10 50 100]
+
+For each rate: a fresh topic, ``semsim stream`` (BundleBasedDirectRunner, one-second windows), a warm-up, then posts
+published at that rate for ``--seconds``. A watcher reads the clusters/ files as they appear; latency is from just
+before a post is published to the moment its cluster row is on disk. Sustained throughput is posts / (last row on
+disk - first publish). The batch rate is ``semsim batch`` (FnApiRunner, whole run incl. model load) on the same texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.embed_throughput import DEFAULT_TITLES, read_titles
+from pipelines.batch_dedup import run
+from pipelines.streaming_dedup import start
+from tests.pubsub_emulator import PROJECT, pubsub_emulator
+
+
+class ClusterWatcher(threading.Thread):
+    """Records when each id's cluster row first appears under ``folder``."""
+
+    def __init__(self, folder: Path):
+        super().__init__(daemon=True)
+        self.folder = folder
+        self.seen: dict[str, float] = {}
+        self._read: set[Path] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for path in sorted(self.folder.glob("*.parquet")) if self.folder.exists() else []:
+                if path not in self._read:
+                    now = time.time()
+                    self._read.add(path)
+                    for record_id in pd.read_parquet(path, columns=["id"])["id"]:
+                        self.seen.setdefault(record_id, now)
+            time.sleep(0.1)
+
+
+def measure_rate(clients, texts: list[str], rate: float, seconds: float, workdir: Path, tag: str) -> dict:
+    publisher, subscriber = clients
+    topic, subscription = f"projects/{PROJECT}/topics/load-{tag}", f"projects/{PROJECT}/subscriptions/load-{tag}"
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+    out = workdir / f"out-{tag}"
+    watcher = ClusterWatcher(out / "clusters")
+    watcher.start()
+    result = start(["--subscription", subscription, "--output", str(out), "--window-seconds", "1"])
+    try:
+        warmup = [f"warm-{tag}-{i}" for i in range(10)]
+        for i, post_id in enumerate(warmup):
+            publisher.publish(topic, texts[-1 - i].encode("utf-8"), id=post_id)
+        while not all(i in watcher.seen for i in warmup):
+            time.sleep(0.2)
+        count = int(rate * seconds)
+        published: dict[str, float] = {}
+        start_time = time.time()
+        for i, text in enumerate(texts[:count]):
+            time.sleep(max(0.0, start_time + i / rate - time.time()))
+            post_id = f"{tag}-{i}"
+            published[post_id] = time.time()
+            publisher.publish(topic, text.encode("utf-8"), id=post_id)
+        deadline = time.time() + 120
+        while not all(i in watcher.seen for i in published) and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        result.cancel()
+        watcher.stop.set()
+    latencies = np.array([watcher.seen[i] - t for i, t in published.items() if i in watcher.seen])
+    done = [watcher.seen[i] for i in published if i in watcher.seen]
+    return {
+        "rate": rate,
+        "posts": len(published),
+        "resolved": len(done),
+        "p50": float(np.percentile(latencies, 50)),
+        "p95": float(np.percentile(latencies, 95)),
+        "throughput": len(done) / (max(done) - start_time),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--titles", type=Path, default=DEFAULT_TITLES)
+    parser.add_argument("--rates", type=float, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--seconds", type=float, default=20)
+    args = parser.parse_args()
+    texts = read_titles(args.titles, int(max(args.rates) * args.seconds) + 20)
+    with tempfile.TemporaryDirectory() as tmp, pubsub_emulator() as (publisher, subscriber, _):
+        workdir = Path(tmp)
+        rows = [
+            measure_rate((publisher, subscriber), texts, r, args.seconds, workdir, f"r{int(r)}") for r in args.rates
+        ]
+        source = workdir / "texts.jsonl"
+        source.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+        began = time.perf_counter()
+        run(["--input", str(source), "--output", str(workdir / "batch")])
+        batch_rate = len(texts) / (time.perf_counter() - began)
+    print(f"batch (semsim batch, {len(texts)} titles, whole run): {batch_rate:.1f} posts/s")
+    print(f"{'rate/s':>7} {'posts':>6} {'resolved':>8} {'p50 s':>6} {'p95 s':>6} {'sustained/s':>11} {'vs batch':>8}")
+    for r in rows:
+        print(
+            f"{r['rate']:>7.0f} {r['posts']:>6} {r['resolved']:>8} {r['p50']:>6.2f} {r['p95']:>6.2f} "
+            f"{r['throughput']:>11.1f} {r['throughput'] / batch_rate:>7.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
