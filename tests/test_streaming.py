@@ -181,6 +181,22 @@ def test_max_per_cell_forgets_the_oldest_posts(pubsub, tmp_path):
     assert clusters.set_index("id").loc[paraphrase["id"], "cluster_id"] == paraphrase["id"]
 
 
+def test_retention_forgets_posts_by_timer(pubsub, tmp_path):
+    publisher, _ = pubsub
+    topic, subscription = make_topic(pubsub, "retained")
+    first, paraphrase, *_ = paraphrase_rows(2)
+    result = start(stream_flags(subscription, tmp_path / "out", "--retention", "2s"))
+    try:
+        publisher.publish(topic, first["text"].encode("utf-8"), id=first["id"]).result()
+        wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 1)
+        time.sleep(25)  # the idle watermark moves past the first post's expiry, and its timer evicts it
+        publisher.publish(topic, paraphrase["text"].encode("utf-8"), id=paraphrase["id"]).result()
+        wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 2)
+    finally:
+        result.cancel()
+    assert read_folder(tmp_path / "out" / "pairs").empty, "the first post was forgotten before its paraphrase came"
+
+
 def test_emulator_and_its_java_process_stop():
     with pubsub_emulator() as (_, _, process):
         assert process.poll() is None

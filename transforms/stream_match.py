@@ -154,16 +154,23 @@ class CellStateFn(beam.DoFn):
 
 class ResolveFn(beam.DoFn):
     """Keyed by post id: waits for every cell's :class:`Answer`, then emits the post's cluster assignment, its pairs
-    (``pairs``) and one notification per pair (``notifications``). A re-delivered post is resolved once."""
+    (``pairs``) and one notification per pair (``notifications``). A re-delivered post is resolved once; with a
+    retention horizon, that memory is dropped by a timer when the post itself is forgotten."""
 
     ANSWERS = BagStateSpec("answers", PickleCoder())
     DONE = ReadModifyWriteStateSpec("done", BooleanCoder())
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, retention_seconds: float | None = None):
+        self._retention = retention_seconds
 
     def process(
         self,
         element: tuple[str, Answer],
+        timestamp=beam.DoFn.TimestampParam,
         answers=beam.DoFn.StateParam(ANSWERS),
         done=beam.DoFn.StateParam(DONE),
+        forget=beam.DoFn.TimerParam(FORGET),
     ) -> Iterator:
         post_id, answer = element
         if done.read():
@@ -174,6 +181,8 @@ class ResolveFn(beam.DoFn):
             return
         done.write(True)
         answers.clear()
+        if self._retention:
+            forget.set(Timestamp(float(timestamp) + self._retention))
         primary = next(a for a in received if a.primary).outcome
         if primary.seen_before:
             return
@@ -185,6 +194,10 @@ class ResolveFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(PAIRS, make_pair(post_id, match.id, match.score, kind))
                 notification = {"id": post_id, "duplicate_of": match.id, "score": match.score, "cluster_id": cluster}
                 yield beam.pvalue.TaggedOutput(NOTIFICATIONS, notification)
+
+    @on_timer(FORGET)
+    def forget_post(self, done=beam.DoFn.StateParam(DONE)) -> None:
+        done.clear()
 
 
 def _with_event_seconds(record: Record, timestamp=beam.DoFn.TimestampParam) -> tuple[Record, float]:
@@ -214,6 +227,7 @@ class MatchPosts(beam.PTransform):
         super().__init__()
         self._embed = EmbedPostsFn(Shared(), model, backend, batch_size, centroids, margin)
         self._cells = CellStateFn(threshold, retention_seconds, max_per_cell, seeds)
+        self._resolve = ResolveFn(retention_seconds)
         self._batch_size = batch_size
 
     def expand(self, records):
@@ -223,7 +237,7 @@ class MatchPosts(beam.PTransform):
             | "SmallBatches" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
             | "EmbedAndAssignCells" >> beam.ParDo(self._embed)
             | "MatchInCell" >> beam.ParDo(self._cells)
-            | "Resolve" >> beam.ParDo(ResolveFn()).with_outputs(PAIRS, NOTIFICATIONS, main="clusters")
+            | "Resolve" >> beam.ParDo(self._resolve).with_outputs(PAIRS, NOTIFICATIONS, main="clusters")
         )
 
 
