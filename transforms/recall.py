@@ -24,9 +24,8 @@ def _true_pairs(
             yield (min(record_id, query_id), max(record_id, query_id)), "truth"
 
 
-def _touches_queries(pair: Pair, queries: list[tuple[str, np.ndarray]]) -> Iterator[tuple[tuple[str, str], str]]:
-    ids = {q for q, _ in queries}
-    if pair.id_a in ids or pair.id_b in ids:
+def _touches_queries(pair: Pair, query_ids: set[str]) -> Iterator[tuple[tuple[str, str], str]]:
+    if pair.id_a in query_ids or pair.id_b in query_ids:
         yield (pair.id_a, pair.id_b), "found"
 
 
@@ -67,7 +66,10 @@ class MeasureRecall(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=512, max_batch_size=4096)
             | "BruteForce" >> beam.FlatMap(_true_pairs, queries, self._threshold)
         )
-        found = inputs["pairs"] | "TouchingQueries" >> beam.FlatMap(_touches_queries, queries)
+        query_ids = beam.pvalue.AsSingleton(
+            queries.pvalue | "QueryIds" >> beam.Map(lambda items: {record_id for record_id, _ in items})
+        )
+        found = inputs["pairs"] | "TouchingQueries" >> beam.FlatMap(_touches_queries, query_ids)
         return (
             (truth, found)
             | "Both" >> beam.Flatten()

@@ -102,7 +102,8 @@ class CellStateFn(beam.DoFn):
         return self._cache[cell][1]
 
     def _rewrite(self, cell: int, index: CellIndex, entries, count) -> None:
-        kept = [e for e in index.entries() if e.id not in {s.id for s in self._seeds.get(cell, ())}]
+        seeded = {s.id for s in self._seeds.get(cell, ())}
+        kept = [e for e in index.entries() if e.id not in seeded]
         entries.clear()
         for entry in kept:
             entries.add(entry)
