@@ -18,8 +18,10 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
+from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from semsim_core.cells import assign_cells
 from semsim_core.normalize import text_hash
@@ -51,23 +53,44 @@ class Answer(NamedTuple):
 
 
 class EmbedPostsFn(EmbedBatchFn):
-    """A batch of ``(record, event seconds)`` -> :class:`Post` keyed by each of its cells (nearest first)."""
+    """Records -> :class:`Post` keyed by each of its cells (nearest first).
+
+    Records are embedded in batches of at most ``batch_size`` cut from each bundle: a full batch is embedded at once,
+    the rest when the bundle ends, so a post never waits for later posts to arrive.
+    """
 
     def __init__(self, shared: Shared, model: str, backend: str, batch_size: int, centroids, margin: float):
         super().__init__(shared, model, backend, batch_size)
         self._centroids = centroids
         self._margin = margin
 
-    def process(self, batch: Sequence[tuple[Record, float]]) -> Iterator[tuple[int, tuple]]:
-        vectors = self.embed([record.text for record, _ in batch])
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._pending: list[tuple[Record, Timestamp, BoundedWindow]] = []
+
+    def process(
+        self, record: Record, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
+    ) -> Iterator[WindowedValue]:
+        self._pending.append((record, timestamp, window))
+        if len(self._pending) >= self._batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[WindowedValue]:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        vectors = self.embed([record.text for record, _, _ in batch])
         if self._centroids is None:
             cells = [(0,)] * len(batch)
         else:
             cells = assign_cells(vectors, self._centroids, self._margin)
-        for (record, seconds), vector, vector_cells in zip(batch, vectors, cells, strict=True):
-            post = Post(record.id, vector, text_hash(record.text), seconds, vector_cells)
+        for (record, timestamp, window), vector, vector_cells in zip(batch, vectors, cells, strict=True):
+            post = Post(record.id, vector, text_hash(record.text), float(timestamp), vector_cells)
             for rank, cell in enumerate(vector_cells):
-                yield cell, (post, rank == 0)
+                yield WindowedValue((cell, (post, rank == 0)), timestamp, (window,))
 
 
 class CellStateFn(beam.DoFn):
@@ -201,15 +224,11 @@ class ResolveFn(beam.DoFn):
         done.clear()
 
 
-def _with_event_seconds(record: Record, timestamp=beam.DoFn.TimestampParam) -> tuple[Record, float]:
-    return record, float(timestamp)
-
-
 class MatchPosts(beam.PTransform):
     """Records -> ``clusters`` (:class:`ClusterAssignment`), ``pairs`` (:class:`Pair`) and ``notifications``.
 
-    Posts are embedded in batches of at most ``batch_size`` cut from each bundle (BatchElements: a post never waits
-    for a batch to fill), keyed by every cell within ``margin`` of their nearest centroid (one cell without
+    Posts are embedded in batches of at most ``batch_size`` cut from each bundle (a post never waits for a batch to
+    fill), keyed by every cell within ``margin`` of their nearest centroid (one cell without
     ``centroids``), matched against per-cell state, then resolved per post.
     """
 
@@ -229,13 +248,10 @@ class MatchPosts(beam.PTransform):
         self._embed = EmbedPostsFn(Shared(), model, backend, batch_size, centroids, margin)
         self._cells = CellStateFn(threshold, retention_seconds, max_per_cell, seeds)
         self._resolve = ResolveFn(retention_seconds)
-        self._batch_size = batch_size
 
     def expand(self, records):
         return (
             records
-            | "Shard" >> beam.Map(_with_event_seconds)
-            | "SmallBatches" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
             | "EmbedAndAssignCells" >> beam.ParDo(self._embed)
             | "MatchInCell" >> beam.ParDo(self._cells)
             | "Resolve" >> beam.ParDo(self._resolve).with_outputs(PAIRS, NOTIFICATIONS, main="clusters")

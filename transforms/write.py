@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -54,11 +53,37 @@ def rows_table(schema: pa.Schema, rows: list[NamedTuple]) -> pa.Table:
     return pa.Table.from_pylist([row._asdict() for row in rows], schema=schema)
 
 
+def _stamp_now(row: NamedTuple) -> window.TimestampedValue:
+    return window.TimestampedValue((0, row), Timestamp.now())
+
+
+def _window_time(at: Timestamp) -> str:
+    return at.to_utc_datetime().strftime("%Y%m%dT%H%M%S%fZ")
+
+
+class _WriteWindowFn(beam.DoFn):
+    """One window's rows -> one Parquet file named by the window and pane, written under a temporary name and
+    renamed, so readers never see a partial file and a retried bundle rewrites the same file."""
+
+    def __init__(self, folder: str, schema: pa.Schema):
+        self._folder = folder
+        self._schema = schema
+
+    def process(self, keyed_rows, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
+        _, rows = keyed_rows
+        name = f"part-{_window_time(window.start)}-{_window_time(window.end)}-{pane.index}.parquet"
+        path = FileSystems.join(self._folder, name)
+        with FileSystems.create(path + ".tmp") as f:
+            pq.write_table(rows_table(self._schema, list(rows)), f, compression="snappy")
+        FileSystems.rename([path + ".tmp"], [path])
+        yield path
+
+
 class WriteWindowedRows(beam.PTransform):
-    """Streaming: NamedTuple rows to ``folder``, one set of Parquet files per fixed window of ``window_seconds``, so
-    results are on disk seconds after they happen. Rows are windowed by when they are written (processing time):
-    a result is known only after its post was matched, later than the post's publish time, and event-time windows
-    would already be closed for it."""
+    """Streaming: NamedTuple rows to ``folder``, one Parquet file per fixed window of ``window_seconds``, so results
+    are on disk seconds after they happen. Rows are windowed by when they are written (processing time): a result is
+    known only after its post was matched, later than the post's publish time, and event-time windows would already
+    be closed for it."""
 
     def __init__(self, folder: str, schema: pa.Schema, window_seconds: float):
         super().__init__()
@@ -67,17 +92,12 @@ class WriteWindowedRows(beam.PTransform):
         self._window_seconds = window_seconds
 
     def expand(self, rows):
-        schema = self._schema
         return (
             rows
-            | "StampNow" >> beam.Map(lambda row: window.TimestampedValue(row, Timestamp.now()))
+            | "StampNow" >> beam.Map(_stamp_now)
             | "Window" >> beam.WindowInto(window.FixedWindows(self._window_seconds))
-            | "Parquet"
-            >> fileio.WriteToFiles(
-                self._folder,
-                file_naming=fileio.default_file_naming("part", ".parquet"),
-                sink=lambda _: ParquetSink(functools.partial(rows_table, schema)),
-            )
+            | "GroupWindow" >> beam.GroupByKey()
+            | "WriteFile" >> beam.ParDo(_WriteWindowFn(self._folder, self._schema))
         )
 
 
