@@ -1,9 +1,15 @@
-"""Embedding throughput: ``semsim batch`` vs a plain ``SentenceTransformer.encode`` loop, measured in one run.
+"""Embedding speed per backend, raw and inside ``semsim batch``, plus ``semsim batch`` vs sentence-transformers'
+``util.paraphrase_mining``; every ratio is measured in this one run.
 
     python -m benchmarks.embed_throughput [--titles ../shared/datasets/reddit_titles_500k.tsv.gz] [-n 5000]
+        [--backends torch onnx-int8 ...] [--mining 20000]
 
-Prints sentences/s for the plain loop (the baseline) and for the whole pipeline, their ratio, and where the
-pipeline's time goes (model load, encoding, the rest of the pipeline).
+For each backend: raw ``Embedder.encode`` of the titles (the backend built beforehand, so no export is timed), its
+ratio to the baseline (plain ``SentenceTransformer.encode``, fp32, batch 32), its STS Benchmark test Spearman, and
+``semsim batch --backend B`` on the same titles: whole run (incl. model load) and the time its DoFns spent encoding
+(the ``encode_ms`` counter), each as a ratio to the raw backend. Then ``semsim batch`` (torch fp32) vs
+``paraphrase_mining`` (same model, top_k 100) on ``--mining`` titles: time ratio and the share of
+paraphrase_mining's pairs at or above the threshold that semsim finds.
 """
 
 from __future__ import annotations
@@ -16,10 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.batch_dedup import run
-from semsim_core.embedder import Embedder
+import pandas as pd
 
-DEFAULT_TITLES = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "reddit_titles_500k.tsv.gz"
+from pipelines.batch_dedup import counters, run
+from pipelines.options import DEFAULT_THRESHOLD
+from semsim_core.backends import BACKENDS
+from semsim_core.embedder import EmbedConfig, Embedder
+from semsim_core.evaluation import evaluate_stsb
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TITLES = REPO.parent / "shared" / "datasets" / "reddit_titles_500k.tsv.gz"
+STSB_TEST = REPO / "tests" / "data" / "stsbenchmark" / "sts-test.csv"
 
 
 def read_titles(path: Path, n: int) -> list[str]:
@@ -28,44 +41,71 @@ def read_titles(path: Path, n: int) -> list[str]:
         return [row["title"] for row, _ in zip(reader, range(n), strict=False)]
 
 
+def write_titles(folder: Path, titles: list[str]) -> Path:
+    path = folder / "titles.jsonl"
+    path.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(titles)))
+    return path
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def compare_backends(titles: list[str], backends: list[str], folder: Path) -> None:
+    base = Embedder.load()
+    base.model.encode(titles[:64], batch_size=32)
+    _, baseline_s = timed(base.model.encode, titles)
+    baseline = len(titles) / baseline_s
+    data = write_titles(folder, titles)
+    print(f"baseline: SentenceTransformer.encode fp32, batch 32, {len(titles)} titles: {baseline:.1f} sentences/s")
+    columns = ("backend", "raw/s", "vs base", "Spearman", "batch/s", "vs raw", "in-DoFn/s", "vs raw")
+    print(" ".join(f"{c:>{w}}" for c, w in zip(columns, (14, 7, 7, 8, 7, 6, 9, 6), strict=True)))
+    for backend in backends:
+        embedder = Embedder(base.model, EmbedConfig(backend=backend))
+        embedder.encode(titles[:64])
+        _, raw_s = timed(embedder.encode, titles)
+        spearman = evaluate_stsb(embedder, str(STSB_TEST)).spearman
+        (_, result), run_s = timed(run, ["--input", str(data), "--output", str(folder / backend), "--backend", backend])
+        measured = counters(result)
+        raw, whole = len(titles) / raw_s, len(titles) / run_s
+        in_dofn = measured["embedded"] / (measured["encode_ms"] / 1000)
+        print(
+            f"{backend:>14} {raw:7.1f} {raw / baseline:6.2f}x {spearman:8.4f} "
+            f"{whole:7.1f} {whole / raw:5.2f}x {in_dofn:9.1f} {in_dofn / raw:5.2f}x"
+        )
+
+
+def compare_paraphrase_mining(titles: list[str], folder: Path) -> None:
+    from sentence_transformers import util
+
+    model = Embedder.load().model
+    mined, mining_s = timed(lambda: util.paraphrase_mining(model, titles, batch_size=32, top_k=100))
+    expected = {(min(i, j), max(i, j)) for score, i, j in mined if score >= DEFAULT_THRESHOLD}
+    data = write_titles(folder, titles)
+    _, semsim_s = timed(run, ["--input", str(data), "--output", str(folder / "mining")])
+    pairs = pd.read_parquet(folder / "mining" / "pairs", columns=["id_a", "id_b"])
+    found = {tuple(sorted((int(a[1:]), int(b[1:])))) for a, b in zip(pairs["id_a"], pairs["id_b"], strict=True)}
+    share = len(expected & found) / max(1, len(expected))
+    print(f"{len(titles)} titles: paraphrase_mining {mining_s:.1f} s, semsim batch {semsim_s:.1f} s ")
+    print(f"  -> semsim is {mining_s / semsim_s:.2f}x faster; finds {share:.4f} of the {len(expected)} pairs >= ")
+    print(f"     {DEFAULT_THRESHOLD} that paraphrase_mining reports (semsim reports {len(found)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--titles", type=Path, default=DEFAULT_TITLES, help="Reddit titles .tsv.gz (column 'title')")
-    parser.add_argument("-n", type=int, default=5000, help="number of titles")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("-n", type=int, default=5000, help="titles for the backend comparison")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument(
+        "--mining", type=int, default=20000, help="titles for the paraphrase_mining comparison (0: skip)"
+    )
     args = parser.parse_args()
-    titles = read_titles(args.titles, args.n)
-
-    Embedder.load(batch_size=args.batch_size)  # the first load reads the files from disk; the pipeline's is warm
-    start = time.perf_counter()
-    embedder = Embedder.load(batch_size=args.batch_size)
-    load_s = time.perf_counter() - start
-    embedder.model.encode(titles[:64], batch_size=args.batch_size)  # warm-up
-    start = time.perf_counter()
-    embedder.model.encode(titles, batch_size=args.batch_size)
-    plain_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(0, len(titles), 256):
-        embedder.encode(titles[i : i + 256])
-    windows_s = time.perf_counter() - start
-
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "titles.jsonl"
-        data.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(titles)))
-        start = time.perf_counter()
-        out = str(Path(tmp) / "out")
-        summary, _ = run(["--input", str(data), "--output", out, "--batch-size", str(args.batch_size)])
-        pipeline_s = time.perf_counter() - start
-
-    embedded = summary["embedded"]
-    print(f"titles: {len(titles)} (embedded by the pipeline after the exact pre-pass: {embedded})")
-    print(f"plain SentenceTransformer.encode, batch {args.batch_size}: {len(titles) / plain_s:8.1f} sentences/s")
-    print(f"Embedder.encode in windows of 256:          {len(titles) / windows_s:8.1f} sentences/s")
-    print(f"semsim batch, whole pipeline (incl. load):  {len(titles) / pipeline_s:8.1f} sentences/s")
-    print(f"ratio pipeline / plain encode:              {plain_s / pipeline_s:8.2f}x")
-    encode_s = windows_s * embedded / len(titles)
-    rest = pipeline_s - load_s - encode_s
-    print(f"pipeline {pipeline_s:.1f} s = load ~{load_s:.1f} s + encoding ~{encode_s:.1f} s + the rest ~{rest:.1f} s")
+        compare_backends(read_titles(args.titles, args.n), args.backends, Path(tmp))
+        if args.mining:
+            compare_paraphrase_mining(read_titles(args.titles, args.mining), Path(tmp))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def _vectors_from_text(pipeline: beam.Pipeline, opts: BatchDedupOptions):
     parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     exact = unique.records | "ExactPrepass" >> ExactPrepass(text_key)
-    embed = EmbedRecords(opts.model, opts.backend, opts.batch_size, opts.batch_window)
+    embed = EmbedRecords(opts.embed_config(), opts.batch_window)
     return parsed, unique, exact, exact.representatives | "Embed" >> embed
 
 

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from semsim_core.embedder import BACKENDS, DEFAULT_MODEL, Embedder, model_error
+from semsim_core.backends import BACKENDS
+from semsim_core.embedder import DEFAULT_MODEL, Embedder, model_error
 from semsim_core.evaluation import evaluate_stsb
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from semsim_core.embedder import BACKENDS, DEFAULT_MODEL, model_error
+from semsim_core.backends import BACKENDS
+from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.parsing import FORMATS, ParseConfig, detect_format
 from transforms.cluster import CLUSTER_METHODS
 from transforms.embeddings_io import embeddings_pattern
@@ -40,7 +42,15 @@ class SemsimOptions(PipelineOptions):
         _flag(parser, "threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine threshold in (0, 1]")
         _flag(parser, "model", default=DEFAULT_MODEL, help="sentence-transformers name or local path")
         _flag(parser, "backend", choices=BACKENDS, default="torch", help="inference backend")
-        _flag(parser, "batch_size", type=int, default=32, help="texts per forward pass")
+        _flag(parser, "batch_size", type=int, default=32, help="most texts per forward pass")
+        _flag(parser, "max_batch_tokens", type=int, default=4096, help="most padded tokens per forward pass")
+        _flag(
+            parser,
+            "embed_threads",
+            type=int,
+            default=0,
+            help="intra-op threads per worker; 0: this machine's cores / --direct_num_workers",
+        )
         _flag(
             parser,
             "cell_margin",
@@ -53,6 +63,15 @@ class SemsimOptions(PipelineOptions):
     def parse_config(self) -> ParseConfig:
         return ParseConfig(self.id_field, self.text_field, self.max_text_bytes)
 
+    def embed_config(self) -> EmbedConfig:
+        """The embedding settings; threads default to the cores shared by the local runner's parallel workers."""
+        direct = self.view_as(DirectOptions)
+        workers = 1
+        if direct.direct_running_mode in ("multi_threading", "multi_processing"):
+            workers = direct.direct_num_workers or os.cpu_count() or 1
+        threads = self.embed_threads or default_threads(workers)
+        return EmbedConfig(self.model, self.backend, self.batch_size, self.max_batch_tokens, threads)
+
 
 class BatchDedupOptions(SemsimOptions):
     """Flags of ``semsim batch`` (any other Beam pipeline flag is accepted too)."""
@@ -63,7 +82,7 @@ class BatchDedupOptions(SemsimOptions):
         _flag(parser, "input_embeddings", help="embeddings/ of an earlier run, instead of --input: no model is loaded")
         _flag(parser, "write_embeddings", action="store_true", help="also write embeddings/ (one row per record)")
         _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
-        _flag(parser, "batch_window", type=int, default=256, help="texts per embedding window, sorted by length")
+        _flag(parser, "batch_window", type=int, default=1024, help="texts per embedding window, sorted by length")
         _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
         _flag(parser, "target_cell_size", type=int, default=2_000, help="vectors per cell when --cells is 0")
         _flag(parser, "max_cell_size", type=int, default=20_000, help="larger cells are split again")
@@ -125,7 +144,9 @@ def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: b
         raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
     if opts.cell_margin < 0:
         raise OptionsError("--cell-margin must not be negative")
-    for name in ("max_text_bytes", "batch_size", *positive):
+    if opts.embed_threads < 0:
+        raise OptionsError("--embed-threads must not be negative")
+    for name in ("max_text_bytes", "batch_size", "max_batch_tokens", *positive):
         if getattr(opts, name) < 1:
             raise OptionsError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(opts, name)}")
     if opts.centroids:

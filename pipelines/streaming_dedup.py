@@ -53,12 +53,10 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
         _LOG.warning("no --centroids: the stream runs as a single cell (correct, not parallel)")
     posts = pipeline | "Read" >> ReadPosts(opts.subscription, opts.parse_config())
     matched = posts.records | "Match" >> MatchPosts(
-        opts.model,
-        opts.backend,
+        opts.embed_config(),
         opts.threshold,
         centroids,
         opts.cell_margin,
-        batch_size=opts.batch_size,
         retention_seconds=duration_seconds(opts.retention) if opts.retention else None,
         max_per_cell=opts.max_per_cell,
         seeds=_seeds(opts.seed_embeddings, centroids) if opts.seed_embeddings else None,

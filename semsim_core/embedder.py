@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-BACKENDS = ("torch",)
 _BUNDLED_NAMES = frozenset({DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"})
 
 
@@ -39,37 +39,105 @@ def model_error(model: str) -> str | None:
     return None
 
 
+def default_threads(processes: int = 1) -> int:
+    """Intra-op threads for each of ``processes`` worker processes sharing this machine's cores: never more threads
+    in all than cores (oversubscribed inference threads are much slower than idle cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, processes))
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """What to embed with: the model (a name or local path; see :func:`resolve_model`), the backend
+    (:data:`.backends.BACKENDS`), batch limits and intra-op threads (0: every core this process may use).
+    Hashable, so it names one shared model per worker process."""
+
+    model: str = DEFAULT_MODEL
+    backend: str = "torch"
+    batch_size: int = 32
+    max_batch_tokens: int = 4096
+    threads: int = 0
+
+    def load(self) -> Embedder:
+        """Load the model on the CPU and prepare the backend (built and cached on first use)."""
+        from sentence_transformers import SentenceTransformer
+
+        return Embedder(SentenceTransformer(resolve_model(self.model), device="cpu"), self)
+
+
 class Embedder:
     """A loaded sentence-transformers model that turns texts into L2-normalised float32 vectors.
 
-    ``encode`` hands the whole list to ``SentenceTransformer.encode``, which sorts it by length before cutting it into
-    batches of ``batch_size``, so a window of a few hundred texts is padded little.
+    ``encode`` tokenizes its texts once, orders them by token length and cuts batches of at most ``batch_size``
+    texts and ``max_batch_tokens`` padded tokens, so short texts go in large batches, long ones in small ones, and
+    one long text never pads a batch of short ones. The batches run on the configured backend (:mod:`.backends`).
     """
 
-    def __init__(self, model, batch_size: int = 32):
+    def __init__(self, model, config: EmbedConfig = EmbedConfig()):
+        from semsim_core.backends import input_names, load_runner
+
         self.model = model
-        self.batch_size = batch_size
+        self.config = config
+        self.threads = config.threads or default_threads()
         self.dim = int(model.get_embedding_dimension())
         self.max_seq_length = int(model.max_seq_length)
         self._special_tokens = int(model.tokenizer.num_special_tokens_to_add())
+        self._names = input_names(model)
+        self._pad_id = int(model.tokenizer.pad_token_id or 0)
+        self._run = load_runner(model, config.backend, self.threads)
 
     @classmethod
-    def load(cls, model: str = DEFAULT_MODEL, backend: str = "torch", batch_size: int = 32) -> Embedder:
-        """Load ``model`` (a name or local path; see :func:`resolve_model`) on the CPU with the given backend."""
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-        from sentence_transformers import SentenceTransformer
+    def load(cls, model: str = DEFAULT_MODEL, backend: str = "torch", **settings) -> Embedder:
+        """Shorthand for ``EmbedConfig(model, backend, **settings).load()``."""
+        return EmbedConfig(model, backend, **settings).load()
 
-        return cls(SentenceTransformer(resolve_model(model), device="cpu", backend=backend), batch_size)
+    def batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Index arrays into ``lengths`` (token counts): ordered by length, each batch at most ``batch_size`` items
+        and at most ``max_batch_tokens`` tokens once padded to its longest item (a longer single item goes alone)."""
+        order = np.argsort(lengths, kind="stable")
+        batches, current, longest = [], [], 0
+        for i in order:
+            longest_with = max(longest, lengths[i])
+            if current and (
+                len(current) == self.config.batch_size
+                or longest_with * (len(current) + 1) > self.config.max_batch_tokens
+            ):
+                batches.append(np.asarray(current))
+                current, longest_with = [], lengths[i]
+            current.append(i)
+            longest = longest_with
+        if current:
+            batches.append(np.asarray(current))
+        return batches
+
+    def _padded(self, encoded: dict[str, list[list[int]]], rows: np.ndarray) -> dict[str, np.ndarray]:
+        width = max(len(encoded["input_ids"][i]) for i in rows)
+        batch = {}
+        for name in self._names:
+            fill = self._pad_id if name == "input_ids" else 0
+            array = np.full((len(rows), width), fill, dtype=np.int64)
+            for r, i in enumerate(rows):
+                ids = encoded[name][i]
+                array[r, : len(ids)] = ids
+            batch[name] = array
+        return batch
+
+    def _prepared(self, texts: Sequence[str]) -> list[str]:
+        """Texts as sentence-transformers' Transformer module hands them to its tokenizer (stripped, and lowercased
+        when the model says so)."""
+        lower = bool(getattr(self.model[0], "do_lower_case", False))
+        return [t.strip().lower() if lower else t.strip() for t in texts]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return an ``(len(texts), dim)`` float32 array of unit vectors, row i for ``texts[i]``."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+            return out
+        encoded = self.model.tokenizer(self._prepared(texts), truncation=True, max_length=self.max_seq_length)
+        for rows in self.batches([len(ids) for ids in encoded["input_ids"]]):
+            out[rows] = self._run(self._padded(encoded, rows))
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
 
     def count_truncated(self, texts: Sequence[str]) -> int:
         """Return how many texts are longer than the model's window and so are truncated by the tokenizer.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,15 @@ STSB_TEST = REPO / "tests" / "data" / "stsbenchmark" / "sts-test.csv"
 STSB_DEV = REPO / "tests" / "data" / "stsbenchmark" / "sts-dev.csv"
 SAMPLE_TITLES = REPO / "data" / "sample" / "reddit_titles.jsonl"
 SAMPLE_PARAPHRASES = REPO / "data" / "sample" / "stsb_train_paraphrases.jsonl"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def backend_cache(tmp_path_factory) -> Iterator[Path]:
+    """Backends built by the tests go to a fresh cache folder, never the user's."""
+    folder = tmp_path_factory.mktemp("semsim-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEMSIM_CACHE", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -9,7 +10,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from semsim_core.embedder import DEFAULT_MODEL, Embedder
+from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.records import Record
 from transforms import METRICS_NAMESPACE
 
@@ -21,27 +22,28 @@ class EmbedBatchFn(beam.DoFn):
     copy; it is loaded on first use and counted in the ``model_loads`` counter.
     """
 
-    def __init__(self, shared: Shared, model: str, backend: str, batch_size: int):
+    def __init__(self, shared: Shared, config: EmbedConfig):
         self._shared = shared
-        self._model = model
-        self._backend = backend
-        self._batch_size = batch_size
+        self._config = config
         self._embedder: Embedder | None = None
         self._loads = Metrics.counter(METRICS_NAMESPACE, "model_loads")
         self._embedded = Metrics.counter(METRICS_NAMESPACE, "embedded")
         self._truncated = Metrics.counter(METRICS_NAMESPACE, "truncated_texts")
+        self._encode_ms = Metrics.counter(METRICS_NAMESPACE, "encode_ms")
 
     def _load(self) -> Embedder:
         self._loads.inc()
-        return Embedder.load(self._model, self._backend, self._batch_size)
+        return self._config.load()
 
     def start_bundle(self) -> None:
         if self._embedder is None:
-            self._embedder = self._shared.acquire(self._load, tag=(self._model, self._backend, self._batch_size))
+            self._embedder = self._shared.acquire(self._load, tag=self._config)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors of ``texts``, counted in ``embedded`` and ``truncated_texts``."""
+        """Unit vectors of ``texts``, counted in ``embedded``, ``truncated_texts`` and ``encode_ms``."""
+        started = time.perf_counter()
         vectors = self._embedder.encode(texts)
+        self._encode_ms.inc(round((time.perf_counter() - started) * 1000))
         self._embedded.inc(len(texts))
         self._truncated.inc(self._embedder.count_truncated(texts))
         return vectors
@@ -55,20 +57,18 @@ class EmbedBatchFn(beam.DoFn):
 class EmbedRecords(beam.PTransform):
     """Turns :class:`Record` values into ``(id, unit float32 vector)``.
 
-    Records are cut into windows of ``window`` texts; the embedder sorts each window by length before batching it in
-    ``batch_size`` texts, so padding stays small.
+    Records are cut into windows of ``window`` texts; the embedder sorts each window by token length before cutting
+    it into batches, so padding stays small.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, backend: str = "torch", batch_size: int = 32, window: int = 256):
+    def __init__(self, config: EmbedConfig = EmbedConfig(), window: int = 1024):
         super().__init__()
-        self._model = model
-        self._backend = backend
-        self._batch_size = batch_size
+        self._config = config
         self._window = window
 
     def expand(self, records):
         return (
             records
             | "Window" >> beam.BatchElements(min_batch_size=self._window, max_batch_size=self._window)
-            | "Embed" >> beam.ParDo(EmbedBatchFn(Shared(), self._model, self._backend, self._batch_size))
+            | "Embed" >> beam.ParDo(EmbedBatchFn(Shared(), self._config))
         )

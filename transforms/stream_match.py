@@ -24,6 +24,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from semsim_core.cells import assign_cells
+from semsim_core.embedder import EmbedConfig
 from semsim_core.normalize import text_hash
 from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, Record, make_pair
 from semsim_core.streaming import CellIndex, Entry, Outcome
@@ -59,8 +60,8 @@ class EmbedPostsFn(EmbedBatchFn):
     the rest when the bundle ends, so a post never waits for later posts to arrive.
     """
 
-    def __init__(self, shared: Shared, model: str, backend: str, batch_size: int, centroids, margin: float):
-        super().__init__(shared, model, backend, batch_size)
+    def __init__(self, shared: Shared, config: EmbedConfig, centroids, margin: float):
+        super().__init__(shared, config)
         self._centroids = centroids
         self._margin = margin
 
@@ -72,7 +73,7 @@ class EmbedPostsFn(EmbedBatchFn):
         self, record: Record, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam
     ) -> Iterator[WindowedValue]:
         self._pending.append((record, timestamp, window))
-        if len(self._pending) >= self._batch_size:
+        if len(self._pending) >= self._config.batch_size:
             yield from self._flush()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
@@ -234,18 +235,16 @@ class MatchPosts(beam.PTransform):
 
     def __init__(
         self,
-        model: str,
-        backend: str,
+        config: EmbedConfig,
         threshold: float,
         centroids: np.ndarray | None,
         margin: float,
-        batch_size: int = 16,
         retention_seconds: float | None = None,
         max_per_cell: int | None = None,
         seeds: dict[int, Sequence[Entry]] | None = None,
     ):
         super().__init__()
-        self._embed = EmbedPostsFn(Shared(), model, backend, batch_size, centroids, margin)
+        self._embed = EmbedPostsFn(Shared(), config, centroids, margin)
         self._cells = CellStateFn(threshold, retention_seconds, max_per_cell, seeds)
         self._resolve = ResolveFn(retention_seconds)
 

@@ -1,0 +1,205 @@
+"""Inference backends for a sentence-transformers model on the CPU.
+
+Each backend turns a padded batch (``input_ids``, ``attention_mask`` and, for BERT-like models, ``token_type_ids``, as
+int64 arrays) into the model's sentence embeddings. ``torch`` runs the model as loaded; the others run a graph
+exported locally from the same weights (ONNX through ``torch.onnx``; never downloaded) and cached under
+:func:`cache_dir` in a folder named by a fingerprint of the weights and module settings, so a changed model is
+rebuilt rather than reused.
+
+====================  ======================================================================================
+``torch``             PyTorch fp32, as loaded.
+``onnx``              ONNX Runtime fp32 on the exported graph.
+``onnx-int8``         ONNX Runtime, weights and activations int8 (dynamic quantisation, per-channel, VNNI range).
+``openvino``          OpenVINO on the exported graph (fp32).
+``openvino-bf16``     OpenVINO, bf16 inference on CPUs that have it (AVX512-BF16, AMX), fp32 elsewhere.
+``openvino-int8``     OpenVINO, static int8 quantisation by NNCF calibrated on ``calibration.txt`` (300 real texts).
+====================  ======================================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
+_OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
+EXPORT_VERSION = "1"  # bump when the export or quantisation recipe changes, so caches are rebuilt
+CALIBRATION_TEXTS = Path(__file__).with_name("calibration.txt")
+
+Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def cache_dir() -> Path:
+    """Where built backends live: ``$SEMSIM_CACHE``, else ``$XDG_CACHE_HOME/semsim``, else ``~/.cache/semsim``."""
+    if os.environ.get("SEMSIM_CACHE"):
+        return Path(os.environ["SEMSIM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "semsim"
+
+
+def fingerprint(model) -> str:
+    """A hash of ``model``'s weights and module settings: equal for the same model, different after any change."""
+    digest = hashlib.sha256(f"{EXPORT_VERSION}\n{model!r}\n{model.max_seq_length}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def input_names(model) -> list[str]:
+    """The tokenizer outputs the model reads, in a fixed order."""
+    names = model.tokenizer.model_input_names
+    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
+
+
+def _export_onnx(model, path: Path) -> None:
+    """Trace every module of ``model`` (transformer, pooling, dense, normalize) into one ONNX graph whose output is
+    the sentence embedding."""
+    import torch
+
+    names = input_names(model)
+
+    class SentenceEmbedding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs):
+            return self.model(dict(zip(names, inputs, strict=True)))["sentence_embedding"]
+
+    sample = model.tokenizer(["a short text", "and a slightly longer one"], padding=True, return_tensors="pt")
+    axes = {name: {0: "batch", 1: "tokens"} for name in names}
+    with warnings.catch_warnings():
+        # the traced branches (attention mask present, mask width == token count) hold for every padded batch
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            SentenceEmbedding().eval(),
+            tuple(sample[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=["sentence_embedding"],
+            dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def _calibration_batches(model, batch_size: int = 16) -> list[dict[str, np.ndarray]]:
+    texts = CALIBRATION_TEXTS.read_text(encoding="utf-8").splitlines()
+    names = input_names(model)
+    batches = []
+    for start in range(0, len(texts), batch_size):
+        encoded = model.tokenizer(
+            texts[start : start + batch_size], padding=True, truncation=True, max_length=model.max_seq_length
+        )
+        batches.append({n: np.asarray(encoded[n], dtype=np.int64) for n in names})
+    return batches
+
+
+def _build(model, backend: str, folder: Path) -> Path:
+    """Build ``backend``'s graph for ``model`` in ``folder`` unless it is there; return its file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / "model.onnx"
+    if not onnx_path.exists():
+        _write_atomically(onnx_path, lambda tmp: _export_onnx(model, tmp))
+    if backend in ("onnx", "openvino", "openvino-bf16"):
+        return onnx_path
+    if backend == "onnx-int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        target = folder / "model-int8.onnx"
+        if not target.exists():
+            _write_atomically(
+                target,
+                lambda tmp: quantize_dynamic(
+                    onnx_path, tmp, weight_type=QuantType.QInt8, per_channel=True, reduce_range=False
+                ),
+            )
+        return target
+    target = folder / "openvino-int8.xml"
+    if not target.exists():
+        import nncf
+        import openvino as ov
+
+        batches = _calibration_batches(model)
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF draws progress bars; stdout may be a command's result
+            quantized = nncf.quantize(
+                ov.Core().read_model(onnx_path),
+                nncf.Dataset(batches),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(batches),
+            )
+        _write_atomically(target, lambda tmp: ov.save_model(quantized, str(tmp)), companions=(".bin",))
+    return target
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None], companions: tuple[str, ...] = ()) -> None:
+    """Write through a temporary name and rename, so a concurrent or interrupted build never leaves half a file."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    write(tmp)
+    for suffix in companions:
+        tmp.with_suffix(suffix).replace(path.with_suffix(suffix))
+    tmp.replace(path)
+
+
+def load_runner(model, backend: str, threads: int) -> Runner:
+    """A function from a padded batch to its sentence embeddings, for ``model`` run by ``backend`` on ``threads``
+    intra-op threads. Graphs other than ``torch`` are built on first use and then read from the cache."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return _torch_runner(model, threads)
+    path = _build(model, backend, cache_dir() / "backends" / fingerprint(model))
+    if backend.startswith("onnx"):
+        return _onnx_runner(path, threads)
+    return _openvino_runner(path, threads, _OPENVINO_PRECISION[backend])
+
+
+def _torch_runner(model, threads: int) -> Runner:
+    import torch
+
+    torch.set_num_threads(threads)
+    model.eval()
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            features = {name: torch.from_numpy(array) for name, array in batch.items()}
+            return model(features)["sentence_embedding"].float().numpy()
+
+    return run
+
+
+def _onnx_runner(path: Path, threads: int) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        return session.run(None, batch)[0]
+
+    run.session = session
+    return run
+
+
+def _openvino_runner(path: Path, threads: int, precision: str) -> Runner:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(
+        str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+    )
+    request = compiled.create_infer_request()
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        return request.infer(batch)[0].copy()
+
+    run.compiled = compiled
+    return run

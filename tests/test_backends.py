@@ -1,0 +1,78 @@
+"""Inference backends and length-aware batching, on the bundled model and real STS Benchmark sentences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from semsim_core.backends import BACKENDS, fingerprint, load_runner
+from semsim_core.embedder import EmbedConfig, Embedder, default_threads
+from tests.conftest import stsb_unique_sentences
+
+
+@pytest.fixture(scope="module")
+def sentences() -> list[str]:
+    return stsb_unique_sentences()[:300]
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
+def test_backend_agrees_with_fp32(backend, embedder, sentences, backend_cache):
+    reference = embedder.encode(sentences)
+    vectors = Embedder(embedder.model, EmbedConfig(backend=backend, threads=1)).encode(sentences)
+    cosines = (vectors * reference).sum(axis=1)
+    assert vectors.shape == reference.shape and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert cosines.mean() >= 0.99, (backend, cosines.mean(), cosines.min())
+    assert any(backend_cache.glob(f"backends/{fingerprint(embedder.model)}/*"))
+
+
+def test_built_backend_is_reused_and_rebuilt_when_the_weights_change(embedder, backend_cache):
+    Embedder(embedder.model, EmbedConfig(backend="onnx-int8", threads=1))
+    folder = backend_cache / "backends" / fingerprint(embedder.model)
+    built = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    Embedder(embedder.model, EmbedConfig(backend="onnx-int8", threads=1))
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == built
+
+    changed = Embedder.load().model
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.01)
+    assert fingerprint(changed) != fingerprint(embedder.model)
+
+
+def test_batches_are_length_sorted_within_limits_and_cover_every_text(embedder):
+    lengths = [5, 300, 7, 7, 12, 40, 3, 250, 9, 60] * 7
+    batcher = Embedder(embedder.model, EmbedConfig(batch_size=8, max_batch_tokens=512, threads=1))
+    batches = batcher.batches(lengths)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths)
+    for batch in batches:
+        padded = max(lengths[i] for i in batch) * len(batch)
+        assert len(batch) <= 8 and (padded <= 512 or len(batch) == 1)
+
+
+def test_encode_keeps_input_order(embedder, sentences):
+    texts = [sentences[0] * 20, *sentences[1:40], "ok"]
+    batched = Embedder(embedder.model, EmbedConfig(batch_size=4, max_batch_tokens=256, threads=1)).encode(texts)
+    one_by_one = np.vstack([embedder.encode([t]) for t in texts])
+    assert np.allclose(batched, one_by_one, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
+def test_thread_setting_is_applied(backend, embedder, backend_cache):
+    runner = load_runner(embedder.model, backend, threads=1)
+    if backend == "torch":
+        assert torch.get_num_threads() == 1
+    elif backend == "onnx":
+        assert runner.session.get_session_options().intra_op_num_threads == 1
+    else:
+        assert runner.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    torch.set_num_threads(default_threads())
+
+
+def test_default_threads_share_the_cores():
+    cores = default_threads(1)
+    assert default_threads(cores) == 1
+    assert default_threads(cores * 4) == 1
+    assert default_threads(2) == max(1, cores // 2)
