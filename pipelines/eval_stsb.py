@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from semsim_core.backends import BACKENDS
+from semsim_core.backends import BACKENDS, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, Embedder, model_error
 from semsim_core.evaluation import evaluate_stsb
 
@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="semsim eval stsb", description=__doc__)
     parser.add_argument("--file", required=True, help="an STS Benchmark file, e.g. sts-test.csv (tab-separated)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers name or local path")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND)
     parser.add_argument(
         "--paraphrase-min-score",
         type=float,
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
         help="gold score from which a pair counts as a paraphrase for the threshold search (0-5)",
     )
     args = parser.parse_args(argv)
-    error = model_error(args.model)
+    error = model_error(args.model) or backend_error(args.backend)
     if error:
         parser.error(error)
     try:

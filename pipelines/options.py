@@ -8,7 +8,7 @@ import re
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from semsim_core.backends import BACKENDS
+from semsim_core.backends import BACKENDS, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.parsing import FORMATS, ParseConfig, detect_format
 from transforms.cluster import CLUSTER_METHODS
@@ -41,7 +41,7 @@ class SemsimOptions(PipelineOptions):
         _flag(parser, "max_text_bytes", type=int, default=100_000, help="longer texts (UTF-8 bytes) are dead letters")
         _flag(parser, "threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine threshold in (0, 1]")
         _flag(parser, "model", default=DEFAULT_MODEL, help="sentence-transformers name or local path")
-        _flag(parser, "backend", choices=BACKENDS, default="torch", help="inference backend")
+        _flag(parser, "backend", choices=BACKENDS, default=DEFAULT_BACKEND, help="inference backend")
         _flag(parser, "batch_size", type=int, default=32, help="most texts per forward pass")
         _flag(parser, "max_batch_tokens", type=int, default=4096, help="most padded tokens per forward pass")
         _flag(
@@ -151,7 +151,7 @@ def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: b
             raise OptionsError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(opts, name)}")
     if opts.centroids:
         _matched("--centroids", opts.centroids)
-    error = model_error(opts.model) if needs_model else None
+    error = (model_error(opts.model) or backend_error(opts.backend)) if needs_model else None
     if error:
         raise OptionsError(error)
 

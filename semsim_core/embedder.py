@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semsim_core.backends import DEFAULT_BACKEND
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = frozenset({DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"})
 
@@ -53,7 +55,7 @@ class EmbedConfig:
     Hashable, so it names one shared model per worker process."""
 
     model: str = DEFAULT_MODEL
-    backend: str = "torch"
+    backend: str = DEFAULT_BACKEND
     batch_size: int = 32
     max_batch_tokens: int = 4096
     threads: int = 0
@@ -87,7 +89,7 @@ class Embedder:
         self._run = load_runner(model, config.backend, self.threads)
 
     @classmethod
-    def load(cls, model: str = DEFAULT_MODEL, backend: str = "torch", **settings) -> Embedder:
+    def load(cls, model: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND, **settings) -> Embedder:
         """Shorthand for ``EmbedConfig(model, backend, **settings).load()``."""
         return EmbedConfig(model, backend, **settings).load()
 

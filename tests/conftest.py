@@ -33,7 +33,8 @@ def backend_cache(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
-    return Embedder.load()
+    """The model exactly as sentence-transformers runs it (fp32 torch)."""
+    return Embedder.load(backend="torch")
 
 
 def stsb_unique_sentences(path: Path = STSB_TEST) -> list[str]:

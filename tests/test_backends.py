@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
+from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.options import BatchDedupOptions
 from semsim_core.backends import BACKENDS, fingerprint, load_runner
 from semsim_core.embedder import EmbedConfig, Embedder, default_threads
-from tests.conftest import stsb_unique_sentences
+from tests.conftest import SAMPLE_PARAPHRASES, run_batch, stsb_unique_sentences
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,7 @@ def test_built_backend_is_reused_and_rebuilt_when_the_weights_change(embedder, b
     Embedder(embedder.model, EmbedConfig(backend="onnx-int8", threads=1))
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == built
 
-    changed = Embedder.load().model
+    changed = Embedder.load(backend="torch").model
     with torch.no_grad():
         next(changed.parameters()).add_(0.01)
     assert fingerprint(changed) != fingerprint(embedder.model)
@@ -42,7 +46,7 @@ def test_built_backend_is_reused_and_rebuilt_when_the_weights_change(embedder, b
 
 def test_batches_are_length_sorted_within_limits_and_cover_every_text(embedder):
     lengths = [5, 300, 7, 7, 12, 40, 3, 250, 9, 60] * 7
-    batcher = Embedder(embedder.model, EmbedConfig(batch_size=8, max_batch_tokens=512, threads=1))
+    batcher = Embedder(embedder.model, EmbedConfig(backend="torch", batch_size=8, max_batch_tokens=512, threads=1))
     batches = batcher.batches(lengths)
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(len(lengths)))
@@ -54,7 +58,9 @@ def test_batches_are_length_sorted_within_limits_and_cover_every_text(embedder):
 
 def test_encode_keeps_input_order(embedder, sentences):
     texts = [sentences[0] * 20, *sentences[1:40], "ok"]
-    batched = Embedder(embedder.model, EmbedConfig(batch_size=4, max_batch_tokens=256, threads=1)).encode(texts)
+    batched = Embedder(
+        embedder.model, EmbedConfig(backend="torch", batch_size=4, max_batch_tokens=256, threads=1)
+    ).encode(texts)
     one_by_one = np.vstack([embedder.encode([t]) for t in texts])
     assert np.allclose(batched, one_by_one, atol=1e-4)
 
@@ -68,6 +74,7 @@ def test_thread_setting_is_applied(backend, embedder, backend_cache):
         assert runner.session.get_session_options().intra_op_num_threads == 1
     else:
         assert runner.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+        assert sys.modules["openvino_telemetry"] is None, "OpenVINO's usage telemetry stays off"
     torch.set_num_threads(default_threads())
 
 
@@ -76,3 +83,21 @@ def test_default_threads_share_the_cores():
     assert default_threads(cores) == 1
     assert default_threads(cores * 4) == 1
     assert default_threads(2) == max(1, cores // 2)
+
+
+def test_pipeline_threads_default_to_the_cores_per_local_worker():
+    shared = PipelineOptions(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert shared.view_as(BatchDedupOptions).embed_config().threads == default_threads(2)
+    assert PipelineOptions([]).view_as(BatchDedupOptions).embed_config().threads == default_threads(1)
+    assert PipelineOptions(["--embed-threads", "3"]).view_as(BatchDedupOptions).embed_config().threads == 3
+
+
+def test_batch_pipeline_on_the_default_int8_backend_finds_the_fp32_pairs(tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines(keepends=True)[:300]))
+    fp32 = run_batch(tmp_path / "fp32", "--input", str(data), "--backend", "torch")
+    int8 = run_batch(tmp_path / "int8", "--input", str(data))
+    pairs = [set(zip(run.pairs["id_a"], run.pairs["id_b"], strict=True)) for run in (fp32, int8)]
+    assert int8.summary["backend"] == "openvino-int8" and int8.counters["model_loads"] == 1
+    assert len(pairs[0]) > 50
+    assert len(pairs[0] & pairs[1]) / len(pairs[0] | pairs[1]) >= 0.9

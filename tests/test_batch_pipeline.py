@@ -46,7 +46,9 @@ def test_pairs_and_clusters_equal_sentence_transformers_brute_force(tmp_path, em
     sentences = stsb_unique_sentences()
     ids = [f"s{i:05d}" for i in range(len(sentences))]
     data = write_jsonl(tmp_path / "stsb.jsonl", [{"id": i, "text": t} for i, t in zip(ids, sentences, strict=True)])
-    batch = run_batch(tmp_path / "out", "--input", str(data), "--threshold", "0.8", "--batch-window", "300")
+    batch = run_batch(
+        tmp_path / "out", "--input", str(data), "--threshold", "0.8", "--batch-window", "300", "--backend", "torch"
+    )
 
     vectors = embedder.model.encode(sentences, normalize_embeddings=True, convert_to_tensor=True)
     sims = util.cos_sim(vectors, vectors).numpy()

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from apache_beam.utils.shared import Shared
 
+from semsim_core.embedder import EmbedConfig
 from semsim_core.records import Record
 from tests.conftest import assert_invariants, run_batch, sample_titles, write_jsonl
 from transforms.embed import EmbedBatchFn
@@ -35,7 +36,7 @@ def test_model_loaded_once_per_worker_process(tmp_path, titles_file, mode):
 
 def test_dofn_copies_in_threads_share_one_model():
     """Beam pickles a DoFn into each worker thread; every copy must reach the same model through Shared."""
-    fn = EmbedBatchFn(Shared(), "all-MiniLM-L6-v2", "torch", 32)
+    fn = EmbedBatchFn(Shared(), EmbedConfig())
     copies = [pickle.loads(pickle.dumps(fn)) for _ in range(4)]
     loads = []
     for copy in copies:
