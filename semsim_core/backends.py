@@ -80,8 +80,10 @@ def _export_onnx(model, path: Path) -> None:
     sample = model.tokenizer(["a short text", "and a slightly longer one"], padding=True, return_tensors="pt")
     axes = {name: {0: "batch", 1: "tokens"} for name in names}
     with warnings.catch_warnings():
-        # the traced branches (attention mask present, mask width == token count) hold for every padded batch
+        # the traced branches (attention mask present, mask width == token count) hold for every padded batch, and
+        # the graph indexes with no negative indices
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(
             SentenceEmbedding().eval(),
             tuple(sample[n] for n in names),
@@ -148,11 +150,14 @@ def import_openvino():
 
 
 def _quantize_in_child(onnx_path: Path, calibration: Path, target: Path) -> None:
-    """Run :mod:`.quantize_openvino` in a child process; its output goes to this process's stderr."""
+    """Run :mod:`.quantize_openvino` in a child process that finds this copy of semsim_core; its output is kept
+    and shown only if it fails."""
     command = [sys.executable, "-m", "semsim_core.quantize_openvino", str(onnx_path), str(calibration), str(target)]
-    done = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.STDOUT)
+    path = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     if done.returncode != 0:
-        raise RuntimeError(f"building the openvino-int8 backend failed (exit status {done.returncode}); see above")
+        output = (done.stdout + done.stderr)[-3000:]
+        raise RuntimeError(f"building the openvino-int8 backend failed (exit status {done.returncode}):\n{output}")
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None], companions: tuple[str, ...] = ()) -> None:
