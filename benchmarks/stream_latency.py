@@ -14,7 +14,6 @@ is ``semsim batch`` (FnApiRunner, whole run incl. model load) on the same texts.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import threading
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.embed_throughput import DEFAULT_TITLES, read_titles
+from benchmarks.embed_throughput import DEFAULT_TITLES, read_titles, write_titles
 from pipelines.batch_dedup import run
 from pipelines.streaming_dedup import start
 from tests.pubsub_emulator import PROJECT, pubsub_emulator
@@ -128,8 +127,7 @@ def main() -> None:
             measure_rate((publisher, subscriber), texts, r, args.seconds, workdir, f"r{int(r)}") for r in args.rates
         ]
         steady = measure_backlog((publisher, subscriber), texts[: args.backlog], workdir)
-        source = workdir / "texts.jsonl"
-        source.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+        source = write_titles(workdir, texts)
         began = time.perf_counter()
         run(["--input", str(source), "--output", str(workdir / "batch")])
         batch_rate = len(texts) / (time.perf_counter() - began)

@@ -10,6 +10,14 @@ import numpy as np
 from semsim_core.records import SEMANTIC, Pair, make_pair
 
 
+def range_search_at_least(index: faiss.IndexFlatIP, queries: np.ndarray, threshold: float):
+    """``index.range_search(queries, radius)`` with the radius one float below ``threshold``: FAISS keeps inner
+    products strictly above the radius, so every stored vector with a product ``>= threshold`` is returned (callers
+    drop the few in between). Returns FAISS's ``(lims, scores, rows)``."""
+    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+    return index.range_search(queries, radius)
+
+
 def threshold_pairs(ids: Sequence[str], vectors: np.ndarray, threshold: float, block_size: int = 4096) -> list[Pair]:
     """Return every pair ``(i, j)`` with ``cos(vectors[i], vectors[j]) >= threshold`` as ``semantic`` pairs.
 
@@ -24,11 +32,9 @@ def threshold_pairs(ids: Sequence[str], vectors: np.ndarray, threshold: float, b
         return []
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
-    # FAISS keeps inner products strictly above the radius; step one float below so that ``>= threshold`` holds.
-    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
     pairs: list[Pair] = []
     for start in range(0, n, block_size):
-        lims, scores, neighbours = index.range_search(vectors[start : start + block_size], radius)
+        lims, scores, neighbours = range_search_at_least(index, vectors[start : start + block_size], threshold)
         queries = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims).astype(np.int64))
         keep = (neighbours > queries) & (scores >= np.float32(threshold))
         for q, d, s in zip(queries[keep], neighbours[keep], scores[keep], strict=True):

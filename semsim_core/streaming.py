@@ -16,6 +16,7 @@ from typing import NamedTuple
 import faiss
 import numpy as np
 
+from semsim_core.pairs import range_search_at_least
 from semsim_core.parsing import ParseConfig, printable, record_from_mapping, text_error
 from semsim_core.records import DeadLetter, Record
 
@@ -102,8 +103,7 @@ class CellIndex:
         if self._index is None:
             self._index = faiss.IndexFlatIP(self._vectors[0].shape[0])
             self._index.add(np.stack(self._vectors))
-        radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-        _, scores, rows = self._index.range_search(vector[None, :].astype(np.float32), radius)
+        _, scores, rows = range_search_at_least(self._index, vector[None, :].astype(np.float32), threshold)
         found = [
             Match(self.ids[r], min(float(s), 1.0), self.clusters[self.ids[r]])
             for s, r in zip(scores, rows, strict=True)

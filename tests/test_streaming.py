@@ -60,6 +60,15 @@ def paraphrase_rows(n: int) -> list[dict]:
     return [json.loads(line) for line in SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines()[:n]]
 
 
+def publish(publisher, topic: str, row: dict):
+    """Publish a post: its text as data, its id as the ``id`` attribute; returns the publish future."""
+    return publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
+
+
+def pair_set(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    return set(zip(frame["id_a"], frame["id_b"], strict=True))
+
+
 def stream_flags(subscription: str, output: Path, *extra: str) -> list[str]:
     return ["--subscription", subscription, "--output", str(output), "--window-seconds", "2",
             "--threshold", "0.8", *extra]  # fmt: skip
@@ -78,14 +87,14 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
     result = start(stream_flags(subscription, tmp_path / "out", *flags))
     try:
         for row in earlier:
-            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
+            publish(publisher, topic, row)
         wait_for(lambda: len(read_folder(clusters_folder)) >= len(earlier))
         for row in later:
-            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
+            publish(publisher, topic, row)
         for bad in (b'{"text": ', b"   ", b"caf\xe9 broken"):
             publisher.publish(topic, bad)
         wait_for(lambda: len(read_folder(clusters_folder)) >= len(earlier) + len(later))
-        publisher.publish(topic, earlier[0]["text"].encode("utf-8"), id=earlier[0]["id"]).result()  # re-delivery
+        publish(publisher, topic, earlier[0]).result()  # re-delivery
         wait_for(lambda: len(read_folder(tmp_path / "out" / "dead_letter")) >= 3)
         time.sleep(4)  # two more windows: a second row for the re-delivered post would be on disk by now
     finally:
@@ -102,13 +111,12 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
 
     stream_pairs = read_folder(tmp_path / "out" / "pairs")
     batch = run_batch(tmp_path / "batch", "--input", str(write_jsonl(tmp_path / "posts.jsonl", posts)))
-    as_set = lambda frame: set(zip(frame["id_a"], frame["id_b"], strict=True))  # noqa: E731
-    assert as_set(stream_pairs) == as_set(batch.pairs) and len(stream_pairs) == len(batch.pairs) > 30
+    assert pair_set(stream_pairs) == pair_set(batch.pairs) and len(stream_pairs) == len(batch.pairs) > 30
 
     later_ids = {r["id"] for r in later}
     notes = pull_all(pubsub, notify_subscription)
     assert len(notes) == len(stream_pairs)
-    assert {tuple(sorted((n["id"], n["duplicate_of"]))) for n in notes} == as_set(stream_pairs)
+    assert {tuple(sorted((n["id"], n["duplicate_of"]))) for n in notes} == pair_set(stream_pairs)
     for note in notes:
         if (note["id"] in later_ids) != (note["duplicate_of"] in later_ids):
             assert note["id"] in later_ids, "the later post is the one notified"
@@ -127,16 +135,15 @@ def test_restart_from_seeded_history(pubsub, tmp_path):
     result = start(stream_flags(subscription, tmp_path / "out", "--seed-embeddings", str(tmp_path / "history")))
     try:
         for row in later:
-            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
+            publish(publisher, topic, row)
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= len(later))
     finally:
         result.cancel()
     stream_pairs = read_folder(tmp_path / "out" / "pairs")
     batch = run_batch(tmp_path / "all", "--input", str(write_jsonl(tmp_path / "all.jsonl", history + later)))
     history_ids = {r["id"] for r in history}
-    cross = {(a, b) for a, b in zip(batch.pairs["id_a"], batch.pairs["id_b"], strict=True)
-             if (a in history_ids) != (b in history_ids)}  # fmt: skip
-    assert cross and cross <= set(zip(stream_pairs["id_a"], stream_pairs["id_b"], strict=True))
+    cross = {(a, b) for a, b in pair_set(batch.pairs) if (a in history_ids) != (b in history_ids)}
+    assert cross and cross <= pair_set(stream_pairs)
 
 
 def test_stream_with_centroids_probes_neighbour_cells(pubsub, tmp_path):
@@ -152,14 +159,13 @@ def test_stream_with_centroids_probes_neighbour_cells(pubsub, tmp_path):
     result = start(stream_flags(subscription, tmp_path / "out", "--centroids", centroids, "--cell-margin", "2"))
     try:
         for row in posts:
-            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"])
+            publish(publisher, topic, row)
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= len(posts))
     finally:
         result.cancel()
     stream_pairs = read_folder(tmp_path / "out" / "pairs")
     assert sorted(read_folder(tmp_path / "out" / "clusters")["id"]) == sorted(r["id"] for r in posts)
-    as_set = lambda frame: set(zip(frame["id_a"], frame["id_b"], strict=True))  # noqa: E731
-    assert as_set(stream_pairs) == as_set(batch.pairs) and len(stream_pairs) == len(batch.pairs) > 10
+    assert pair_set(stream_pairs) == pair_set(batch.pairs) and len(stream_pairs) == len(batch.pairs) > 10
 
 
 def test_max_per_cell_forgets_the_oldest_posts(pubsub, tmp_path):
@@ -170,9 +176,9 @@ def test_max_per_cell_forgets_the_oldest_posts(pubsub, tmp_path):
     result = start(stream_flags(subscription, tmp_path / "out", "--max-per-cell", "2"))
     try:
         for row in [first, *fillers]:  # one after another: the first has the oldest publish time
-            publisher.publish(topic, row["text"].encode("utf-8"), id=row["id"]).result()
+            publish(publisher, topic, row).result()
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 4)
-        publisher.publish(topic, paraphrase["text"].encode("utf-8"), id=paraphrase["id"]).result()
+        publish(publisher, topic, paraphrase).result()
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 5)
     finally:
         result.cancel()
@@ -187,10 +193,10 @@ def test_retention_forgets_posts_by_timer(pubsub, tmp_path):
     first, paraphrase, *_ = paraphrase_rows(2)
     result = start(stream_flags(subscription, tmp_path / "out", "--retention", "2s"))
     try:
-        publisher.publish(topic, first["text"].encode("utf-8"), id=first["id"]).result()
+        publish(publisher, topic, first).result()
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 1)
         time.sleep(25)  # the idle watermark moves past the first post's expiry, and its timer evicts it
-        publisher.publish(topic, paraphrase["text"].encode("utf-8"), id=paraphrase["id"]).result()
+        publish(publisher, topic, paraphrase).result()
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 2)
     finally:
         result.cancel()
