@@ -29,6 +29,7 @@ from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
 from transforms.pairs import CELL_SIZES, FindPairs, largest
 from transforms.read import ReadRecords
 from transforms.recall import MeasureRecall
+from transforms.vector_coder import IdVector
 from transforms.write import CountEach, WriteRows, WriteSummary
 
 
@@ -55,7 +56,8 @@ def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions):
     parsed = pipeline | "Read" >> ReadEmbeddings(opts.input_embeddings)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     exact = unique.records | "ExactPrepass" >> ExactPrepass(vector_key)
-    return parsed, unique, exact, exact.representatives | "Vectors" >> beam.Map(lambda r: (r.id, r.vector))
+    vectors = exact.representatives | "Vectors" >> beam.Map(lambda r: (r.id, r.vector)).with_output_types(IdVector)
+    return parsed, unique, exact, vectors
 
 
 def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:

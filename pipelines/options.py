@@ -73,7 +73,9 @@ class SemsimOptions(PipelineOptions):
         return EmbedConfig(self.model, self.backend, self.batch_size, self.max_batch_tokens, threads)
 
 
-class BatchDedupOptions(SemsimOptions):
+# PipelineOptions is named again as a direct base: Beam collects every flag a job carries (get_all_options, e.g. the
+# Dataflow job's options) from PipelineOptions' direct subclasses only, and would drop these flags with a warning.
+class BatchDedupOptions(SemsimOptions, PipelineOptions):
     """Flags of ``semsim batch`` (any other Beam pipeline flag is accepted too)."""
 
     @classmethod
@@ -82,7 +84,7 @@ class BatchDedupOptions(SemsimOptions):
         _flag(parser, "input_embeddings", help="embeddings/ of an earlier run, instead of --input: no model is loaded")
         _flag(parser, "write_embeddings", action="store_true", help="also write embeddings/ (one row per record)")
         _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
-        _flag(parser, "batch_window", type=int, default=1024, help="texts per embedding window, sorted by length")
+        _flag(parser, "batch_window", type=int, default=4096, help="texts per embedding window, sorted by length")
         _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
         _flag(parser, "target_cell_size", type=int, default=2_000, help="vectors per cell when --cells is 0")
         _flag(parser, "max_cell_size", type=int, default=20_000, help="larger cells are split again")
@@ -105,7 +107,7 @@ class BatchDedupOptions(SemsimOptions):
         _flag(parser, "pca_dims", type=int, default=32, help="PCA dimensions before HDBSCAN")
 
 
-class StreamingDedupOptions(SemsimOptions):
+class StreamingDedupOptions(SemsimOptions, PipelineOptions):
     """Flags of ``semsim stream`` (any other Beam pipeline flag is accepted too)."""
 
     @classmethod

@@ -12,6 +12,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from semsim_core.cells import assign_cells, split_oversized, train_centroids
+from transforms.vector_coder import CellMember
 
 Member = tuple[str, np.ndarray, tuple[int, ...]]  # (id, unit vector, all cells of the vector)
 
@@ -98,5 +99,8 @@ class AssignCells(beam.PTransform):
         return (
             vectors
             | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=1024)
-            | "Assign" >> beam.ParDo(AssignCellsFn(self._margin), beam.pvalue.AsSingleton(self._centroids))
+            | "Assign"
+            >> beam.ParDo(AssignCellsFn(self._margin), beam.pvalue.AsSingleton(self._centroids)).with_output_types(
+                CellMember
+            )
         )

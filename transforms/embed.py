@@ -13,6 +13,7 @@ from apache_beam.utils.shared import Shared
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.records import Record
 from transforms import METRICS_NAMESPACE
+from transforms.vector_coder import IdVector
 
 
 class EmbedBatchFn(beam.DoFn):
@@ -61,7 +62,7 @@ class EmbedRecords(beam.PTransform):
     it into batches, so padding stays small.
     """
 
-    def __init__(self, config: EmbedConfig = EmbedConfig(), window: int = 1024):
+    def __init__(self, config: EmbedConfig = EmbedConfig(), window: int = 4096):
         super().__init__()
         self._config = config
         self._window = window
@@ -70,5 +71,5 @@ class EmbedRecords(beam.PTransform):
         return (
             records
             | "Window" >> beam.BatchElements(min_batch_size=self._window, max_batch_size=self._window)
-            | "Embed" >> beam.ParDo(EmbedBatchFn(Shared(), self._config))
+            | "Embed" >> beam.ParDo(EmbedBatchFn(Shared(), self._config)).with_output_types(IdVector)
         )
