@@ -31,8 +31,10 @@ setup(
         "onnxruntime>=1.32",
         "openvino>=2026.4",
         "nncf>=3.4",
+        "matplotlib>=3.11",
+        "pandas>=3",
     ],
-    extras_require={"test": ["pytest>=9", "ruff>=0.17", "pandas>=3"]},
+    extras_require={"test": ["pytest>=9", "ruff>=0.17", "selenium>=4.51", "psutil", "pillow"]},
     package_data={"semsim_core": ["calibration.txt"]},
     entry_points={"console_scripts": ["semsim = pipelines.cli:main"]},
 )

@@ -129,16 +129,22 @@ def _remove_empty_temp_dirs(output: str) -> None:
             pass
 
 
-def run(argv: list[str]) -> tuple[dict, PipelineResult]:
-    """Validate the flags, run the pipeline to completion; return the summary it wrote and the Beam result."""
+def start(argv: list[str]) -> PipelineResult:
+    """Validate the flags and start the pipeline; returns at once with its result (a flex template must not wait)."""
     options = PipelineOptions(argv)
     opts = validate(options)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, opts)
-    result = pipeline.run()
+    return pipeline.run()
+
+
+def run(argv: list[str]) -> tuple[dict, PipelineResult]:
+    """Validate the flags, run the pipeline to completion; return the summary it wrote and the Beam result."""
+    result = start(argv)
     result.wait_until_finish()
-    _remove_empty_temp_dirs(opts.output)
-    with FileSystems.open(FileSystems.join(opts.output, "summary.json")) as f:
+    output = PipelineOptions(argv).view_as(BatchDedupOptions).output
+    _remove_empty_temp_dirs(output)
+    with FileSystems.open(FileSystems.join(output, "summary.json")) as f:
         return json.loads(f.read()), result
 
 

@@ -49,7 +49,7 @@ class SemsimOptions(PipelineOptions):
             "embed_threads",
             type=int,
             default=0,
-            help="intra-op threads per worker; 0: this machine's cores / --direct_num_workers",
+            help="intra-op threads per worker process; 0: its machine's cores (local: cores / --direct_num_workers)",
         )
         _flag(
             parser,
@@ -64,12 +64,13 @@ class SemsimOptions(PipelineOptions):
         return ParseConfig(self.id_field, self.text_field, self.max_text_bytes)
 
     def embed_config(self) -> EmbedConfig:
-        """The embedding settings; threads default to the cores shared by the local runner's parallel workers."""
+        """The embedding settings. Threads: ``--embed-threads``; when 0 and the local runner runs parallel workers,
+        this machine's cores shared among them; else 0, which each worker resolves to its own cores (the machine
+        that builds the pipeline is not the one that runs it on Dataflow or Flink)."""
+        threads = self.embed_threads
         direct = self.view_as(DirectOptions)
-        workers = 1
-        if direct.direct_running_mode in ("multi_threading", "multi_processing"):
-            workers = direct.direct_num_workers or os.cpu_count() or 1
-        threads = self.embed_threads or default_threads(workers)
+        if not threads and direct.direct_running_mode in ("multi_threading", "multi_processing"):
+            threads = default_threads(direct.direct_num_workers or os.cpu_count() or 1)
         return EmbedConfig(self.model, self.backend, self.batch_size, self.max_batch_tokens, threads)
 
 

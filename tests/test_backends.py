@@ -88,7 +88,9 @@ def test_default_threads_share_the_cores():
 def test_pipeline_threads_default_to_the_cores_per_local_worker():
     shared = PipelineOptions(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert shared.view_as(BatchDedupOptions).embed_config().threads == default_threads(2)
-    assert PipelineOptions([]).view_as(BatchDedupOptions).embed_config().threads == default_threads(1)
+    # Any other runner: 0, which each worker process resolves to its own cores (not the submitting machine's).
+    assert PipelineOptions([]).view_as(BatchDedupOptions).embed_config().threads == 0
+    assert PipelineOptions(["--runner=DataflowRunner"]).view_as(BatchDedupOptions).embed_config().threads == 0
     assert PipelineOptions(["--embed-threads", "3"]).view_as(BatchDedupOptions).embed_config().threads == 3
 
 

@@ -1,0 +1,57 @@
+"""The package workers install (``--setup_file`` builds this sdist): it installs into a fresh virtualenv and runs
+``semsim batch`` there, reading nothing from the repository checkout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+
+from tests.conftest import REPO, sample_titles, write_jsonl
+
+WHERE = (
+    "import importlib.resources, pipelines, semsim_core, transforms; "
+    "print(pipelines.__file__, transforms.__file__, semsim_core.__file__, "
+    "importlib.resources.files('semsim_core').joinpath('calibration.txt').is_file())"
+)
+
+
+def test_sdist_installs_into_a_fresh_venv_and_runs_batch(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(dist)],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    (sdist,) = dist.glob("semsim-*.tar.gz")
+
+    fresh = tmp_path / "fresh"
+    venv.create(fresh, with_pip=True)
+    python = fresh / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    # The dependencies come from this environment's site-packages (appended after the fresh venv's own, and
+    # without running its .pth files, so its editable semsim stays out); semsim itself only from the sdist.
+    (fresh / site.split(str(fresh) + "/", 1)[1] / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # pip builds the sdist into a wheel with this environment's setuptools, as a worker's pip would from PyPI.
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), sdist]
+    subprocess.run(build, cwd=tmp_path, env=env, check=True, capture_output=True)
+    (wheel,) = dist.glob("semsim-*.whl")
+    install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)]
+    subprocess.run(install, cwd=tmp_path, env=env, check=True, capture_output=True)
+
+    where = subprocess.run([python, "-c", WHERE], cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
+    *files, calibration = where.stdout.split()
+    assert all(f.startswith(site) for f in files), files
+    assert calibration == "True"  # package data the int8 backend calibrates on
+
+    data = write_jsonl(tmp_path / "titles.jsonl", sample_titles(60))
+    semsim = [fresh / "bin" / "semsim", "batch", "--input", str(data), "--output", str(tmp_path / "out")]
+    run = subprocess.run([*semsim, "--backend", "torch"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert '"inputs": 60' in run.stdout
+    assert (tmp_path / "out" / "clusters").is_dir()
