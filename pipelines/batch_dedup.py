@@ -27,6 +27,7 @@ from transforms.embed import EmbedRecords
 from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
 from transforms.pairs import CELL_SIZES, FindPairs, largest
+from transforms.progress import LogProgress
 from transforms.read import ReadRecords
 from transforms.recall import MeasureRecall
 from transforms.vector_coder import IdVector
@@ -58,6 +59,14 @@ def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions):
     exact = unique.records | "ExactPrepass" >> ExactPrepass(vector_key)
     vectors = exact.representatives | "Vectors" >> beam.Map(lambda r: (r.id, r.vector)).with_output_types(IdVector)
     return parsed, unique, exact, vectors
+
+
+def _log_progress(counted: dict, embedded_input, seconds: float) -> None:
+    """Progress lines: records read, vectors embedded (of the representatives, with an ETA) and pairs found."""
+    total = embedded_input | "CountToEmbed" >> beam.combiners.Count.Globally()
+    counted["inputs"] | "ProgressRead" >> LogProgress("read", seconds)
+    counted["embedded"] | "ProgressEmbedded" >> LogProgress("embedded", seconds, total)
+    counted["semantic_pairs"] | "ProgressPairs" >> LogProgress("pairs", seconds)
 
 
 def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
@@ -102,6 +111,8 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         "clusters": clusters | "Representatives" >> beam.Filter(lambda c: c.is_representative),
     }
     measured = counted | "Count" >> CountEach()
+    if opts.progress_seconds > 0:
+        _log_progress(counted, exact.representatives, opts.progress_seconds)
     measured["cells"] = centroids | "CountCells" >> beam.Map(len)
     measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(largest)
     if opts.recall_sample:

@@ -104,6 +104,13 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
             default="components",
             help="components: connected components of the pairs; hdbscan: HDBSCAN on PCA-reduced embeddings",
         )
+        _flag(
+            parser,
+            "progress_seconds",
+            type=float,
+            default=30.0,
+            help="log records read, embedded (with ETA) and pairs found at most this often per worker; 0: off",
+        )
         _flag(parser, "hdbscan_min_cluster_size", type=int, default=2, help="HDBSCAN min_cluster_size")
         _flag(parser, "pca_dims", type=int, default=32, help="PCA dimensions before HDBSCAN")
 

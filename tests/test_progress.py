@@ -1,0 +1,63 @@
+"""Progress lines of long batch runs: counts, rates, ETA; logged by the pipeline only when asked."""
+
+from __future__ import annotations
+
+import logging
+
+from semsim_core.progress import Progress, eta_text
+from tests.conftest import SAMPLE_PARAPHRASES, run_batch
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_line_has_counts_rates_and_eta():
+    clock, lines = Clock(), []
+    progress = Progress(interval=10, clock=clock, log=lines.append)
+    progress.add("read", 0)
+    progress.add("embedded", 0, total=1000)
+    clock.now = 104.0
+    progress.add("read", 2000)
+    progress.add("embedded", 200, total=1000)
+    assert lines == []  # 4 s < interval
+    clock.now = 110.0
+    progress.add("embedded", 300)
+    assert lines == ["read 2,000, 500/s | embedded 500 of 1,000 (50%), 50/s, ETA 0:00:10"]
+    clock.now = 115.0
+    progress.add("embedded", 500)
+    assert len(lines) == 1  # 5 s after the last line
+    assert progress.line() == "read 2,000, 500/s | embedded 1,000 of 1,000 (100%), 67/s"
+
+
+def test_interval_zero_never_logs():
+    lines = []
+    progress = Progress(interval=0, log=lines.append)
+    progress.add("read", 5)
+    assert lines == [] and progress.line().startswith("read 5")
+
+
+def test_eta_text():
+    assert eta_text(0) == "0:00:00"
+    assert eta_text(3725.2) == "1:02:05"
+
+
+def test_batch_run_logs_progress_when_asked_and_is_quiet_by_default(tmp_path, caplog):
+    flags = ["--input", str(SAMPLE_PARAPHRASES), "--backend", "torch"]
+    run_batch(tmp_path / "quiet", *flags)
+    assert not [r for r in caplog.records if r.name == "semsim.progress"]
+
+    with caplog.at_level(logging.INFO, logger="semsim.progress"):
+        batch = run_batch(tmp_path / "loud", *flags, "--progress-seconds", "0.000001")
+    lines = [r.getMessage() for r in caplog.records if r.name == "semsim.progress"]
+    assert lines, "no progress line"
+    last = lines[-1]
+    embedded = batch.counters["embedded"]
+    assert f"read {batch.summary['inputs']:,}" in last
+    assert f"embedded {embedded:,} of {embedded:,} (100%)" in last
+    assert f"pairs {batch.summary['semantic_pairs']:,}" in last
+    assert any("ETA" in line for line in lines)
