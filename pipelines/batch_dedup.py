@@ -125,6 +125,13 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         "backend": opts.backend,
         "cluster_method": opts.cluster_method,
         "runner": str(opts.view_as(StandardOptions).runner),
+        "read": {  # how the texts were read, so `semsim report` can show example texts
+            "input": opts.input,
+            "format": opts.format,
+            "id_field": opts.id_field,
+            "text_field": opts.text_field,
+            "max_text_bytes": opts.max_text_bytes,
+        },
         "outputs": {name: FileSystems.join(out, name) for name in ("pairs", "clusters", "dead_letter")},
     }
     measured | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"), fixed)

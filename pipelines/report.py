@@ -1,0 +1,114 @@
+"""``semsim report OUT_DIR``: one self-contained HTML page on a batch run: its counts, the pair-score histogram, the
+cluster-size distribution, the largest clusters with examples, dead-letter reasons, recall and calibration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import NoReturn
+
+from semsim_core.parsing import FORMATS, ParseConfig, Parsed, detect_format, parse_file
+from semsim_core.report import ReportError, find_texts, load_run, read_summary, render_html
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line and exit status 2, as every semsim command
+        raise ReportError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="semsim report", description=__doc__)
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="the --output folder of a semsim batch run (local)")
+    parser.add_argument("--html", metavar="FILE", help="where to write the page (default: OUT_DIR/report.html)")
+    parser.add_argument("--examples", type=int, default=5, metavar="N", help="example records per cluster (5)")
+    parser.add_argument("--top-clusters", type=int, default=10, metavar="K", help="largest clusters shown (10)")
+    texts = parser.add_argument_group(
+        "example texts",
+        "the outputs hold ids, not texts; the examples' texts are read from the batch run's input as its summary.json "
+        "records it, or from the files given here (with their parsing flags), in path order until every example is "
+        "found",
+    )
+    texts.add_argument("--input", action="append", default=[], metavar="GLOB", help="input files (repeatable)")
+    texts.add_argument("--format", choices=FORMATS, help="for files whose extension does not say")
+    texts.add_argument("--id-field", default="id")
+    texts.add_argument("--text-field", default="text")
+    texts.add_argument("--max-text-bytes", type=int, default=ParseConfig.max_text_bytes)
+    return parser
+
+
+def _input_paths(patterns: Sequence[str]) -> list[str]:
+    """The files matching ``patterns`` in path order; any Beam filesystem (imported only when --input is given)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    paths = set()
+    for pattern in patterns:
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except Exception as e:  # noqa: BLE001 - any filesystem error is reported as one line
+            raise ReportError(f"cannot list --input {pattern!r}: {e}") from None
+        if not matched:
+            raise ReportError(f"--input {pattern!r} matches no file")
+        paths.update(m.path for m in matched)
+    return sorted(paths)
+
+
+def _parsed(paths: Sequence[str], fmt: str | None, config: ParseConfig) -> Iterator[Parsed]:
+    """Every record of ``paths``, parsed and decompressed exactly as ``semsim batch`` reads them."""
+    from apache_beam.io.filesystems import FileSystems
+
+    for path in paths:
+        file_format = fmt or detect_format(path)
+        if file_format is not None:
+            with FileSystems.open(path, mime_type="application/octet-stream") as file:
+                yield from parse_file(path, file, file_format, config)
+
+
+def _texts(paths: Sequence[str], fmt: str | None, config: ParseConfig, wanted: set[str]) -> dict[str, str]:
+    return find_texts(_parsed(paths, fmt, config), wanted)
+
+
+def write_report(argv: Sequence[str]) -> Path:
+    """Parse the flags, read the run and write the page; return its path. Bad input raises :class:`ReportError`."""
+    args = _parser().parse_args(argv)
+    for flag, value in (("--examples", args.examples), ("--top-clusters", args.top_clusters)):
+        if value < 1:
+            raise ReportError(f"{flag} must be a positive integer, got {value}")
+    texts = None
+    if args.input:
+        config = ParseConfig(args.id_field, args.text_field, args.max_text_bytes)
+        texts = partial(_texts, _input_paths(args.input), args.format, config)
+    elif (read := read_summary(Path(args.out_dir)).get("read")) and read.get("input"):
+        # The run's own input and parsing flags, recorded in its summary.json; gone since: ids only.
+        config = ParseConfig(read["id_field"], read["text_field"], read["max_text_bytes"])
+        try:
+            texts = partial(_texts, _input_paths(read["input"]), read["format"], config)
+        except ReportError as e:
+            print(f"semsim report: no example texts: the run's input is gone ({e}); give --input", file=sys.stderr)
+    run = load_run(args.out_dir, args.examples, args.top_clusters, texts)
+    path = Path(args.html) if args.html else Path(args.out_dir) / "report.html"
+    try:
+        path.write_text(render_html(run), encoding="utf-8")
+    except OSError as e:
+        raise ReportError(f"cannot write {str(path)!r}: {e.strerror}") from None
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: write the report and say where; bad input prints one line on stderr and exits 2."""
+    started = time.perf_counter()
+    try:
+        path = write_report(sys.argv[1:] if argv is None else argv)
+    except ReportError as e:
+        print(f"semsim report: error: {e}", file=sys.stderr)
+        return 2
+    size = path.stat().st_size
+    print(f"wrote {path} ({size / 1024:.0f} KiB) in {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
