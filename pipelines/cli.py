@@ -13,6 +13,12 @@ commands:
   stream      match Pub/Sub posts as they arrive: semsim stream --subscription projects/P/subscriptions/S --output DIR
               [--centroids PATH] [--notify-topic T] [--retention 30d | --max-per-cell N] [Beam flags]
   eval stsb   STS Benchmark Spearman and best-F1 threshold: semsim eval stsb --file sts-test.csv [--model M]
+  eval mining paraphrase-mining average precision and best F1 of semsim batch's pairs against gold pairs:
+              semsim eval mining --input CORPUS --gold PAIRS [--threshold-floor 0.5] [semsim batch flags]
+  calibrate   precision / recall / F1 by threshold on labeled pairs: semsim calibrate --pairs FILE
+              [--format auto|csv|tsv|jsonl|stsb] [--positive-min S] [--target-precision P] [--out PREFIX]
+  report      one self-contained HTML page on a batch run: semsim report OUT_DIR [--html FILE] [--examples N]
+              [--top-clusters K] [--input GLOB]   (semsim report --help for all flags)
 """
 
 
@@ -26,6 +32,11 @@ def _quiet_model_loading() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("semsim.progress").setLevel(logging.INFO)  # --progress-seconds lines
+    if args[:1] == ["report"]:  # before the model-loading set-up: a report loads no model
+        from pipelines import report
+
+        return report.main(args[1:])
     _quiet_model_loading()
     if args[:1] == ["batch"]:
         from pipelines import batch_dedup
@@ -47,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import eval_stsb
 
         return eval_stsb.main(args[2:])
+    if args[:2] == ["eval", "mining"]:
+        from pipelines import eval_mining
+
+        return eval_mining.main(args[2:])
+    if args[:1] == ["calibrate"]:
+        from pipelines import calibrate
+
+        return calibrate.main(args[1:])
     print(USAGE, file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
     return 0 if args[:1] in (["-h"], ["--help"]) else 2
 

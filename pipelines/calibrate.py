@@ -1,0 +1,179 @@
+"""``semsim calibrate``: choose a cosine threshold from labeled pairs.
+
+Scores every pair with the model, prints precision / recall / F1 over a grid of thresholds with the best-F1 cut and
+the lowest cut reaching --target-precision, and writes the whole curve (one row per distinct cosine) as PREFIX.csv
+and a plot as PREFIX.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+
+import numpy as np
+
+from semsim_core.backends import BACKENDS, DEFAULT_BACKEND, backend_error
+from semsim_core.calibration import (
+    GRID,
+    PAIRS_FORMATS,
+    Curve,
+    Cut,
+    PairsFileError,
+    best_f1_cut,
+    curve_at,
+    exact_curve,
+    read_labeled_pairs,
+    target_precision_cut,
+)
+from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, model_error
+from semsim_core.evaluation import pair_cosines
+
+PROG = "semsim calibrate"
+CURVE_COLUMNS = ("threshold", "precision", "recall", "f1", "predicted_positive")
+
+
+def _parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=formatter)
+    parser.add_argument(
+        "--pairs",
+        required=True,
+        metavar="FILE",
+        help="labeled pairs: CSV/TSV/JSONL with text_a, text_b and label (0/1) or score, or an STS Benchmark file",
+    )
+    parser.add_argument(
+        "--format",
+        choices=PAIRS_FORMATS,
+        default="auto",
+        help="auto: by extension; a file whose first line is an STS Benchmark row reads as stsb",
+    )
+    parser.add_argument(
+        "--positive-min",
+        type=float,
+        metavar="S",
+        help="label pairs by a graded score: positive when score >= this (stsb: default 4, 'mostly equivalent')",
+    )
+    parser.add_argument(
+        "--target-precision", type=float, default=0.9, metavar="P", help="find the lowest threshold reaching this"
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, metavar="M", help="sentence-transformers name or local path")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND)
+    parser.add_argument(
+        "--out", default="calibration", metavar="PREFIX", help="writes PREFIX.csv and PREFIX.png (default: calibration)"
+    )
+    return parser
+
+
+def _options_error(args: argparse.Namespace) -> str | None:
+    if not 0.0 < args.target_precision <= 1.0:
+        return f"--target-precision must be in (0, 1], got {args.target_precision}"
+    if args.positive_min is not None and not math.isfinite(args.positive_min):
+        return f"--positive-min must be a number, got {args.positive_min}"
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        return f"--out {args.out!r}: folder {folder} does not exist or is not writable"
+    return model_error(args.model) or backend_error(args.backend)
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def format_table(rows: list[tuple[Cut, str]]) -> str:
+    """The cuts as an aligned table, one per line, each followed by its note."""
+    lines = [f"{'threshold':>9} {'precision':>9} {'recall':>7} {'F1':>6} {'predicted':>9}"]
+    for cut, note in rows:
+        lines.append(
+            f"{cut.threshold:9.4f} {_fmt(cut.precision, 3):>9} {cut.recall:7.3f} {cut.f1:6.3f} "
+            f"{cut.predicted_positive:9d}{'  <- ' + note if note else ''}"
+        )
+    return "\n".join(lines)
+
+
+def write_curve_csv(curve: Curve, path: str) -> None:
+    """One row per threshold, full float precision (a threshold can be passed back to ``--threshold`` as is)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CURVE_COLUMNS)
+        for i in range(len(curve.threshold)):
+            writer.writerow(curve.cut(i))
+
+
+def plot_curve(curve: Curve, best: Cut, target: Cut | None, target_precision: float, path: str) -> None:
+    """Precision, recall and F1 against the threshold, and precision against recall, as a PNG (matplotlib Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    by_threshold, pr = figure.subplots(1, 2)
+    for name in ("precision", "recall", "f1"):
+        by_threshold.plot(curve.threshold, getattr(curve, name), label=name)
+    by_threshold.axvline(best.threshold, color="grey", linestyle="--", label=f"best F1 {best.f1:.3f}")
+    pr.plot(curve.recall, curve.precision)
+    pr.plot([best.recall], [best.precision], "o", label=f"best F1 at {best.threshold:.3f}")
+    if target is not None:
+        label = f"precision >= {target_precision:g} at {target.threshold:.3f}"
+        by_threshold.axvline(target.threshold, color="black", linestyle=":", label=label)
+        pr.plot([target.recall], [target.precision], "s", label=label)
+    by_threshold.set(xlabel="cosine threshold (>=)", ylim=(0, 1.02), title="precision / recall / F1")
+    pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title="precision-recall")
+    by_threshold.legend(loc="center left")
+    pr.legend(loc="lower left")
+    figure.savefig(path, dpi=100)
+
+
+def target_line(curve: Curve, target: Cut | None, target_precision: float) -> str:
+    """The line that reports the target-precision cut, or says that no cut of ``curve`` reaches the target."""
+    if target is None:
+        best = int(np.nanargmax(curve.precision))
+        return (
+            f"precision >= {target_precision:g}: no threshold reaches it (highest precision "
+            f"{curve.precision[best]:.3f}, at threshold {curve.threshold[best]:.4f})"
+        )
+    return f"precision >= {target_precision:g}: lowest threshold {target.threshold:.4f} ({_describe(target)})"
+
+
+def _describe(cut: Cut) -> str:
+    return (
+        f"precision {cut.precision:.3f}, recall {cut.recall:.3f}, F1 {cut.f1:.3f}, "
+        f"{cut.predicted_positive} predicted positive"
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: print the table and the chosen thresholds, write the curve; bad input prints one line, exit 2."""
+    args = _parser().parse_args(argv)
+    error = _options_error(args)
+    if error is None:
+        try:
+            pairs = read_labeled_pairs(args.pairs, args.format, args.positive_min)
+        except PairsFileError as e:
+            error = str(e)
+    if error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    scores = pair_cosines(EmbedConfig(args.model, args.backend).load(), pairs.first, pairs.second).astype(np.float64)
+    curve = exact_curve(scores, pairs.labels)
+    best = best_f1_cut(scores, pairs.labels)
+    target = target_precision_cut(curve, args.target_precision)
+    grid = curve_at(scores, pairs.labels, GRID)
+    rows = [(grid.cut(i), "") for i in range(len(GRID))] + [(best, "best F1")]
+    if target is not None:
+        rows.append((target, f"lowest with precision >= {args.target_precision:g}"))
+    rows.sort(key=lambda row: row[0].threshold)
+    print(f"{len(scores)} pairs, {int(pairs.labels.sum())} positive; model {args.model}, backend {args.backend}")
+    print(format_table(rows))
+    print(f"best F1: threshold {best.threshold:.4f} ({_describe(best)})")
+    print(target_line(curve, target, args.target_precision))
+    write_curve_csv(curve, f"{args.out}.csv")
+    plot_curve(curve, best, target, args.target_precision, f"{args.out}.png")
+    print(f"wrote {args.out}.csv ({len(curve.threshold)} thresholds) and {args.out}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
