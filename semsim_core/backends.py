@@ -37,7 +37,7 @@ _OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int
 EXPORT_VERSION = "1"  # bump when the export or quantisation recipe changes, so caches are rebuilt
 CALIBRATION_TEXTS = Path(__file__).with_name("calibration.txt")
 
-Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
+Runner = Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]  # padded batches -> their embeddings, in order
 
 
 def cache_dir() -> Path:
@@ -187,8 +187,8 @@ def backend_error(backend: str) -> str | None:
 
 
 def load_runner(model, backend: str, threads: int) -> Runner:
-    """A function from a padded batch to its sentence embeddings, for ``model`` run by ``backend`` on ``threads``
-    intra-op threads. Graphs other than ``torch`` are built on first use and then read from the cache."""
+    """A function from padded batches to their sentence embeddings, for ``model`` run by ``backend`` on ``threads``
+    threads. Graphs other than ``torch`` are built on first use and then read from the cache."""
     error = backend_error(backend)
     if error:
         raise ValueError(error)
@@ -206,10 +206,14 @@ def _torch_runner(model, threads: int) -> Runner:
     torch.set_num_threads(threads)
     model.eval()
 
-    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+    def run(batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
         with torch.inference_mode():
-            features = {name: torch.from_numpy(array) for name, array in batch.items()}
-            return model(features)["sentence_embedding"].float().numpy()
+            return [
+                model({name: torch.from_numpy(array) for name, array in batch.items()})["sentence_embedding"]
+                .float()
+                .numpy()
+                for batch in batches
+            ]
 
     return run
 
@@ -224,24 +228,36 @@ def _onnx_runner(path: Path, threads: int) -> Runner:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        return session.run(None, batch)[0]
+    def run(batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        return [session.run(None, batch)[0] for batch in batches]
 
     run.session = session
     return run
 
 
 def _openvino_runner(path: Path, threads: int, precision: str) -> Runner:
+    """OpenVINO in throughput mode: the threads form streams (one per thread on a few cores) that each run a whole
+    batch, and batches are queued to them asynchronously; on 2 cores this measured 5-10% (fp32) and 10-20% (int8)
+    faster than one batch at a time on all threads, whose small matrices cannot keep both cores busy."""
     ov = import_openvino()
-    compiled = ov.Core().compile_model(
-        str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
-    )
-    requests = threading.local()  # an infer request serves one call at a time; Beam may call from several threads
+    settings = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads}
+    compiled = ov.Core().compile_model(str(path), "CPU", {**settings, "INFERENCE_PRECISION_HINT": precision})
+    jobs = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+    queues = threading.local()  # a queue serves one call at a time; Beam may call from several threads
 
-    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        if not hasattr(requests, "request"):
-            requests.request = compiled.create_infer_request()
-        return requests.request.infer(batch)[0].copy()
+    def run(batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        if not hasattr(queues, "queue"):
+            queues.queue = ov.AsyncInferQueue(compiled, jobs)
+        out: list[np.ndarray | None] = [None] * len(batches)
+
+        def done(request, index: int) -> None:
+            out[index] = request.get_output_tensor(0).data.copy()
+
+        queues.queue.set_callback(done)
+        for index, batch in enumerate(batches):
+            queues.queue.start_async(batch, index)
+        queues.queue.wait_all()
+        return out
 
     run.compiled = compiled
     return run

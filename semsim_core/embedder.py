@@ -136,8 +136,9 @@ class Embedder:
         if not texts:
             return out
         encoded = self.model.tokenizer(self._prepared(texts), truncation=True, max_length=self.max_seq_length)
-        for rows in self.batches([len(ids) for ids in encoded["input_ids"]]):
-            out[rows] = self._run(self._padded(encoded, rows))
+        batches = self.batches([len(ids) for ids in encoded["input_ids"]])
+        for rows, vectors in zip(batches, self._run([self._padded(encoded, rows) for rows in batches]), strict=True):
+            out[rows] = vectors
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 

@@ -56,12 +56,12 @@ def test_batches_are_length_sorted_within_limits_and_cover_every_text(embedder):
         assert len(batch) <= 8 and (padded <= 512 or len(batch) == 1)
 
 
-def test_encode_keeps_input_order(embedder, sentences):
+@pytest.mark.parametrize("backend", ["torch", "openvino"])  # openvino: batches queued to parallel streams
+def test_encode_keeps_input_order(backend, embedder, sentences, backend_cache):
     texts = [sentences[0] * 20, *sentences[1:40], "ok"]
-    batched = Embedder(
-        embedder.model, EmbedConfig(backend="torch", batch_size=4, max_batch_tokens=256, threads=1)
-    ).encode(texts)
-    one_by_one = np.vstack([embedder.encode([t]) for t in texts])
+    batcher = Embedder(embedder.model, EmbedConfig(backend=backend, batch_size=4, max_batch_tokens=256, threads=2))
+    batched = batcher.encode(texts)
+    one_by_one = np.vstack([batcher.encode([t]) for t in texts])
     assert np.allclose(batched, one_by_one, atol=1e-4)
 
 
