@@ -12,7 +12,7 @@ rebuilt rather than reused.
 ``onnx-int8``         ONNX Runtime, weights and activations int8 (dynamic quantisation, per-channel, VNNI range).
 ``openvino``          OpenVINO on the exported graph (fp32).
 ``openvino-bf16``     OpenVINO, bf16 inference on CPUs that have it (AVX512-BF16, AMX), fp32 elsewhere.
-``openvino-int8``     OpenVINO, static int8 quantisation by NNCF calibrated on ``calibration.txt`` (300 real texts).
+``openvino-int8``     OpenVINO, static int8 by NNCF, calibrated on ``int8_calibration_texts.txt`` (300 real texts).
 ====================  ======================================================================================
 """
 
@@ -35,7 +35,7 @@ DEFAULT_BACKEND = "openvino-int8"  # 4.4x ST fp32 encode here, STSb Spearman 0.8
 BACKENDS = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8")
 _OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
 EXPORT_VERSION = "1"  # bump when the export or quantisation recipe changes, so caches are rebuilt
-CALIBRATION_TEXTS = Path(__file__).with_name("calibration.txt")
+CALIBRATION_TEXTS = Path(__file__).with_name("int8_calibration_texts.txt")
 
 Runner = Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]  # padded batches -> their embeddings, in order
 

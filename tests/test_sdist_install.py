@@ -14,7 +14,7 @@ from tests.conftest import REPO, sample_titles, write_jsonl
 WHERE = (
     "import importlib.resources, pipelines, semsim_core, transforms; "
     "print(pipelines.__file__, transforms.__file__, semsim_core.__file__, "
-    "importlib.resources.files('semsim_core').joinpath('calibration.txt').is_file())"
+    "importlib.resources.files('semsim_core').joinpath('int8_calibration_texts.txt').is_file())"
 )
 
 
