@@ -137,7 +137,9 @@ def duration_seconds(text: str) -> float:
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
-def _matched(flag: str, pattern: str) -> list:
+def match_files(flag: str, pattern: str) -> list:
+    """The files ``pattern`` (of option ``flag``) matches on any Beam filesystem; none, or an error, is an
+    :class:`OptionsError`."""
     try:
         matched = FileSystems.match([pattern])[0].metadata_list
     except Exception as e:  # noqa: BLE001 - any filesystem error is reported as one line
@@ -160,7 +162,7 @@ def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: b
         if getattr(opts, name) < 1:
             raise OptionsError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(opts, name)}")
     if opts.centroids:
-        _matched("--centroids", opts.centroids)
+        match_files("--centroids", opts.centroids)
     error = (model_error(opts.model) or backend_error(opts.backend)) if needs_model else None
     if error:
         raise OptionsError(error)
@@ -186,9 +188,9 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     )
     _check_shared(opts, positive, needs_model=not opts.input_embeddings)
     if opts.input_embeddings:
-        _matched("--input-embeddings", embeddings_pattern(opts.input_embeddings))
+        match_files("--input-embeddings", embeddings_pattern(opts.input_embeddings))
     for pattern in opts.input or ():
-        unknown = [m.path for m in _matched("--input", pattern) if detect_format(m.path) is None]
+        unknown = [m.path for m in match_files("--input", pattern) if detect_format(m.path) is None]
         if unknown and not opts.format:
             raise OptionsError(
                 f"cannot tell the format of {unknown[0]!r} from its extension; pass --format {{{','.join(FORMATS)}}}"
@@ -211,7 +213,7 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
     if opts.retention:
         duration_seconds(opts.retention)
     if opts.seed_embeddings:
-        _matched("--seed-embeddings", embeddings_pattern(FileSystems.join(opts.seed_embeddings, "embeddings")))
+        match_files("--seed-embeddings", embeddings_pattern(FileSystems.join(opts.seed_embeddings, "embeddings")))
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "BundleBasedDirectRunner"
     standard.streaming = True

@@ -42,18 +42,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _input_paths(patterns: Sequence[str]) -> list[str]:
     """The files matching ``patterns`` in path order; any Beam filesystem (imported only when --input is given)."""
-    from apache_beam.io.filesystems import FileSystems
+    from pipelines.options import OptionsError, match_files
 
-    paths = set()
-    for pattern in patterns:
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception as e:  # noqa: BLE001 - any filesystem error is reported as one line
-            raise ReportError(f"cannot list --input {pattern!r}: {e}") from None
-        if not matched:
-            raise ReportError(f"--input {pattern!r} matches no file")
-        paths.update(m.path for m in matched)
-    return sorted(paths)
+    try:
+        return sorted({m.path for pattern in patterns for m in match_files("--input", pattern)})
+    except OptionsError as e:
+        raise ReportError(str(e)) from None
 
 
 def _parsed(paths: Sequence[str], fmt: str | None, config: ParseConfig) -> Iterator[Parsed]:
