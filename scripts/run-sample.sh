@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh
 out=${1:-out/sample}
 .venv/bin/semsim batch --input 'data/sample/*.jsonl' --output "$out" "${@:2}"
-echo "outputs in $out/: pairs/ clusters/ dead_letter/ (Parquet) and summary.json"
+.venv/bin/semsim report "$out"
+echo "outputs in $out/: pairs/ clusters/ dead_letter/ (Parquet), summary.json and report.html (open it in a browser)"
