@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import sys
+import uuid
 
 import apache_beam as beam
 import numpy as np
@@ -64,9 +65,10 @@ def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions):
 def _log_progress(counted: dict, embedded_input, seconds: float) -> None:
     """Progress lines: records read, vectors embedded (of the representatives, with an ETA) and pairs found."""
     total = embedded_input | "CountToEmbed" >> beam.combiners.Count.Globally()
-    counted["inputs"] | "ProgressRead" >> LogProgress("read", seconds)
-    counted["embedded"] | "ProgressEmbedded" >> LogProgress("embedded", seconds, total)
-    counted["semantic_pairs"] | "ProgressPairs" >> LogProgress("pairs", seconds)
+    run = uuid.uuid4().hex
+    counted["inputs"] | "ProgressRead" >> LogProgress("read", seconds, run)
+    counted["embedded"] | "ProgressEmbedded" >> LogProgress("embedded", seconds, run, total)
+    counted["semantic_pairs"] | "ProgressPairs" >> LogProgress("pairs", seconds, run)
 
 
 def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:

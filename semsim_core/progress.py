@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -72,11 +73,15 @@ class Progress:
         return " | ".join(parts)
 
 
-_PROCESS: dict[float, Progress] = {}
-_PROCESS_LOCK = threading.Lock()
+_RUNS: weakref.WeakValueDictionary[str, Progress] = weakref.WeakValueDictionary()
+_RUNS_LOCK = threading.Lock()
 
 
-def process_progress(interval: float) -> Progress:
-    """The one :class:`Progress` of this process for ``interval``, shared by every step and thread that reports."""
-    with _PROCESS_LOCK:
-        return _PROCESS.setdefault(interval, Progress(interval))
+def run_progress(run: str, interval: float) -> Progress:
+    """The :class:`Progress` of pipeline run ``run`` in this process, shared by every step and thread that reports
+    for it; kept while some step holds it, so runs in one process never mix their counts."""
+    with _RUNS_LOCK:
+        progress = _RUNS.get(run)
+        if progress is None:
+            progress = _RUNS[run] = Progress(interval)
+        return progress

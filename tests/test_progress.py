@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from semsim_core.progress import Progress, eta_text
+from semsim_core.progress import Progress, eta_text, run_progress
 from tests.conftest import SAMPLE_PARAPHRASES, run_batch
 
 
@@ -48,7 +48,13 @@ def test_eta_text():
 
 def test_batch_run_logs_progress_when_asked_and_is_quiet_by_default(tmp_path, caplog):
     flags = ["--input", str(SAMPLE_PARAPHRASES), "--backend", "torch"]
-    run_batch(tmp_path / "quiet", *flags)
+    logger = logging.getLogger("semsim.progress")
+    level = logger.level  # the semsim command turns it on, and tests that call it share this process's loggers
+    logger.setLevel(logging.NOTSET)
+    try:
+        run_batch(tmp_path / "quiet", *flags, "--progress-seconds", "0.000001")
+    finally:
+        logger.setLevel(level)
     assert not [r for r in caplog.records if r.name == "semsim.progress"]
 
     with caplog.at_level(logging.INFO, logger="semsim.progress"):
@@ -61,3 +67,11 @@ def test_batch_run_logs_progress_when_asked_and_is_quiet_by_default(tmp_path, ca
     assert f"embedded {embedded:,} of {embedded:,} (100%)" in last
     assert f"pairs {batch.summary['semantic_pairs']:,}" in last
     assert any("ETA" in line for line in lines)
+
+
+def test_runs_in_one_process_keep_their_own_counts():
+    first, second = run_progress("run-1", 30), run_progress("run-2", 30)
+    first.add("read", 5)
+    second.add("read", 2)
+    assert run_progress("run-1", 30) is first
+    assert first.line().startswith("read 5") and second.line().startswith("read 2")
