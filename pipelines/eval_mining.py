@@ -13,8 +13,6 @@ import json
 import sys
 import tempfile
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import batch_dedup
@@ -22,6 +20,7 @@ from pipelines.options import OptionsError
 from semsim_core.calibration import PairsFileError
 from semsim_core.mining_eval import expand_exact_groups, mining_report, read_gold_pairs
 from semsim_core.records import CLUSTERS_SCHEMA, PAIRS_SCHEMA
+from transforms.embeddings_io import read_parquet_folder
 
 PROG = "semsim eval mining"
 
@@ -49,15 +48,6 @@ def _parser() -> argparse.ArgumentParser:
         "--output", metavar="DIR", help="keep the batch run's outputs in this folder (default: a temporary one)"
     )
     return parser
-
-
-def read_parquet_folder(folder: str, schema: pa.Schema) -> pa.Table:
-    """Every Parquet file of an output folder (local or any Beam filesystem) as one table of ``schema``."""
-    tables = []
-    for metadata in FileSystems.match([FileSystems.join(folder, "*.parquet")])[0].metadata_list:
-        with FileSystems.open(metadata.path) as f:
-            tables.append(pq.read_table(f, schema=schema))
-    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def evaluate(batch_flags: list[str], gold_path: str, gold_format: str, floor: float, output: str) -> dict:

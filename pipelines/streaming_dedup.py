@@ -11,7 +11,6 @@ import sys
 
 import apache_beam as beam
 import numpy as np
-import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
@@ -20,7 +19,7 @@ from pipelines.options import OptionsError, StreamingDedupOptions, duration_seco
 from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
 from transforms import DEAD_LETTER
 from transforms.cells import load_centroids
-from transforms.embeddings_io import embeddings_pattern
+from transforms.embeddings_io import read_parquet_folder
 from transforms.pubsub import PublishJson, ReadPosts
 from transforms.stream_match import NOTIFICATIONS, PAIRS, MatchPosts, seed_entries
 from transforms.write import WriteWindowedRows
@@ -28,18 +27,10 @@ from transforms.write import WriteWindowedRows
 _LOG = logging.getLogger(__name__)
 
 
-def _read_parquet_folder(folder: str) -> pd.DataFrame:
-    frames = []
-    for match in FileSystems.match([embeddings_pattern(folder)])[0].metadata_list:
-        with FileSystems.open(match.path, compression_type="uncompressed") as f:
-            frames.append(pd.read_parquet(f))
-    return pd.concat(frames, ignore_index=True)
-
-
 def _seeds(folder: str, centroids: np.ndarray | None) -> dict:
     """A batch run's embeddings/ and clusters/ as per-cell history."""
-    clusters = _read_parquet_folder(FileSystems.join(folder, "clusters"))
-    embeddings = _read_parquet_folder(FileSystems.join(folder, "embeddings"))
+    clusters = read_parquet_folder(FileSystems.join(folder, "clusters")).to_pandas()
+    embeddings = read_parquet_folder(FileSystems.join(folder, "embeddings")).to_pandas()
     vectors = np.stack(embeddings["embedding"].to_numpy()).astype(np.float32)
     cluster_of = dict(zip(clusters["id"], clusters["cluster_id"], strict=True))
     return seed_entries(list(embeddings["id"]), vectors, cluster_of, centroids)
