@@ -12,6 +12,7 @@ from semsim_core.backends import BACKENDS, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.parsing import FORMATS, ParseConfig, detect_format
 from transforms.cluster import CLUSTER_METHODS
+from transforms.embed import DEFAULT_WINDOW
 from transforms.embeddings_io import embeddings_pattern
 
 DEFAULT_THRESHOLD = 0.80
@@ -85,7 +86,7 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         _flag(parser, "input_embeddings", help="embeddings/ of an earlier run, instead of --input: no model is loaded")
         _flag(parser, "write_embeddings", action="store_true", help="also write embeddings/ (one row per record)")
         _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
-        _flag(parser, "batch_window", type=int, default=4096, help="texts per embedding window, sorted by length")
+        _flag(parser, "batch_window", type=int, default=DEFAULT_WINDOW, help="texts per sorted embedding window")
         _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
         _flag(parser, "target_cell_size", type=int, default=2_000, help="vectors per cell when --cells is 0")
         _flag(parser, "max_cell_size", type=int, default=20_000, help="larger cells are split again")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -63,6 +64,17 @@ def test_encode_keeps_input_order(backend, embedder, sentences, backend_cache):
     batched = batcher.encode(texts)
     one_by_one = np.vstack([batcher.encode([t]) for t in texts])
     assert np.allclose(batched, one_by_one, atol=1e-4)
+
+
+def test_openvino_model_serves_threads_at_once(embedder, sentences, backend_cache):
+    """Beam may call one worker's shared model from several threads; each gets its own results."""
+    batcher = Embedder(embedder.model, EmbedConfig(backend="openvino", batch_size=4, threads=2))
+    halves = [sentences[:150], sentences[150:]]
+    expected = [batcher.encode(texts) for texts in halves]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(batcher.encode, halves * 4))
+    for got, want in zip(results, expected * 4, strict=True):
+        assert np.allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])

@@ -55,14 +55,18 @@ class EmbedBatchFn(beam.DoFn):
             yield record.id, vector
 
 
+DEFAULT_WINDOW = 8192
+
+
 class EmbedRecords(beam.PTransform):
     """Turns :class:`Record` values into ``(id, unit float32 vector)``.
 
-    Records are cut into windows of ``window`` texts; the embedder sorts each window by token length before cutting
-    it into batches, so padding stays small.
+    Records are cut into windows of ``window`` texts (fewer at the end of a bundle); the embedder sorts each window by
+    token length before cutting it into batches, so padding stays small. A larger window pads less and leaves fewer
+    short end-of-bundle windows, at the cost of holding its texts and token ids in memory.
     """
 
-    def __init__(self, config: EmbedConfig = EmbedConfig(), window: int = 4096):
+    def __init__(self, config: EmbedConfig = EmbedConfig(), window: int = DEFAULT_WINDOW):
         super().__init__()
         self._config = config
         self._window = window
