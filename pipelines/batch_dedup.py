@@ -149,22 +149,27 @@ def _remove_empty_temp_dirs(output: str) -> None:
             pass
 
 
-def start(argv: list[str]) -> PipelineResult:
-    """Validate the flags and start the pipeline; returns at once with its result (a flex template must not wait)."""
+def _pipeline(argv: list[str]) -> tuple[beam.Pipeline, BatchDedupOptions]:
+    """Validate the flags and build the pipeline they describe."""
     options = PipelineOptions(argv)
     opts = validate(options)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, opts)
-    return pipeline.run()
+    return pipeline, opts
+
+
+def start(argv: list[str]) -> PipelineResult:
+    """Validate the flags and start the pipeline; returns at once with its result (a flex template must not wait)."""
+    return _pipeline(argv)[0].run()
 
 
 def run(argv: list[str]) -> tuple[dict, PipelineResult]:
     """Validate the flags, run the pipeline to completion; return the summary it wrote and the Beam result."""
-    result = start(argv)
+    pipeline, opts = _pipeline(argv)
+    result = pipeline.run()
     result.wait_until_finish()
-    output = PipelineOptions(argv).view_as(BatchDedupOptions).output
-    _remove_empty_temp_dirs(output)
-    with FileSystems.open(FileSystems.join(output, "summary.json")) as f:
+    _remove_empty_temp_dirs(opts.output)
+    with FileSystems.open(FileSystems.join(opts.output, "summary.json")) as f:
         return json.loads(f.read()), result
 
 

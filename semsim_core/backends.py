@@ -262,7 +262,7 @@ def _openvino_runner(path: Path, threads: int, precision: str) -> Runner:
         for index in sorted(range(len(batches)), key=lambda i: -batches[i]["input_ids"].size):
             slot = queue.get_idle_request_id()
             collect(slot)
-            queue.start_async(batches[index], index)  # runs on the idle request just returned
+            queue.start_async(batches[index])  # runs on the idle request just returned
             running[slot] = index
         queue.wait_all()
         for slot in range(len(queue)):
