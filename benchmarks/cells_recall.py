@@ -1,6 +1,6 @@
 """Cells vs exact all-pairs on real titles: pair recall and wall time, measured in one run.
 
-    python -m benchmarks.cells_recall [--titles ../shared/datasets/reddit_titles_500k.tsv.gz] [-n 50000]
+    python -m benchmarks.cells_recall [--titles TITLES.tsv.gz] [-n 50000]
 
 Embeds the titles once (``semsim batch --write-embeddings``), then for each threshold runs ``semsim batch
 --input-embeddings`` twice: exact (one cell, never split) and with the default cells and margin. Recall is the share
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.embed_throughput import DEFAULT_TITLES, read_titles
 from benchmarks.measure import run_measured
+from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 
 SEMSIM = str(Path(sys.executable).with_name("semsim"))
 
@@ -30,7 +30,9 @@ def semantic_pairs(folder: Path) -> set[tuple[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--titles", type=Path, default=DEFAULT_TITLES)
+    parser.add_argument(
+        "--titles", type=Path, default=SAMPLE_TITLES, help="titles file (default: the committed sample)"
+    )
     parser.add_argument("-n", type=int, default=50_000)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.75, 0.8, 0.9])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/semsim-bench-cells"))
@@ -39,10 +41,9 @@ def main() -> None:
 
     embeddings = args.workdir / f"embed-{args.n}" / "embeddings"
     if not embeddings.exists():
-        source = args.workdir / f"titles-{args.n}.jsonl"
-        source.parent.mkdir(parents=True, exist_ok=True)
-        titles = read_titles(args.titles, args.n)
-        source.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(titles)))
+        folder = args.workdir / f"titles-{args.n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        source = write_titles(folder, read_titles(args.titles, args.n))
         seconds, rss = run_measured(
             [SEMSIM, "batch", "--input", str(source), "--output", str(embeddings.parent), "--write-embeddings"]
         )

@@ -1,28 +1,28 @@
-"""Embedding speed per backend, raw and inside ``semsim batch``, plus ``semsim batch`` vs sentence-transformers'
-``util.paraphrase_mining``; every ratio is measured in this one run.
+"""Embedding speed per backend, raw and inside ``semsim batch``; what ``--backend auto`` chooses here; ``auto`` with
+rescoring against fp32 end to end; and ``semsim batch`` vs sentence-transformers' ``util.paraphrase_mining``. Every
+ratio is measured in this one run, on the CPU printed first.
 
-    python -m benchmarks.embed_throughput [--titles ../shared/datasets/reddit_titles_500k.tsv.gz] [-n 5000]
-        [--backends torch onnx-int8 ...] [--mining 20000]
+    python -m benchmarks.embed_throughput [--titles TITLES.tsv.gz] [-n 5000] [--backends torch onnx-int8 ...]
+        [--mining 20000] [--skip-mining]
 
-Every time is the best of ``--repeat`` runs (``--mining-repeat`` for the paraphrase_mining part); a backend's raw and
-pipeline runs alternate. For each backend: raw ``Embedder.encode`` of the titles (the backend built beforehand, so no
-export is timed), its ratio to the baseline (plain ``SentenceTransformer.encode``, fp32, batch 32), its STS Benchmark
-test Spearman, and ``semsim batch --backend B`` on the same titles: whole run (incl. model load) and the encoding rate
-inside its DoFns (``embedded`` / ``encode_ms``), each as a ratio to the raw backend. A pipeline run loads its model
-afresh, and a fresh model's first batches are slower, so "fresh/s" is the raw encode of a freshly loaded model and
-"paired" the median ratio of each pipeline run's encoding rate to the fresh raw encode just before it: Beam's own
-overhead. Then ``semsim batch`` with each of ``--mining-backends`` (torch and openvino are fp32) vs
-``paraphrase_mining`` (same model, top_k 100) on ``--mining`` titles: time ratio, the share of paraphrase_mining's
-pairs at or above the threshold that semsim finds (directly or through an exact group), and the encoding rate inside
-the pipeline as a ratio to a raw encode of the same titles by the same backend.
+Every time is the best of ``--repeat`` runs; a backend's raw and pipeline runs alternate. For each backend (and
+``auto``): raw ``Embedder.encode`` of the titles (the backend built beforehand, so no export is timed), its ratio to
+the baseline (plain ``SentenceTransformer.encode``, fp32, batch 32), its STS Benchmark test Spearman, its drift from
+fp32 on auto's probe and whether auto's gate admits it, and ``semsim batch --backend B`` on the same titles: whole run
+(incl. model load) and the encoding rate inside its DoFns (``embedded`` / ``encode_ms``) as a ratio to the raw
+backend. "fresh/s" is the raw encode of a freshly loaded model (each pipeline run loads its own) and "paired" the
+median ratio of each pipeline run's encoding rate to the fresh raw encode just before it: Beam's own overhead.
+
+On ``--mining`` titles: ``semsim batch`` with auto (and rescoring) vs ``--backend torch`` (fp32): time ratio, and the
+pairs of the auto run against the fp32 run's (recall, precision); the rescoring's cost is the chosen backend run with
+the default band vs ``--rescore-band 0`` (alternating, best of ``--repeat`` each). Then each of
+``--mining-backends`` vs ``paraphrase_mining`` (same model, top_k 100): time ratio and the share of
+paraphrase_mining's pairs at or above the threshold that semsim finds (directly or through an exact group).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
-import json
 import statistics
 import tempfile
 import time
@@ -30,28 +30,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 from pipelines.batch_dedup import counters, run
 from pipelines.options import DEFAULT_THRESHOLD
-from semsim_core.backends import BACKENDS
-from semsim_core.embedder import EmbedConfig, Embedder
+from semsim_core.backend_choice import choose_backend, cpu_profile, isa_flags
+from semsim_core.backends import AUTO, BACKENDS, CHOICES
+from semsim_core.embedder import EmbedConfig, Embedder, default_threads
 from semsim_core.evaluation import evaluate_stsb
 from semsim_core.mining_eval import expand_exact_groups
+from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TITLES = REPO.parent / "shared" / "datasets" / "reddit_titles_500k.tsv.gz"
 STSB_TEST = REPO / "tests" / "data" / "stsbenchmark" / "sts-test.csv"
-
-
-def read_titles(path: Path, n: int) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [row["title"] for row, _ in zip(reader, range(n), strict=False)]
-
-
-def write_titles(folder: Path, titles: list[str]) -> Path:
-    path = folder / "titles.jsonl"
-    path.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(titles)))
-    return path
+MAX_DRIFT = ScoreBand(DEFAULT_THRESHOLD, DEFAULT_RESCORE_BAND).max_drift
 
 
 def timed(fn, *args, repeat: int = 1):
@@ -65,24 +56,33 @@ def timed(fn, *args, repeat: int = 1):
     return result, best
 
 
-def run_batch(data: Path, out: Path, backend: str) -> tuple[float, float, int]:
-    """Whole-run seconds of one ``semsim batch``, the seconds spent encoding inside its DoFns (``encode_ms``) and the
-    texts they embedded."""
-    (_, result), seconds = timed(run, ["--input", str(data), "--output", str(out), "--backend", backend])
-    measured = counters(result)
-    return seconds, measured["encode_ms"] / 1000, measured["embedded"]
+def run_batch(data: Path, out: Path, *flags: str) -> tuple[float, dict, dict]:
+    """One ``semsim batch``: whole-run seconds, its summary and its counters."""
+    (summary, result), seconds = timed(run, ["--input", str(data), "--output", str(out), *flags])
+    return seconds, summary, counters(result)
+
+
+def print_machine() -> None:
+    cpu = cpu_profile()
+    print(
+        f"CPU: {cpu['cpu']} ({cpu['machine']}), {default_threads()} threads; ISA: {' '.join(isa_flags(cpu['flags']))}"
+    )
 
 
 def compare_backends(titles: list[str], backends: list[str], folder: Path, repeat: int) -> None:
     base = Embedder.load(backend="torch")
+    choice = choose_backend(base.model, default_threads(), MAX_DRIFT)
+    print(choice.describe())
+    drift = {m.backend: m.drift for m in choice.measurements}
     base.model.encode(titles[:64], batch_size=32)
     _, baseline_s = timed(base.model.encode, titles, repeat=repeat)
     baseline = len(titles) / baseline_s
     data = write_titles(folder, titles)
     print(f"baseline: SentenceTransformer.encode fp32, batch 32, {len(titles)} titles: {baseline:.1f} sentences/s")
-    columns = ("backend", "raw/s", "vs base", "Spearman", "batch/s", "vs raw", "in-DoFn/s", "vs raw", "fresh/s")
-    columns += ("paired",)
-    print(" ".join(f"{c:>{w}}" for c, w in zip(columns, (14, 7, 7, 8, 7, 6, 9, 6, 7, 6), strict=True)))
+    columns = ("backend", "raw/s", "vs base", "Spearman", "drift", "gate", "batch/s", "vs raw", "in-DoFn/s", "vs raw")
+    widths = (22, 7, 7, 8, 6, 4, 7, 6, 9, 6, 7, 6)
+    print(" ".join(f"{c:>{w}}" for c, w in zip((*columns, "fresh/s", "paired"), widths, strict=True)))
+    in_dofn_rates = {}
     for backend in backends:
         embedder = Embedder(base.model, EmbedConfig(backend=backend))
         embedder.encode(titles[:64])
@@ -94,14 +94,26 @@ def compare_backends(titles: list[str], backends: list[str], folder: Path, repea
             # input shape); the raw encode of a fresh model measures that same work without Beam.
             fresh = Embedder(base.model, EmbedConfig(backend=backend))
             fresh_rates.append(len(titles) / timed(fresh.encode, titles)[1])
-            seconds, encode_s, embedded = run_batch(data, folder / f"{backend}-{attempt}", backend)
+            seconds, _, measured = run_batch(data, folder / f"{backend}-{attempt}", "--backend", backend)
             run_rates.append(len(titles) / seconds)
-            dofn_rates.append(embedded / encode_s)
+            dofn_rates.append(measured["embedded"] / (measured["encode_ms"] / 1000))
         raw, whole, in_dofn, cold = max(raw_rates), max(run_rates), max(dofn_rates), max(fresh_rates)
+        in_dofn_rates[backend] = in_dofn
         paired = statistics.median(d / f for d, f in zip(dofn_rates, fresh_rates, strict=True))
+        name = f"auto ({embedder.backend})" if backend == AUTO else backend
+        gated = drift.get(embedder.backend, float("inf")) <= MAX_DRIFT
         print(
-            f"{backend:>14} {raw:7.1f} {raw / baseline:6.2f}x {spearman:8.4f} {whole:7.1f} {whole / raw:5.2f}x "
-            f"{in_dofn:9.1f} {in_dofn / raw:5.2f}x {cold:7.1f} {paired:5.2f}x"
+            f"{name:>22} {raw:7.1f} {raw / baseline:6.2f}x {spearman:8.4f} {drift.get(embedder.backend, 0):6.4f} "
+            f"{'yes' if gated else 'no':>4} {whole:7.1f} {whole / raw:5.2f}x {in_dofn:9.1f} {in_dofn / raw:5.2f}x "
+            f"{cold:7.1f} {paired:5.2f}x"
+        )
+    gated = [b for b in in_dofn_rates if b != AUTO and drift.get(b, float("inf")) <= MAX_DRIFT]
+    if AUTO in in_dofn_rates and gated:
+        fastest = max(gated, key=in_dofn_rates.get)
+        print(
+            f"auto's encoding rate inside semsim batch: {in_dofn_rates[AUTO]:.1f}/s = "
+            f"{in_dofn_rates[AUTO] / in_dofn_rates[fastest]:.3f}x the fastest gated backend's ({fastest}, "
+            f"{in_dofn_rates[fastest]:.1f}/s)"
         )
 
 
@@ -109,6 +121,32 @@ def semsim_pairs(out: Path) -> set[tuple[str, str]]:
     """Every pair ``semsim batch`` reports, directly or through an exact group (see ``expand_exact_groups``)."""
     pairs = pd.read_parquet(out / "pairs", columns=["id_a", "id_b", "score", "kind"])
     return set(expand_exact_groups(pairs.itertuples(index=False, name=None)))
+
+
+def compare_auto_with_fp32(titles: list[str], folder: Path, repeat: int) -> None:
+    """``semsim batch`` with auto and rescoring vs fp32 (``--backend torch``): time, pairs, and what rescoring costs
+    (the chosen backend with and without the band, runs alternating, best of ``repeat`` each)."""
+    data = write_titles(folder, titles)
+    fp32_s, _, _ = run_batch(data, folder / "fp32", "--backend", "torch")
+    auto_s, auto, measured = run_batch(data, folder / "auto")
+    chosen = auto["backend"]
+    plain_s = banded_s = float("inf")
+    for attempt in range(repeat):
+        banded_s = min(banded_s, run_batch(data, folder / f"banded-{attempt}", "--backend", chosen)[0])
+        plain = ["--backend", chosen, "--rescore-band", "0"]
+        plain_s = min(plain_s, run_batch(data, folder / f"plain-{attempt}", *plain)[0])
+    expected, found = semsim_pairs(folder / "fp32"), semsim_pairs(folder / "auto")
+    both = len(expected & found)
+    print(
+        f"{len(titles)} titles: semsim batch --backend torch {fp32_s:.1f} s ({len(expected)} pairs); auto -> {chosen} "
+        f"with --rescore-band {auto['rescore_band']}: {auto_s:.1f} s = {fp32_s / auto_s:.2f}x faster; pairs vs fp32: "
+        f"recall {both / max(1, len(expected)):.4f}, precision {both / max(1, len(found)):.4f}"
+    )
+    print(
+        f"  rescoring: {auto.get('rescored_pairs', 0)} pairs, {auto.get('rescored_texts', 0)} texts re-embedded in "
+        f"{measured.get('rescore_encode_ms', 0) / 1000:.1f} s; --backend {chosen}, best of {repeat}: {banded_s:.1f} s "
+        f"with the band, {plain_s:.1f} s without: rescoring costs {(banded_s - plain_s) / banded_s:+.1%} of the run"
+    )
 
 
 def compare_paraphrase_mining(titles: list[str], backends: list[str], folder: Path, repeat: int) -> None:
@@ -124,39 +162,36 @@ def compare_paraphrase_mining(titles: list[str], backends: list[str], folder: Pa
     )
     for backend in backends:
         outs = [folder / f"mining-{backend}-{attempt}" for attempt in range(repeat)]
-        semsim_s, encode_s, embedded = min(run_batch(data, out, backend) for out in outs)
+        semsim_s, summary, _ = min(run_batch(data, out, "--backend", backend) for out in outs)
         found = semsim_pairs(outs[-1])
         share = len(expected & found) / max(1, len(expected))
-        raw = Embedder(model, EmbedConfig(backend=backend))
-        raw.encode(titles[:64])
-        _, raw_s = timed(raw.encode, titles, repeat=repeat)
         print(
-            f"  semsim batch --backend {backend}: {semsim_s:.1f} s ({encode_s:.1f} s encoding {embedded} texts, "
-            f"{embedded / encode_s / (len(titles) / raw_s):.2f}x the raw rate: {raw_s:.1f} s for all {len(titles)}) = "
+            f"  semsim batch --backend {backend} ({summary['backend']}): {semsim_s:.1f} s = "
             f"{mining_s / semsim_s:.2f}x faster; finds {share:.4f} of those pairs ({len(found)} pairs in all)"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--titles", type=Path, default=DEFAULT_TITLES, help="Reddit titles .tsv.gz (column 'title')")
+    parser.add_argument(
+        "--titles", type=Path, default=SAMPLE_TITLES, help="titles file (default: the committed sample)"
+    )
     parser.add_argument("-n", type=int, default=5000, help="titles for the backend comparison")
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
-    parser.add_argument(
-        "--mining", type=int, default=20000, help="titles for the paraphrase_mining comparison (0: skip)"
-    )
-    parser.add_argument(
-        "--mining-backends", nargs="+", choices=BACKENDS, default=["torch", "openvino", "openvino-int8"]
-    )
+    parser.add_argument("--backends", nargs="+", choices=CHOICES, default=[*BACKENDS, AUTO])
+    parser.add_argument("--mining", type=int, default=20000, help="titles for the end-to-end comparisons (0: skip)")
+    parser.add_argument("--mining-backends", nargs="+", choices=CHOICES, default=["torch", "openvino", AUTO])
+    parser.add_argument("--skip-mining", action="store_true", help="skip the paraphrase_mining comparison")
     parser.add_argument("--repeat", type=int, default=3, help="runs per backend measure; the best counts")
     parser.add_argument("--mining-repeat", type=int, default=1, help="runs per paraphrase_mining comparison")
     args = parser.parse_args()
+    print_machine()
     with tempfile.TemporaryDirectory() as tmp:
         compare_backends(read_titles(args.titles, args.n), args.backends, Path(tmp), args.repeat)
         if args.mining:
-            compare_paraphrase_mining(
-                read_titles(args.titles, args.mining), args.mining_backends, Path(tmp), args.mining_repeat
-            )
+            titles = read_titles(args.titles, args.mining)
+            compare_auto_with_fp32(titles, Path(tmp), args.repeat)
+            if not args.skip_mining:
+                compare_paraphrase_mining(titles, args.mining_backends, Path(tmp), args.mining_repeat)
 
 
 if __name__ == "__main__":

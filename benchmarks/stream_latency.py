@@ -1,6 +1,6 @@
 """Streaming latency and throughput on the real Pub/Sub emulator, against the batch pipeline on the same texts.
 
-    python -m benchmarks.stream_latency [--titles ../shared/datasets/reddit_titles_500k.tsv.gz] [--rates 10 50 100]
+    python -m benchmarks.stream_latency [--titles TITLES.tsv.gz] [--rates 10 50 100]
 
 For each rate: a fresh topic, ``semsim stream`` (BundleBasedDirectRunner, one-second windows), a warm-up, then posts
 published at that rate for ``--seconds``. A watcher reads the clusters/ files as they appear; latency is from just
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.embed_throughput import DEFAULT_TITLES, read_titles, write_titles
+from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 from pipelines.batch_dedup import run
 from pipelines.streaming_dedup import start
 from tests.pubsub_emulator import PROJECT, pubsub_emulator
@@ -115,7 +115,9 @@ def measure_backlog(clients, texts: list[str], workdir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--titles", type=Path, default=DEFAULT_TITLES)
+    parser.add_argument(
+        "--titles", type=Path, default=SAMPLE_TITLES, help="titles file (default: the committed sample)"
+    )
     parser.add_argument("--rates", type=float, nargs="+", default=[10, 50, 100])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--backlog", type=int, default=2000)

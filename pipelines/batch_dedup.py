@@ -20,17 +20,19 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import BatchDedupOptions, OptionsError, validate
 from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA, Pair
+from semsim_core.rescore import ScoreBand
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
 from transforms.cells import TrainCentroids, load_centroids, save_centroids
 from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
-from transforms.embed import EmbedRecords
+from transforms.embed import BACKEND_USED, EmbedRecords
 from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
 from transforms.pairs import CELL_SIZES, FindPairs, largest
 from transforms.progress import LogProgress
 from transforms.read import ReadRecords
 from transforms.recall import MeasureRecall
+from transforms.rescore import IN_BAND, RESCORED_TEXTS, RescorePairs
 from transforms.vector_coder import IdVector
 from transforms.write import CountEach, WriteRows, WriteSummary
 
@@ -50,8 +52,8 @@ def _vectors_from_text(pipeline: beam.Pipeline, opts: BatchDedupOptions):
     parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     exact = unique.records | "ExactPrepass" >> ExactPrepass(text_key)
-    embed = EmbedRecords(opts.embed_config(), opts.batch_window)
-    return parsed, unique, exact, exact.representatives | "Embed" >> embed
+    embedded = exact.representatives | "Embed" >> EmbedRecords(opts.embed_config(), opts.batch_window)
+    return parsed, unique, exact, embedded
 
 
 def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions):
@@ -59,7 +61,12 @@ def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions):
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     exact = unique.records | "ExactPrepass" >> ExactPrepass(vector_key)
     vectors = exact.representatives | "Vectors" >> beam.Map(lambda r: (r.id, r.vector)).with_output_types(IdVector)
-    return parsed, unique, exact, vectors
+    return parsed, unique, exact, {"vectors": vectors}
+
+
+def _backends_used(names) -> str | None:
+    """The concrete backends the workers ran, comma-separated (one, unless workers of different CPUs chose apart)."""
+    return ", ".join(sorted(set(names))) or None
 
 
 def _log_progress(counted: dict, embedded_input, seconds: float) -> None:
@@ -75,7 +82,9 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     """Add the batch dedup steps to ``pipeline``, from text (``--input``) or saved embeddings."""
     out = opts.output
     front = _vectors_from_embeddings if opts.input_embeddings else _vectors_from_text
-    parsed, unique, exact, vectors = front(pipeline, opts)
+    parsed, unique, exact, embedded = front(pipeline, opts)
+    vectors = embedded["vectors"]
+    band = opts.score_band() if not opts.input_embeddings else ScoreBand(opts.threshold)
     if opts.write_embeddings:
         embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
         embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, "embeddings"))
@@ -87,8 +96,13 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         )
         centroids = vectors | "TrainCentroids" >> train
     centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, "centroids.npy"))
-    found = vectors | "FindPairs" >> FindPairs(opts.threshold, centroids, opts.cell_margin, opts.max_cell_size)
+    search = FindPairs(band.search_threshold, centroids, opts.cell_margin, opts.max_cell_size)
+    found = vectors | "FindPairs" >> search
     semantic = found.pairs
+    if band.band:
+        rescore = RescorePairs(band, opts.embed_config().fp32(), opts.batch_window)
+        rescoring = {"pairs": found.pairs, "records": exact.representatives} | "Rescore" >> rescore
+        semantic = rescoring["pairs"]
     pairs = (exact[EXACT_PAIRS], semantic) | "AllPairs" >> beam.Flatten()
 
     if opts.cluster_method == "hdbscan":
@@ -112,6 +126,8 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         "embedded": vectors,
         "clusters": clusters | "Representatives" >> beam.Filter(lambda c: c.is_representative),
     }
+    if band.band:
+        counted.update(rescored_pairs=rescoring[IN_BAND], rescored_texts=rescoring[RESCORED_TEXTS])
     measured = counted | "Count" >> CountEach()
     if opts.progress_seconds > 0:
         _log_progress(counted, exact.representatives, opts.progress_seconds)
@@ -119,12 +135,17 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(largest)
     if opts.recall_sample:
         recall = MeasureRecall(opts.recall_sample, opts.threshold)
-        measured["recall"] = {"vectors": vectors, "pairs": semantic} | "MeasureRecall" >> recall
+        measured["recall"] = {"vectors": vectors, "pairs": found.pairs} | "MeasureRecall" >> recall
+    if not opts.input_embeddings:
+        used = embedded[BACKEND_USED] | "BackendsUsed" >> beam.combiners.ToList()
+        measured["backend"] = used | "NameBackends" >> beam.Map(_backends_used)
     fixed = {
         "threshold": opts.threshold,
         "model": None if opts.input_embeddings else opts.model,
         "input_embeddings": opts.input_embeddings,
-        "backend": opts.backend,
+        "backend_requested": None if opts.input_embeddings else opts.backend,
+        "backend": None,  # replaced by the backends the workers ran
+        "rescore_band": band.band,
         "cluster_method": opts.cluster_method,
         "runner": str(opts.view_as(StandardOptions).runner),
         "read": {  # how the texts were read, so `semsim report` can show example texts

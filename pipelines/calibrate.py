@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from semsim_core.backends import BACKENDS, DEFAULT_BACKEND, backend_error
+from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.calibration import (
     GRID,
     PAIRS_FORMATS,
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "--target-precision", type=float, default=0.9, metavar="P", help="find the lowest threshold reaching this"
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="M", help="sentence-transformers name or local path")
-    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND)
+    parser.add_argument("--backend", choices=CHOICES, default=DEFAULT_BACKEND, help="inference backend (default: auto)")
     parser.add_argument(
         "--out", default="calibration", metavar="PREFIX", help="writes PREFIX.csv and PREFIX.png (default: calibration)"
     )
@@ -156,7 +156,8 @@ def main(argv: list[str]) -> int:
     if error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    scores = pair_cosines(EmbedConfig(args.model, args.backend).load(), pairs.first, pairs.second).astype(np.float64)
+    embedder = EmbedConfig(args.model, args.backend).load()
+    scores = pair_cosines(embedder, pairs.first, pairs.second).astype(np.float64)
     curve = exact_curve(scores, pairs.labels)
     best = best_f1_cut(scores, pairs.labels)
     target = target_precision_cut(curve, args.target_precision)
@@ -165,7 +166,7 @@ def main(argv: list[str]) -> int:
     if target is not None:
         rows.append((target, f"lowest with precision >= {args.target_precision:g}"))
     rows.sort(key=lambda row: row[0].threshold)
-    print(f"{len(scores)} pairs, {int(pairs.labels.sum())} positive; model {args.model}, backend {args.backend}")
+    print(f"{len(scores)} pairs, {int(pairs.labels.sum())} positive; model {args.model}, backend {embedder.backend}")
     print(format_table(rows))
     print(f"best F1: threshold {best.threshold:.4f} ({_describe(best)})")
     print(target_line(curve, target, args.target_precision))

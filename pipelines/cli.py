@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("semsim.progress").setLevel(logging.INFO)  # --progress-seconds lines
+    logging.getLogger("semsim.backend").setLevel(logging.INFO)  # what --backend auto chose, with the rates measured
     if args[:1] == ["report"]:  # before the model-loading set-up: a report loads no model
         from pipelines import report
 

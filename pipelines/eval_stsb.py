@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from semsim_core.backends import BACKENDS, DEFAULT_BACKEND, backend_error
+from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, Embedder, model_error
 from semsim_core.evaluation import evaluate_stsb
 
@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="semsim eval stsb", description=__doc__)
     parser.add_argument("--file", required=True, help="an STS Benchmark file, e.g. sts-test.csv (tab-separated)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers name or local path")
-    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND)
+    parser.add_argument("--backend", choices=CHOICES, default=DEFAULT_BACKEND, help="inference backend (default: auto)")
     parser.add_argument(
         "--paraphrase-min-score",
         type=float,
@@ -30,8 +30,11 @@ def main(argv: list[str]) -> int:
         open(args.file, encoding="utf-8").close()
     except OSError as e:
         parser.error(f"cannot read --file: {e.strerror}: {args.file}")
-    report = evaluate_stsb(Embedder.load(args.model, args.backend), args.file, args.paraphrase_min_score)
-    print(json.dumps({"file": args.file, "model": args.model, "backend": args.backend, **report._asdict()}, indent=2))
+    embedder = Embedder.load(args.model, args.backend)
+    report = evaluate_stsb(embedder, args.file, args.paraphrase_min_score)
+    print(
+        json.dumps({"file": args.file, "model": args.model, "backend": embedder.backend, **report._asdict()}, indent=2)
+    )
     return 0
 
 

@@ -8,9 +8,10 @@ import re
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from semsim_core.backends import BACKENDS, DEFAULT_BACKEND, backend_error
+from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.parsing import FORMATS, ParseConfig, detect_format
+from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand, rescore_band
 from transforms.cluster import CLUSTER_METHODS
 from transforms.embed import DEFAULT_WINDOW
 from transforms.embeddings_io import embeddings_pattern
@@ -42,7 +43,20 @@ class SemsimOptions(PipelineOptions):
         _flag(parser, "max_text_bytes", type=int, default=100_000, help="longer texts (UTF-8 bytes) are dead letters")
         _flag(parser, "threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine threshold in (0, 1]")
         _flag(parser, "model", default=DEFAULT_MODEL, help="sentence-transformers name or local path")
-        _flag(parser, "backend", choices=BACKENDS, default=DEFAULT_BACKEND, help="inference backend")
+        _flag(
+            parser,
+            "backend",
+            choices=CHOICES,
+            default=DEFAULT_BACKEND,
+            help="inference backend; auto: the fastest on each worker's CPU whose drift from fp32 the band covers",
+        )
+        _flag(
+            parser,
+            "rescore_band",
+            type=float,
+            default=DEFAULT_RESCORE_BAND,
+            help="pairs within this of the threshold are rescored with the fp32 model unless the backend is fp32",
+        )
         _flag(parser, "batch_size", type=int, default=32, help="most texts per forward pass")
         _flag(parser, "max_batch_tokens", type=int, default=4096, help="most padded tokens per forward pass")
         _flag(
@@ -64,6 +78,10 @@ class SemsimOptions(PipelineOptions):
     def parse_config(self) -> ParseConfig:
         return ParseConfig(self.id_field, self.text_field, self.max_text_bytes)
 
+    def score_band(self) -> ScoreBand:
+        """The threshold and the band rescored with fp32 (none for an fp32 ``--backend``)."""
+        return ScoreBand(self.threshold, rescore_band(self.backend, self.rescore_band))
+
     def embed_config(self) -> EmbedConfig:
         """The embedding settings. Threads: ``--embed-threads``; when 0 and the local runner runs parallel workers,
         this machine's cores shared among them; else 0, which each worker resolves to its own cores (the machine
@@ -72,7 +90,8 @@ class SemsimOptions(PipelineOptions):
         direct = self.view_as(DirectOptions)
         if not threads and direct.direct_running_mode in ("multi_threading", "multi_processing"):
             threads = default_threads(direct.direct_num_workers or os.cpu_count() or 1)
-        return EmbedConfig(self.model, self.backend, self.batch_size, self.max_batch_tokens, threads)
+        max_drift = ScoreBand(self.threshold, self.rescore_band).max_drift
+        return EmbedConfig(self.model, self.backend, self.batch_size, self.max_batch_tokens, threads, max_drift)
 
 
 # PipelineOptions is named again as a direct base: Beam collects every flag a job carries (get_all_options, e.g. the
@@ -157,6 +176,8 @@ def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: b
         raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
     if opts.cell_margin < 0:
         raise OptionsError("--cell-margin must not be negative")
+    if not 0.0 <= opts.rescore_band < 1.0:
+        raise OptionsError(f"--rescore-band must be in [0, 1), got {opts.rescore_band}")
     if opts.embed_threads < 0:
         raise OptionsError("--embed-threads must not be negative")
     for name in ("max_text_bytes", "batch_size", "max_batch_tokens", *positive):

@@ -6,6 +6,7 @@ Run as ``semsim stream --subscription projects/P/subscriptions/S --output DIR [f
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -16,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import OptionsError, StreamingDedupOptions, duration_seconds, validate_streaming
+from semsim_core.backends import FP32_BACKENDS
 from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
 from transforms import DEAD_LETTER
 from transforms.cells import load_centroids
@@ -27,13 +29,21 @@ from transforms.write import WriteWindowedRows
 _LOG = logging.getLogger(__name__)
 
 
-def _seeds(folder: str, centroids: np.ndarray | None) -> dict:
-    """A batch run's embeddings/ and clusters/ as per-cell history."""
+def _seeds(folder: str, centroids: np.ndarray | None, rescoring: bool) -> dict:
+    """A batch run's embeddings/ and clusters/ as per-cell history; its summary says whether the vectors are fp32."""
     clusters = read_parquet_folder(FileSystems.join(folder, "clusters")).to_pandas()
     embeddings = read_parquet_folder(FileSystems.join(folder, "embeddings")).to_pandas()
     vectors = np.stack(embeddings["embedding"].to_numpy()).astype(np.float32)
     cluster_of = dict(zip(clusters["id"], clusters["cluster_id"], strict=True))
-    return seed_entries(list(embeddings["id"]), vectors, cluster_of, centroids)
+    with FileSystems.open(FileSystems.join(folder, "summary.json")) as f:
+        fp32 = json.loads(f.read()).get("backend") in FP32_BACKENDS
+    if rescoring and not fp32:
+        _LOG.warning(
+            "--seed-embeddings %s was not embedded by an fp32 backend: matches near the threshold against it are "
+            "decided by its stored vectors (write the history with --backend torch to decide them by fp32)",
+            folder,
+        )
+    return seed_entries(list(embeddings["id"]), vectors, cluster_of, centroids, fp32)
 
 
 def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
@@ -43,14 +53,15 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     if centroids is None:
         _LOG.warning("no --centroids: the stream runs as a single cell (correct, not parallel)")
     posts = pipeline | "Read" >> ReadPosts(opts.subscription, opts.parse_config())
+    band = opts.score_band()
     matched = posts.records | "Match" >> MatchPosts(
         opts.embed_config(),
-        opts.threshold,
+        band,
         centroids,
         opts.cell_margin,
         retention_seconds=duration_seconds(opts.retention) if opts.retention else None,
         max_per_cell=opts.max_per_cell,
-        seeds=_seeds(opts.seed_embeddings, centroids) if opts.seed_embeddings else None,
+        seeds=_seeds(opts.seed_embeddings, centroids, bool(band.band)) if opts.seed_embeddings else None,
     )
     seconds = opts.window_seconds
     matched.clusters | "WriteClusters" >> WriteWindowedRows(FileSystems.join(out, "clusters"), CLUSTERS_SCHEMA, seconds)

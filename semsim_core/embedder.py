@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from semsim_core.backends import DEFAULT_BACKEND
+from semsim_core.backends import AUTO, DEFAULT_BACKEND
+from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_NAMES = frozenset({DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"})
@@ -51,14 +52,20 @@ def default_threads(processes: int = 1) -> int:
 @dataclass(frozen=True)
 class EmbedConfig:
     """What to embed with: the model (a name or local path; see :func:`resolve_model`), the backend
-    (:data:`.backends.BACKENDS`), batch limits and intra-op threads (0: every core this process may use).
-    Hashable, so it names one shared model per worker process."""
+    (:data:`.backends.CHOICES`), batch limits, intra-op threads (0: every core this process may use) and, for
+    ``auto``, the largest drift from fp32 a backend may have (:mod:`.backend_choice`). Hashable, so it names one
+    shared model per worker process."""
 
     model: str = DEFAULT_MODEL
     backend: str = DEFAULT_BACKEND
     batch_size: int = 32
     max_batch_tokens: int = 4096
     threads: int = 0
+    max_drift: float = ScoreBand(0.8, DEFAULT_RESCORE_BAND).max_drift
+
+    def fp32(self) -> EmbedConfig:
+        """The same model as sentence-transformers runs it (PyTorch fp32): what rescoring embeds with."""
+        return replace(self, backend="torch")
 
     def load(self) -> Embedder:
         """Load the model on the CPU and prepare the backend (built and cached on first use)."""
@@ -72,21 +79,26 @@ class Embedder:
 
     ``encode`` tokenizes its texts once, orders them by token length and cuts batches of at most ``batch_size``
     texts and ``max_batch_tokens`` padded tokens, so short texts go in large batches, long ones in small ones, and
-    one long text never pads a batch of short ones. The batches run on the configured backend (:mod:`.backends`).
+    one long text never pads a batch of short ones. The batches run on the configured backend (:mod:`.backends`);
+    ``auto`` is resolved here, on the machine that runs the model, and ``backend`` names the one chosen.
     """
 
     def __init__(self, model, config: EmbedConfig = EmbedConfig()):
+        from semsim_core.backend_choice import choose_backend
         from semsim_core.backends import input_names, load_runner
 
         self.model = model
         self.config = config
         self.threads = config.threads or default_threads()
+        self.backend = config.backend
+        if self.backend == AUTO:
+            self.backend = choose_backend(model, self.threads, config.max_drift).backend
         self.dim = int(model.get_embedding_dimension())
         self.max_seq_length = int(model.max_seq_length)
         self._special_tokens = int(model.tokenizer.num_special_tokens_to_add())
         self._names = input_names(model)
         self._pad_id = int(model.tokenizer.pad_token_id or 0)
-        self._run = load_runner(model, config.backend, self.threads)
+        self._run = load_runner(model, self.backend, self.threads)
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND, **settings) -> Embedder:

@@ -3,13 +3,14 @@
 A :class:`CellIndex` is the in-memory form of one cell's state. A post whose primary cell this is is queried against
 the stored posts, joins the cluster of its best match (or starts its own), and is then inserted; a post that only
 probes this cell (a neighbour within the margin) is queried and not inserted. Exact copies (same normalised text)
-are caught by hash before any vector search.
+are caught by hash before any vector search. With a rescoring band (:mod:`.rescore`), matches whose approximate
+score falls in the band are scored again with fp32 vectors before the post's cluster is decided.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -19,6 +20,7 @@ import numpy as np
 from semsim_core.pairs import range_search_at_least
 from semsim_core.parsing import ParseConfig, printable, record_from_mapping, text_error
 from semsim_core.records import DeadLetter, Record
+from semsim_core.rescore import ScoreBand
 
 
 def parse_message(data: bytes, attributes: Mapping[str, str], message_id: str, config: ParseConfig):
@@ -51,13 +53,22 @@ def parse_message(data: bytes, attributes: Mapping[str, str], message_id: str, c
 
 
 class Entry(NamedTuple):
-    """One stored post (``vector`` None for an exact copy, which is matched by hash and not searched)."""
+    """One stored post (``vector`` None for an exact copy, which is matched by hash and not searched). ``text`` is
+    kept only while matches are rescored with fp32 (empty otherwise, and for seeded history); ``fp32`` marks a
+    vector that is the fp32 model's own (history seeded from an fp32 run), which rescoring uses as it is."""
 
     id: str
     vector: np.ndarray | None
     text_hash: str
     timestamp: float
     cluster_id: str
+    text: str = ""
+    fp32: bool = False
+
+
+Fp32Scores = Callable[[list[Entry]], list[float | None]]
+"""The fp32 cosine of the post being matched with each stored entry; None for an entry with neither text nor an
+fp32 vector."""
 
 
 @dataclass
@@ -78,6 +89,7 @@ class Outcome:
     cluster_size: int = 0
     exact_of: str | None = None
     seen_before: bool = False
+    rescored: int = 0
 
 
 @dataclass
@@ -97,26 +109,50 @@ class CellIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _search(self, vector: np.ndarray, threshold: float) -> list[Match]:
+    def _search(self, vector: np.ndarray, band: ScoreBand, fp32: Fp32Scores | None) -> tuple[list[Match], int]:
+        """Matches at or above the threshold, best first, and how many were rescored: candidates come from the
+        approximate vectors at the band's search threshold; those in the band are decided by ``fp32`` (by their
+        approximate score when it has no fp32 score for them)."""
         if not self.ids:
-            return []
+            return [], 0
         if self._index is None:
             self._index = faiss.IndexFlatIP(self._vectors[0].shape[0])
             self._index.add(np.stack(self._vectors))
-        _, scores, rows = range_search_at_least(self._index, vector[None, :].astype(np.float32), threshold)
+        _, scores, rows = range_search_at_least(self._index, vector[None, :].astype(np.float32), band.search_threshold)
         found = [
             Match(self.ids[r], min(float(s), 1.0), self.clusters[self.ids[r]])
             for s, r in zip(scores, rows, strict=True)
         ]
-        return sorted((m for m in found if m.score >= threshold), key=lambda m: (-m.score, m.id))
+        kept = [m for m in found if band.settled(m.score)]
+        in_band = [m for m in found if band.in_band(m.score)]
+        fp32_scores = fp32([self._entries[m.id] for m in in_band]) if in_band and fp32 else [None] * len(in_band)
+        rescored = 0
+        for match, score in zip(in_band, fp32_scores, strict=True):
+            rescored += score is not None
+            if score is None and match.score >= band.threshold:
+                kept.append(match)
+            elif score is not None and band.keeps(score):
+                kept.append(Match(match.id, score, match.cluster_id))
+        return sorted(kept, key=lambda m: (-m.score, m.id)), rescored
 
-    def probe(self, vector: np.ndarray, threshold: float) -> Outcome:
+    def probe(self, vector: np.ndarray, band: ScoreBand, fp32: Fp32Scores | None = None) -> Outcome:
         """Matches of a post whose primary cell is elsewhere; nothing is stored."""
-        return Outcome(self._search(vector, threshold))
+        matches, rescored = self._search(vector, band, fp32)
+        return Outcome(matches, rescored=rescored)
 
-    def add(self, post_id: str, vector: np.ndarray, text_hash: str, timestamp: float, threshold: float) -> Outcome:
-        """Query then insert a post of this cell: exact copy by hash first, else best vector match, else a new
-        cluster. A post seen before (re-delivery) changes nothing and reports its stored cluster."""
+    def add(
+        self,
+        post_id: str,
+        vector: np.ndarray,
+        text_hash: str,
+        timestamp: float,
+        band: ScoreBand,
+        fp32: Fp32Scores | None = None,
+        text: str = "",
+    ) -> Outcome:
+        """Query then insert a post of this cell: exact copy by hash first, else best vector match (near the
+        threshold, by ``fp32`` scores), else a new cluster. ``text`` is stored for later rescoring. A post seen
+        before (re-delivery) changes nothing and reports its stored cluster."""
         if post_id in self.clusters:
             cluster = self.clusters[post_id]
             return Outcome([], cluster, self.sizes.get(cluster, 1), seen_before=True)
@@ -125,10 +161,11 @@ class CellIndex:
             cluster = self.clusters[original]
             self.insert(Entry(post_id, None, text_hash, timestamp, cluster))
             return Outcome([Match(original, 1.0, cluster)], cluster, self.sizes[cluster], exact_of=original)
-        matches = self._search(vector, threshold)
+        matches, rescored = self._search(vector, band, fp32)
         cluster = matches[0].cluster_id if matches else post_id
-        self.insert(Entry(post_id, np.ascontiguousarray(vector, dtype=np.float32), text_hash, timestamp, cluster))
-        return Outcome(matches, cluster, self.sizes[cluster])
+        stored = np.ascontiguousarray(vector, dtype=np.float32)
+        self.insert(Entry(post_id, stored, text_hash, timestamp, cluster, text))
+        return Outcome(matches, cluster, self.sizes[cluster], rescored=rescored)
 
     def insert(self, entry: Entry) -> None:
         """Store a post (or an exact copy: ``vector`` None) with its decided cluster, without querying: what

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -24,8 +26,10 @@ SAMPLE_PARAPHRASES = REPO / "data" / "sample" / "stsb_train_paraphrases.jsonl"
 
 @pytest.fixture(scope="session", autouse=True)
 def backend_cache(tmp_path_factory) -> Iterator[Path]:
-    """Backends built by the tests go to a fresh cache folder, never the user's."""
-    folder = tmp_path_factory.mktemp("semsim-cache")
+    """Backends built by the tests go to a fresh cache folder, never the user's: ``$SEMSIM_TEST_CACHE`` (so that
+    scripts/test.sh's two runs share it) or the session's own."""
+    folder = Path(os.environ.get("SEMSIM_TEST_CACHE") or tmp_path_factory.getbasetemp()) / "semsim-cache"
+    folder.mkdir(parents=True, exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEMSIM_CACHE", str(folder))
         yield folder
@@ -35,6 +39,21 @@ def backend_cache(tmp_path_factory) -> Iterator[Path]:
 def embedder() -> Embedder:
     """The model exactly as sentence-transformers runs it (fp32 torch)."""
     return Embedder.load(backend="torch")
+
+
+@pytest.fixture(scope="session")
+def stsb_test_vectors(embedder) -> tuple[list[str], np.ndarray]:
+    """The distinct STSb test sentences and their fp32 vectors, embedded once for every test that needs them."""
+    sentences = stsb_unique_sentences()
+    return sentences, embedder.encode(sentences)
+
+
+def borderline_pairs(ids: list[str], vectors: np.ndarray, threshold: float, tol: float = 1e-5) -> set[tuple[str, str]]:
+    """Pairs whose cosine (float64) is within ``tol`` of ``threshold``: which side of it a float32 kernel puts them
+    on depends on its summation order, so tests comparing two kernels leave them out."""
+    exact = vectors.astype(np.float64) @ vectors.T.astype(np.float64)
+    rows, cols = np.nonzero(np.triu(np.abs(exact - threshold) < tol, k=1))
+    return {(min(ids[i], ids[j]), max(ids[i], ids[j])) for i, j in zip(rows, cols, strict=True)}
 
 
 def stsb_unique_sentences(path: Path = STSB_TEST) -> list[str]:

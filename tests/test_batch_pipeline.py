@@ -10,8 +10,10 @@ from collections import defaultdict
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from sentence_transformers import util
 
+from semsim_core.embedder import EmbedConfig, Embedder
 from tests.conftest import (
     SAMPLE_PARAPHRASES,
     assert_invariants,
@@ -42,18 +44,29 @@ def components(pairs: set[tuple[str, str]], ids: list[str]) -> dict[str, frozens
     return seen
 
 
-def test_pairs_and_clusters_equal_sentence_transformers_brute_force(tmp_path, embedder):
+@pytest.fixture(scope="module")
+def stsb_fp32(tmp_path_factory, embedder):
+    """The unique STSb test sentences as a JSONL corpus, with sentence-transformers' own fp32 cosines."""
     sentences = stsb_unique_sentences()
     ids = [f"s{i:05d}" for i in range(len(sentences))]
-    data = write_jsonl(tmp_path / "stsb.jsonl", [{"id": i, "text": t} for i, t in zip(ids, sentences, strict=True)])
+    rows = [{"id": i, "text": t} for i, t in zip(ids, sentences, strict=True)]
+    data = write_jsonl(tmp_path_factory.mktemp("stsb") / "stsb.jsonl", rows)
+    vectors = embedder.model.encode(sentences, normalize_embeddings=True, convert_to_tensor=True)
+    return data, ids, sentences, util.cos_sim(vectors, vectors).numpy()
+
+
+def pairs_at(ids: list[str], sims: np.ndarray, threshold: float) -> dict[tuple[str, str], float]:
+    upper = np.triu(sims >= threshold, k=1)
+    return {(ids[i], ids[j]): float(sims[i, j]) for i, j in zip(*np.nonzero(upper), strict=True)}
+
+
+def test_pairs_and_clusters_equal_sentence_transformers_brute_force(tmp_path, stsb_fp32):
+    data, ids, _, sims = stsb_fp32
     batch = run_batch(
         tmp_path / "out", "--input", str(data), "--threshold", "0.8", "--batch-window", "300", "--backend", "torch"
     )
 
-    vectors = embedder.model.encode(sentences, normalize_embeddings=True, convert_to_tensor=True)
-    sims = util.cos_sim(vectors, vectors).numpy()
-    upper = np.triu(sims >= 0.8, k=1)
-    expected = {(ids[i], ids[j]): float(sims[i, j]) for i, j in zip(*np.nonzero(upper), strict=True)}
+    expected = pairs_at(ids, sims, 0.8)
     borderline = {p for p, s in expected.items() if abs(s - 0.8) < 1e-5}
     found = {(r.id_a, r.id_b): r.score for r in batch.pairs.itertuples()}
 
@@ -61,6 +74,7 @@ def test_pairs_and_clusters_equal_sentence_transformers_brute_force(tmp_path, em
     assert len(expected) > 100 and set(batch.pairs["kind"]) == {"semantic"}
     assert set(found) - borderline == set(expected) - borderline
     assert max(abs(found[p] - expected[p]) for p in found.keys() & expected.keys()) < 1e-4
+    assert batch.summary["rescore_band"] == 0 and "rescored_pairs" not in batch.summary, "fp32: nothing to rescore"
 
     truth = components(set(expected), ids)
     got = batch.clusters.groupby("cluster_id")["id"].apply(frozenset)
@@ -69,6 +83,31 @@ def test_pairs_and_clusters_equal_sentence_transformers_brute_force(tmp_path, em
     row = {i: k for k, i in enumerate(ids)}
     transitive = [g for g in got if any(sims[row[a], row[b]] < 0.8 for a in g for b in g)]
     assert transitive, "some cluster joins two sentences below the threshold through a third"
+
+
+def test_int8_with_rescoring_reports_exactly_the_fp32_pairs(tmp_path, stsb_fp32, embedder):
+    data, ids, sentences, sims = stsb_fp32
+    int8 = Embedder(embedder.model, EmbedConfig(backend="openvino-int8")).encode(sentences)
+    approx = int8 @ int8.T
+    near = np.triu((sims >= 0.6) | (approx >= 0.6), k=1)
+    drift = float(np.abs(approx - sims)[near].max())
+    expected, int8_alone = pairs_at(ids, sims, 0.8), pairs_at(ids, approx, 0.8)
+    assert set(int8_alone) != set(expected), "int8 alone changes which pairs reach the threshold"
+    band = round(max(0.02, 1.5 * drift), 3)  # wider than int8's drift from fp32 on this CPU
+
+    batch = run_batch(tmp_path / "out", "--input", str(data), "--backend", "openvino-int8", "--rescore-band", str(band))
+
+    assert_invariants(batch)
+    borderline = {p for p, s in pairs_at(ids, sims, 0.8 - 1e-6).items() if s < 0.8 + 1e-6}
+    found = {(r.id_a, r.id_b): r.score for r in batch.pairs.itertuples()}
+    assert set(found) - borderline == set(expected) - borderline
+    s = batch.summary
+    assert s["backend"] == s["backend_requested"] == "openvino-int8" and s["rescore_band"] == band
+    assert s["rescored_pairs"] >= len(set(int8_alone) ^ set(expected)) and 0 < s["rescored_texts"] < len(ids) / 2
+    row = {i: k for k, i in enumerate(ids)}
+    rescored = [p for p in found if abs(approx[row[p[0]], row[p[1]]] - 0.8) < band - 1e-3]
+    assert rescored and max(abs(found[p] - expected[p]) for p in rescored) < 1e-5, "rescored pairs carry fp32 scores"
+    assert batch.counters["rescore_embedded"] == s["rescored_texts"] and batch.counters["rescore_model_loads"] == 1
 
 
 def test_bad_input_every_record_accounted_for(tmp_path):

@@ -20,6 +20,7 @@ from tests.conftest import (
     SAMPLE_PARAPHRASES,
     STSB_TEST,
     assert_invariants,
+    borderline_pairs,
     run_batch,
     sample_titles,
     stsb_captions,
@@ -49,13 +50,15 @@ def cell_pairs(ids, vectors, centroids, margin, threshold, max_cell_size=10**9):
     return found
 
 
+@pytest.mark.kernels
 def test_margin_covering_all_borders_gives_exact_pairs(stsb):
     ids, vectors = stsb
     centroids = train_centroids(vectors, 8)
     exact = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, 0.75)}
     found = cell_pairs(ids, vectors, centroids, margin=2.0, threshold=0.75)
     assert len(found) == len(set(found)), "a pair is reported by one cell only"
-    assert set(found) == exact
+    borderline = borderline_pairs(ids, vectors, 0.75)  # searched in other blocks, another summation order
+    assert set(found) - borderline == exact - borderline
 
 
 @pytest.mark.parametrize("threshold", [0.75, 0.8, 0.9])
@@ -63,7 +66,7 @@ def test_default_margin_recall_on_real_sentences(stsb, threshold):
     ids, vectors = stsb
     exact = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, threshold)}
     found = cell_pairs(ids, vectors, train_centroids(vectors, 8), margin=0.1, threshold=threshold)
-    assert len(found) == len(set(found)) and set(found) <= exact
+    assert len(found) == len(set(found)) and set(found) - borderline_pairs(ids, vectors, threshold) <= exact
     assert len(set(found)) / len(exact) >= 0.99
 
 
@@ -126,7 +129,10 @@ def test_embeddings_round_trip_without_the_model(tmp_path):
     rows += [{"id": r["id"], "text": r["text"]} for r in sample_titles(200)]
     rows += [{"id": "copy-of-first", "text": rows[0]["text"].upper()}]
     source = write_jsonl(tmp_path / "in.jsonl", rows)
-    from_text = run_batch(tmp_path / "text", "--input", str(source), "--write-embeddings", "--cells", "3")
+    # fp32 vectors: a run from saved embeddings cannot rescore (no texts), so it equals an fp32 run
+    from_text = run_batch(
+        tmp_path / "text", "--input", str(source), "--write-embeddings", "--cells", "3", "--backend", "torch"
+    )
     embeddings = pq.read_table(tmp_path / "text" / "embeddings")
     assert embeddings.schema.field("embedding").type == pa.list_(pa.float32(), 384)
     assert sorted(embeddings.column("id").to_pylist()) == sorted(from_text.clusters["id"])
@@ -144,8 +150,15 @@ def test_embeddings_round_trip_without_the_model(tmp_path):
     strict = run_batch(
         tmp_path / "strict", "--input-embeddings", str(tmp_path / "text" / "embeddings"), "--threshold", "0.9"
     )
-    strict_text = run_batch(tmp_path / "strict_text", "--input", str(source), "--threshold", "0.9")
-    assert set(map(tuple, strict.pairs[key].values)) == set(map(tuple, strict_text.pairs[key].values))
+    ids = embeddings.column("id").to_pylist()
+    vectors = np.stack(embeddings.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    sims = vectors.astype(np.float64) @ vectors.T.astype(np.float64)
+    copy = max("copy-of-first", rows[0]["id"])  # the exact group's other member is its representative
+    upper = zip(*np.nonzero(np.triu(sims >= 0.9, k=1)), strict=True)
+    expected = {(min(ids[i], ids[j]), max(ids[i], ids[j])) for i, j in upper}
+    expected = {pair for pair in expected if copy not in pair} | {tuple(sorted(("copy-of-first", rows[0]["id"])))}
+    borderline = borderline_pairs(ids, vectors, 0.9)
+    assert set(map(tuple, strict.pairs[key].values)) - borderline == expected - borderline
     assert len(strict.pairs) < len(again.pairs)
 
 
@@ -182,7 +195,7 @@ def test_recall_report_matches_brute_force(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", [{"id": r["id"], "text": r["text"]} for r in sample_titles(1500)])
     paraphrases = SAMPLE_PARAPHRASES.read_text(encoding="utf-8")
     (tmp_path / "para.jsonl").write_text(paraphrases, encoding="utf-8")
-    flags = ["--input", str(tmp_path / "*.jsonl"), "--threshold", "0.75", "--write-embeddings"]
+    flags = ["--input", str(tmp_path / "*.jsonl"), "--threshold", "0.75", "--write-embeddings", "--backend", "torch"]
     batch = run_batch(tmp_path / "out", *flags, "--cells", "16", "--cell-margin", "0", "--recall-sample", "700")
 
     table = pq.read_table(tmp_path / "out" / "embeddings")
@@ -195,6 +208,9 @@ def test_recall_report_matches_brute_force(tmp_path):
     semantic = batch.pairs[batch.pairs["kind"] == "semantic"]
     found = {(a, b) for a, b in zip(semantic["id_a"], semantic["id_b"], strict=True) if {a, b} & queries}
     report = batch.summary["recall"]
-    assert report["queries"] == 700 and report["true_pairs"] == len(truth) > 50
-    assert report["found"] == len(found & truth) < len(truth), "margin 0 over 16 cells loses some border pairs"
-    assert report["recall"] == pytest.approx(len(found & truth) / len(truth))
+    # the run's brute force is numpy's, this one FAISS's: pairs at the threshold's last bits may count either way
+    either_way = len({p for p in borderline_pairs(ids, vectors, 0.75) if set(p) & queries})
+    assert report["queries"] == 700 and abs(report["true_pairs"] - len(truth)) <= either_way and len(truth) > 50
+    assert abs(report["found"] - len(found & truth)) <= either_way
+    assert report["found"] < report["true_pairs"], "margin 0 over 16 cells loses some border pairs"
+    assert report["recall"] == pytest.approx(len(found & truth) / len(truth), abs=either_way / len(truth) + 1e-12)

@@ -25,12 +25,19 @@ SEMSIM = str(Path(sys.executable).with_name("semsim"))
         (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
     ],
 )
-def test_bad_options_fail_with_one_line(tmp_path, flags, message):
+def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
     data = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "A girl is styling her hair."}])
-    args = [SEMSIM, "batch", "--input", str(data), "--output", str(tmp_path / "out"), *flags]
+    assert main(["batch", "--input", str(data), "--output", str(tmp_path / "out"), *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"semsim batch: error: {message}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_option_in_the_installed_command_prints_one_line_and_exits_2(tmp_path):
+    data = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "A girl is styling her hair."}])
+    args = [SEMSIM, "batch", "--input", str(data), "--output", str(tmp_path / "out"), "--rescore-band", "1.5"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"semsim batch: error: {message}"]
+    assert done.stderr.strip().splitlines() == ["semsim batch: error: --rescore-band must be in [0, 1), got 1.5"]
     assert not (tmp_path / "out").exists()
 
 

@@ -47,7 +47,9 @@ def test_eta_text():
 
 
 def test_batch_run_logs_progress_when_asked_and_is_quiet_by_default(tmp_path, caplog):
-    flags = ["--input", str(SAMPLE_PARAPHRASES), "--backend", "torch"]
+    lines = SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines(keepends=True)[:120]
+    (tmp_path / "in.jsonl").write_text("".join(lines), encoding="utf-8")
+    flags = ["--input", str(tmp_path / "in.jsonl"), "--backend", "torch"]
     logger = logging.getLogger("semsim.progress")
     level = logger.level  # the semsim command turns it on, and tests that call it share this process's loggers
     logger.setLevel(logging.NOTSET)

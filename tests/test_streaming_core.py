@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
+from semsim_core.embedder import EmbedConfig, Embedder
+from semsim_core.evaluation import read_stsb
 from semsim_core.normalize import text_hash
 from semsim_core.parsing import ParseConfig
 from semsim_core.records import DeadLetter, Record
-from semsim_core.streaming import CellIndex, parse_message
-from tests.conftest import SAMPLE_PARAPHRASES
+from semsim_core.rescore import ScoreBand
+from semsim_core.streaming import CellIndex, Entry, parse_message
+from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST
 
 CONFIG = ParseConfig()
+AT_08 = ScoreBand(0.8)
 
 
 def paraphrase_texts(n: int) -> list[str]:
@@ -41,19 +48,19 @@ def test_query_then_insert_clusters_exact_copies_and_redelivery(embedder):
     a, b, c, d = paraphrase_texts(4)  # a~b and c~d are STSb paraphrase pairs
     vectors = dict(zip("abcd", embedder.encode([a, b, c, d]), strict=True))
     cell = CellIndex()
-    first = cell.add("a", vectors["a"], text_hash(a), 1.0, 0.8)
+    first = cell.add("a", vectors["a"], text_hash(a), 1.0, AT_08)
     assert first.matches == [] and first.cluster_id == "a" and first.cluster_size == 1
-    second = cell.add("b", vectors["b"], text_hash(b), 2.0, 0.8)
+    second = cell.add("b", vectors["b"], text_hash(b), 2.0, AT_08)
     assert [m.id for m in second.matches] == ["a"] and second.cluster_id == "a" and second.cluster_size == 2
     assert abs(second.matches[0].score - float(vectors["a"] @ vectors["b"])) < 1e-5
-    copy = cell.add("a-copy", vectors["a"], text_hash(a.upper()), 3.0, 0.8)
+    copy = cell.add("a-copy", vectors["a"], text_hash(a.upper()), 3.0, AT_08)
     assert copy.exact_of == "a" and copy.cluster_id == "a" and len(cell) == 2, "a copy is matched by hash, not stored"
-    again = cell.add("b", vectors["b"], text_hash(b), 9.0, 0.8)
+    again = cell.add("b", vectors["b"], text_hash(b), 9.0, AT_08)
     assert again.seen_before and again.cluster_id == "a" and again.matches == []
-    other = cell.add("c", vectors["c"], text_hash(c), 4.0, 0.8)
+    other = cell.add("c", vectors["c"], text_hash(c), 4.0, AT_08)
     assert other.cluster_id == "c"
     near = float(vectors["c"] @ vectors["d"]) - 1e-4
-    assert [m.id for m in cell.probe(vectors["d"], near).matches][0] == "c" and len(cell) == 3
+    assert [m.id for m in cell.probe(vectors["d"], ScoreBand(near)).matches][0] == "c" and len(cell) == 3
 
 
 def test_retention_by_time_and_count(embedder):
@@ -61,8 +68,41 @@ def test_retention_by_time_and_count(embedder):
     vectors = embedder.encode(texts)
     cell = CellIndex()
     for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
-        cell.add(f"p{i}", vector, text_hash(text), float(i), 0.8)
+        cell.add(f"p{i}", vector, text_hash(text), float(i), AT_08)
     assert cell.evict(older_than=2.0) == ["p0", "p1"]
-    assert "p0" not in cell.clusters and cell.probe(vectors[0], 0.99).matches == []
+    assert "p0" not in cell.clusters and cell.probe(vectors[0], ScoreBand(0.99)).matches == []
     assert cell.evict(keep_newest=2) == ["p2", "p3"]
-    assert cell.ids == ["p4", "p5"] and [m.id for m in cell.probe(vectors[5], 0.99).matches] == ["p5"]
+    assert cell.ids == ["p4", "p5"] and [m.id for m in cell.probe(vectors[5], ScoreBand(0.99)).matches] == ["p5"]
+
+
+@pytest.mark.kernels
+def test_matches_near_the_threshold_are_decided_by_fp32(embedder):
+    data = read_stsb(str(STSB_TEST))
+    int8 = Embedder(embedder.model, EmbedConfig(backend="openvino-int8"))
+    exact = [embedder.encode(side) for side in (data.first, data.second)]
+    approx = [int8.encode(side) for side in (data.first, data.second)]
+    fp32_scores, int8_scores = ((a * b).sum(axis=1) for a, b in (exact, approx))
+    clear = (np.abs(fp32_scores - 0.8) > 1e-5) & (np.abs(int8_scores - 0.8) > 1e-5)  # no kernel decides these
+    flipped = np.nonzero(((fp32_scores >= 0.8) != (int8_scores >= 0.8)) & clear)[0]
+    assert len(flipped) > 0, "int8 puts some STSb pairs on the other side of 0.8"
+    band = ScoreBand(0.8, max(0.02, 1.5 * float(np.abs(fp32_scores - int8_scores)[flipped].max())))
+
+    for k in flipped[:8]:
+        a, b = data.first[k], data.second[k]
+
+        def fp32(stored: list[Entry], text=b) -> list[float | None]:
+            return [
+                float(embedder.encode([text])[0] @ embedder.encode([e.text])[0]) if e.text else None for e in stored
+            ]
+
+        cell = CellIndex()
+        cell.add("a", approx[0][k], text_hash(a), 1.0, band, fp32, text=a)
+        outcome = cell.add("b", approx[1][k], text_hash(b), 2.0, band, fp32, text=b)
+        assert outcome.rescored == 1 and (outcome.cluster_id == "a") == (fp32_scores[k] >= 0.8), (a, b)
+        kept = [round(float(fp32_scores[k]), 4)] if fp32_scores[k] >= 0.8 else []
+        assert [round(m.score, 4) for m in outcome.matches] == kept, "a kept match carries its fp32 score"
+
+        seeded = CellIndex()  # history without text (seeds): decided by the stored approximate vector
+        seeded.insert(Entry("a", approx[0][k], "", 1.0, "a"))
+        unscored = seeded.add("b", approx[1][k], text_hash(b), 2.0, band, fp32, text=b)
+        assert unscored.rescored == 0 and (unscored.cluster_id == "a") == (int8_scores[k] >= 0.8)

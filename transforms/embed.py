@@ -15,35 +15,43 @@ from semsim_core.records import Record
 from transforms import METRICS_NAMESPACE
 from transforms.vector_coder import IdVector
 
+BACKEND_USED = "backend_used"
+
 
 class EmbedBatchFn(beam.DoFn):
-    """Embeds a batch of records into ``(id, vector)`` pairs.
+    """Embeds a batch of records into ``(id, vector)`` pairs, and names the backend that ran them on
+    ``backend_used`` once per bundle (``auto`` is decided by each worker for its own CPU).
 
     The model lives in a :class:`Shared` handle, so every DoFn instance and thread of one worker process uses the same
     copy; it is loaded on first use and counted in the ``model_loads`` counter.
     """
 
-    def __init__(self, shared: Shared, config: EmbedConfig):
+    def __init__(self, shared: Shared, config: EmbedConfig, metrics_prefix: str = ""):
         self._shared = shared
         self._config = config
         self._embedder: Embedder | None = None
-        self._loads = Metrics.counter(METRICS_NAMESPACE, "model_loads")
-        self._embedded = Metrics.counter(METRICS_NAMESPACE, "embedded")
-        self._truncated = Metrics.counter(METRICS_NAMESPACE, "truncated_texts")
-        self._encode_ms = Metrics.counter(METRICS_NAMESPACE, "encode_ms")
+        self._loads = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}model_loads")
+        self._embedded = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}embedded")
+        self._truncated = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}truncated_texts")
+        self._encode_ms = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}encode_ms")
 
     def _load(self) -> Embedder:
         self._loads.inc()
         return self._config.load()
 
     def start_bundle(self) -> None:
+        self._backend_reported = False
+
+    def _model(self) -> Embedder:
+        """The worker's shared model, acquired on first use (a bundle with nothing to embed loads nothing)."""
         if self._embedder is None:
             self._embedder = self._shared.acquire(self._load, tag=self._config)
+        return self._embedder
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors of ``texts``, counted in ``embedded``, ``truncated_texts`` and ``encode_ms``."""
         started = time.perf_counter()
-        vectors = self._embedder.encode(texts)
+        vectors = self._model().encode(texts)
         self._encode_ms.inc(round((time.perf_counter() - started) * 1000))
         self._embedded.inc(len(texts))
         self._truncated.inc(self._embedder.count_truncated(texts))
@@ -51,6 +59,9 @@ class EmbedBatchFn(beam.DoFn):
 
     def process(self, batch: Sequence[Record]) -> Iterator[tuple[str, np.ndarray]]:
         vectors = self.embed([r.text for r in batch])
+        if not self._backend_reported:
+            self._backend_reported = True
+            yield beam.pvalue.TaggedOutput(BACKEND_USED, self._embedder.backend)
         for record, vector in zip(batch, vectors, strict=True):
             yield record.id, vector
 
@@ -59,21 +70,27 @@ DEFAULT_WINDOW = 8192
 
 
 class EmbedRecords(beam.PTransform):
-    """Turns :class:`Record` values into ``(id, unit float32 vector)``.
+    """Turns :class:`Record` values into ``vectors`` (``(id, unit float32 vector)``) and ``backend_used`` (the name
+    of the backend each bundle ran on).
 
     Records are cut into windows of ``window`` texts (fewer at the end of a bundle); the embedder sorts each window by
     token length before cutting it into batches, so padding stays small. A larger window pads less and leaves fewer
-    short end-of-bundle windows, at the cost of holding its texts and token ids in memory.
+    short end-of-bundle windows, at the cost of holding its texts and token ids in memory. Counters are named with
+    ``metrics_prefix`` (e.g. ``rescore_embedded``), so a second model's work is counted apart.
     """
 
-    def __init__(self, config: EmbedConfig = EmbedConfig(), window: int = DEFAULT_WINDOW):
+    def __init__(self, config: EmbedConfig = EmbedConfig(), window: int = DEFAULT_WINDOW, metrics_prefix: str = ""):
         super().__init__()
         self._config = config
         self._window = window
+        self._metrics_prefix = metrics_prefix
 
     def expand(self, records):
         return (
             records
             | "Window" >> beam.BatchElements(min_batch_size=self._window, max_batch_size=self._window)
-            | "Embed" >> beam.ParDo(EmbedBatchFn(Shared(), self._config)).with_output_types(IdVector)
+            | "Embed"
+            >> beam.ParDo(EmbedBatchFn(Shared(), self._config, self._metrics_prefix))
+            .with_output_types(IdVector)
+            .with_outputs(BACKEND_USED, main="vectors")
         )

@@ -23,7 +23,7 @@ class PairsInCellFn(beam.DoFn):
         self._threshold = threshold
         self._max_cell_size = max_cell_size
         self._margin = margin
-        self._pairs = Metrics.counter(METRICS_NAMESPACE, "semantic_pairs")
+        self._pairs = Metrics.counter(METRICS_NAMESPACE, "candidate_pairs")
         self._largest = Metrics.distribution(METRICS_NAMESPACE, "cell_size")
 
     def process(self, element: tuple[int, Iterable[Member]]) -> Iterator:

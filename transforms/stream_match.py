@@ -4,12 +4,14 @@ post's pairs and cluster once every cell it went to has answered."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -24,10 +26,12 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from semsim_core.cells import assign_cells
-from semsim_core.embedder import EmbedConfig
+from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.normalize import text_hash
 from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, Record, make_pair
-from semsim_core.streaming import CellIndex, Entry, Outcome
+from semsim_core.rescore import ScoreBand, cosine
+from semsim_core.streaming import CellIndex, Entry, Fp32Scores, Outcome
+from transforms import METRICS_NAMESPACE
 from transforms.embed import EmbedBatchFn
 
 PAIRS = "pairs"
@@ -35,13 +39,15 @@ NOTIFICATIONS = "notifications"
 
 
 class Post(NamedTuple):
-    """An embedded post on its way to its cells; ``cells[0]`` is its primary cell (where it is stored)."""
+    """An embedded post on its way to its cells; ``cells[0]`` is its primary cell (where it is stored). ``text``
+    travels along for fp32 rescoring."""
 
     id: str
     vector: np.ndarray
     text_hash: str
     timestamp: float
     cells: tuple[int, ...]
+    text: str
 
 
 class Answer(NamedTuple):
@@ -89,7 +95,7 @@ class EmbedPostsFn(EmbedBatchFn):
         else:
             cells = assign_cells(vectors, self._centroids, self._margin)
         for (record, timestamp, window), vector, vector_cells in zip(batch, vectors, cells, strict=True):
-            post = Post(record.id, vector, text_hash(record.text), float(timestamp), vector_cells)
+            post = Post(record.id, vector, text_hash(record.text), float(timestamp), vector_cells, record.text)
             for rank, cell in enumerate(vector_cells):
                 yield WindowedValue((cell, (post, rank == 0)), timestamp, (window,))
 
@@ -98,22 +104,62 @@ class CellStateFn(beam.DoFn):
     """Keyed by cell. Beam state (a bag of :class:`Entry`) is the source of truth; a :class:`CellIndex` per cell is
     the worker's cache, rebuilt from state (and seeds) whenever the state's entry count differs from the cache's.
 
-    Primary posts are queried then inserted; probe copies are only queried. Retention: an event-time timer evicts
-    posts older than ``retention_seconds``; ``max_per_cell`` keeps only the newest posts.
+    Primary posts are queried then inserted; probe copies are only queried. Matches in ``band`` are rescored with
+    the ``fp32`` model (loaded once per worker, on the first such match) before a post's cluster is decided; stored
+    posts then keep their text. Retention: an event-time timer evicts posts older than ``retention_seconds``;
+    ``max_per_cell`` keeps only the newest posts.
     """
 
     ENTRIES = BagStateSpec("entries", PickleCoder())
     COUNT = CombiningValueStateSpec("count", sum)
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
+    FP32_CACHE = 10_000  # fp32 vectors kept per DoFn instance, most recently used
 
-    def __init__(self, threshold: float, retention_seconds: float | None, max_per_cell: int | None, seeds=None):
-        self._threshold = threshold
+    def __init__(
+        self,
+        band: ScoreBand,
+        fp32: EmbedConfig | None,
+        retention_seconds: float | None,
+        max_per_cell: int | None,
+        seeds=None,
+    ):
+        self._band = band
+        self._fp32 = fp32
+        self._shared = Shared()
         self._retention = retention_seconds
         self._max_per_cell = max_per_cell
         self._seeds = seeds or {}
+        self._rescored = Metrics.counter(METRICS_NAMESPACE, "rescored_pairs")
 
     def setup(self) -> None:
         self._cache: dict[int, tuple[int, CellIndex]] = {}
+        self._fp32_model: Embedder | None = None
+        self._fp32_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _fp32_vector_of(self, texts: dict[str, str]) -> dict[str, np.ndarray]:
+        """fp32 vectors of ``{id: text}``, from the cache or embedded now."""
+        missing = [i for i in texts if i not in self._fp32_vectors]
+        if missing:
+            if self._fp32_model is None:
+                self._fp32_model = self._shared.acquire(self._fp32.load, tag=self._fp32)
+            for i, vector in zip(missing, self._fp32_model.encode([texts[i] for i in missing]), strict=True):
+                self._fp32_vectors[i] = vector
+        for i in texts:
+            self._fp32_vectors.move_to_end(i)
+        while len(self._fp32_vectors) > self.FP32_CACHE:
+            self._fp32_vectors.popitem(last=False)
+        return {i: self._fp32_vectors[i] for i in texts}
+
+    def _fp32_scores(self, post: Post) -> Fp32Scores | None:
+        if not self._band.band:
+            return None
+
+        def scores(stored: list[Entry]) -> list[float | None]:
+            vectors = self._fp32_vector_of({post.id: post.text, **{e.id: e.text for e in stored if e.text}})
+            vectors.update({e.id: e.vector for e in stored if e.fp32})
+            return [cosine(vectors[post.id], vectors[e.id]) if e.id in vectors else None for e in stored]
+
+        return scores
 
     def _index(self, cell: int, entries, count) -> CellIndex:
         stored = count.read()
@@ -148,10 +194,16 @@ class CellStateFn(beam.DoFn):
     ) -> Iterator[tuple[str, Answer]]:
         cell, (post, primary) = element
         index = self._index(cell, entries, count)
+        fp32 = self._fp32_scores(post)
         if not primary:
-            yield post.id, Answer(cell, False, len(post.cells), index.probe(post.vector, self._threshold))
+            outcome = index.probe(post.vector, self._band, fp32)
+        else:
+            text = post.text if self._band.band else ""
+            outcome = index.add(post.id, post.vector, post.text_hash, post.timestamp, self._band, fp32, text)
+        self._rescored.inc(outcome.rescored)
+        if not primary:
+            yield post.id, Answer(cell, False, len(post.cells), outcome)
             return
-        outcome = index.add(post.id, post.vector, post.text_hash, post.timestamp, self._threshold)
         if not outcome.seen_before:
             entries.add(index.entries()[-1])
             count.add(1)
@@ -230,13 +282,14 @@ class MatchPosts(beam.PTransform):
 
     Posts are embedded in batches of at most ``batch_size`` cut from each bundle (a post never waits for a batch to
     fill), keyed by every cell within ``margin`` of their nearest centroid (one cell without
-    ``centroids``), matched against per-cell state, then resolved per post.
+    ``centroids``), matched against per-cell state (matches within ``band`` of the threshold rescored with fp32),
+    then resolved per post.
     """
 
     def __init__(
         self,
         config: EmbedConfig,
-        threshold: float,
+        band: ScoreBand,
         centroids: np.ndarray | None,
         margin: float,
         retention_seconds: float | None = None,
@@ -245,7 +298,7 @@ class MatchPosts(beam.PTransform):
     ):
         super().__init__()
         self._embed = EmbedPostsFn(Shared(), config, centroids, margin)
-        self._cells = CellStateFn(threshold, retention_seconds, max_per_cell, seeds)
+        self._cells = CellStateFn(band, config.fp32() if band.band else None, retention_seconds, max_per_cell, seeds)
         self._resolve = ResolveFn(retention_seconds)
 
     def expand(self, records):
@@ -258,15 +311,15 @@ class MatchPosts(beam.PTransform):
 
 
 def seed_entries(
-    ids: Sequence[str], vectors: np.ndarray, clusters: dict[str, str], centroids: np.ndarray | None
+    ids: Sequence[str], vectors: np.ndarray, clusters: dict[str, str], centroids: np.ndarray | None, fp32: bool
 ) -> dict[int, list[Entry]]:
-    """History from a batch run (its embeddings and cluster ids) as entries of each vector's nearest cell."""
+    """History from a batch run (its embeddings and cluster ids) as entries of each vector's nearest cell; ``fp32``:
+    the run's backend was fp32, so its vectors can settle matches near the threshold."""
     nearest = [0] * len(ids) if centroids is None else [c[0] for c in assign_cells(vectors, centroids, 0.0)]
     seeded_at = time.time()
     by_cell: dict[int, list[Entry]] = {}
     for record_id, vector, cell in zip(ids, vectors, nearest, strict=True):
-        entry = Entry(
-            record_id, np.ascontiguousarray(vector, np.float32), "", seeded_at, clusters.get(record_id, record_id)
-        )
+        vector = np.ascontiguousarray(vector, np.float32)
+        entry = Entry(record_id, vector, "", seeded_at, clusters.get(record_id, record_id), fp32=fp32)
         by_cell.setdefault(cell, []).append(entry)
     return by_cell

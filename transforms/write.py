@@ -121,7 +121,7 @@ class WriteRows(beam.PTransform):
 
 
 def _write_summary(_, path: str, fixed: dict, **measured: int) -> dict:
-    summary = {**measured, **fixed}
+    summary = {**fixed, **measured}
     with FileSystems.create(path) as f:
         f.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8") + b"\n")
     return summary
@@ -135,7 +135,8 @@ class CountEach(beam.PTransform):
 
 
 class WriteSummary(beam.PTransform):
-    """Writes the value of each named one-element PCollection plus the ``fixed`` fields as JSON to ``path``."""
+    """Writes the value of each named one-element PCollection plus the ``fixed`` fields as JSON to ``path`` (a
+    measured value replaces a fixed field of the same name)."""
 
     def __init__(self, path: str, fixed: dict):
         super().__init__()
