@@ -35,6 +35,6 @@ setup(
         "pandas>=3",
     ],
     extras_require={"test": ["pytest>=9", "ruff>=0.17", "selenium>=4.51", "psutil", "pillow"]},
-    package_data={"semsim_core": ["int8_calibration_texts.txt"]},
+    package_data={"semsim_core": ["int8_calibration_texts.txt", "backend_probe_pairs.tsv"]},
     entry_points={"console_scripts": ["semsim = pipelines.cli:main"]},
 )

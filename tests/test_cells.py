@@ -50,7 +50,6 @@ def cell_pairs(ids, vectors, centroids, margin, threshold, max_cell_size=10**9):
     return found
 
 
-@pytest.mark.kernels
 def test_margin_covering_all_borders_gives_exact_pairs(stsb):
     ids, vectors = stsb
     centroids = train_centroids(vectors, 8)

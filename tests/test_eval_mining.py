@@ -92,7 +92,6 @@ def test_matches_sentence_transformers_evaluator(embedder, dev_slice):
     assert 0 < report.average_precision < 1
 
 
-@pytest.mark.kernels
 def test_eval_mining_equals_exact_all_pairs(dev_slice, tmp_path, capsys):
     corpus, gold_file, texts, gold = dev_slice
     out = tmp_path / "run"

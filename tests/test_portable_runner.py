@@ -37,8 +37,10 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def test_portable_runner_matches_fnapi_runner_and_stops_its_services(tmp_path):
-    titles = write_jsonl(tmp_path / "titles.jsonl", sample_titles(300))
-    flags = ["--input", str(titles), "--input", str(SAMPLE_PARAPHRASES), "--backend", "torch"]
+    titles = write_jsonl(tmp_path / "titles.jsonl", sample_titles(150))
+    paraphrases = tmp_path / "paraphrases.jsonl"
+    paraphrases.write_text("".join(SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines(keepends=True)[:200]))
+    flags = ["--input", str(titles), "--input", str(paraphrases), "--backend", "torch"]
     local = run_batch(tmp_path / "fnapi", *flags)
 
     job_port, pool_port = _free_port(), _free_port()

@@ -14,7 +14,8 @@ from tests.conftest import REPO, sample_titles, write_jsonl
 WHERE = (
     "import importlib.resources, pipelines, semsim_core, transforms; "
     "print(pipelines.__file__, transforms.__file__, semsim_core.__file__, "
-    "importlib.resources.files('semsim_core').joinpath('int8_calibration_texts.txt').is_file())"
+    "*(importlib.resources.files('semsim_core').joinpath(f).is_file() "
+    "for f in ('int8_calibration_texts.txt', 'backend_probe_pairs.tsv')))"
 )
 
 
@@ -45,9 +46,9 @@ def test_sdist_installs_into_a_fresh_venv_and_runs_batch(tmp_path):
     subprocess.run(install, cwd=tmp_path, env=env, check=True, capture_output=True)
 
     where = subprocess.run([python, "-c", WHERE], cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
-    *files, calibration = where.stdout.split()
+    *files, calibration, probe = where.stdout.split()
     assert all(f.startswith(site) for f in files), files
-    assert calibration == "True"  # package data the int8 backend calibrates on
+    assert calibration == probe == "True"  # package data: int8 calibration texts, auto's probe
 
     data = write_jsonl(tmp_path / "titles.jsonl", sample_titles(60))
     semsim = [fresh / "bin" / "semsim", "batch", "--input", str(data), "--output", str(tmp_path / "out")]

@@ -222,7 +222,7 @@ def test_retention_forgets_posts_by_timer(pubsub, tmp_path):
     with streaming(pubsub, topic, stream_flags(subscription, tmp_path / "out", "--retention", "2s")):
         publish(publisher, topic, first).result()
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 1)
-        time.sleep(8)  # the watermark moves past the first post's expiry, and its timer evicts it
+        time.sleep(5)  # the watermark moves past the first post's expiry, and its timer evicts it
         publish(publisher, topic, paraphrase).result()
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 2)
     assert read_folder(tmp_path / "out" / "pairs").empty, "the first post was forgotten before its paraphrase came"
