@@ -10,7 +10,6 @@ of the exact run's semantic pairs that the cell run finds. Each run is a child p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 
 from benchmarks.measure import run_measured
 from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
+from semsim_core.run_layout import SUMMARY, Summary
 
 SEMSIM = str(Path(sys.executable).with_name("semsim"))
 
@@ -59,12 +59,12 @@ def main() -> None:
             out = args.workdir / f"{name}-{args.n}-{threshold}"
             cmd = [SEMSIM, "batch", "--input-embeddings", str(embeddings), "--output", str(out)]
             seconds, rss = run_measured([*cmd, "--threshold", str(threshold), *flags])
-            runs[name] = (seconds, rss, semantic_pairs(out), json.loads((out / "summary.json").read_text()))
+            runs[name] = (seconds, rss, semantic_pairs(out), Summary.from_json((out / SUMMARY).read_text()))
         exact, cells = runs["exact"][2], runs["cells"][2]
         recall = len(exact & cells) / max(len(exact), 1)
         print(
             f"{threshold:>9} {len(exact):>11} {runs['exact'][0]:>8.1f} {runs['exact'][1]:>9.2f} "
-            f"{runs['cells'][3]['cells']:>6} {runs['cells'][0]:>8.1f} {runs['cells'][1]:>9.2f} {recall:>7.4f} "
+            f"{runs['cells'][3].cells:>6} {runs['cells'][0]:>8.1f} {runs['cells'][1]:>9.2f} {recall:>7.4f} "
             f"{runs['exact'][0] / runs['cells'][0]:>7.2f}x"
         )
 

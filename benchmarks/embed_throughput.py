@@ -129,7 +129,7 @@ def compare_auto_with_fp32(titles: list[str], folder: Path, repeat: int) -> None
     data = write_titles(folder, titles)
     fp32_s, _, _ = run_batch(data, folder / "fp32", "--backend", "torch")
     auto_s, auto, measured = run_batch(data, folder / "auto")
-    chosen = auto["backend"]
+    chosen = auto.backend
     plain_s = banded_s = float("inf")
     for attempt in range(repeat):
         banded_s = min(banded_s, run_batch(data, folder / f"banded-{attempt}", "--backend", chosen)[0])
@@ -139,11 +139,11 @@ def compare_auto_with_fp32(titles: list[str], folder: Path, repeat: int) -> None
     both = len(expected & found)
     print(
         f"{len(titles)} titles: semsim batch --backend torch {fp32_s:.1f} s ({len(expected)} pairs); auto -> {chosen} "
-        f"with --rescore-band {auto['rescore_band']}: {auto_s:.1f} s = {fp32_s / auto_s:.2f}x faster; pairs vs fp32: "
+        f"with --rescore-band {auto.rescore_band}: {auto_s:.1f} s = {fp32_s / auto_s:.2f}x faster; pairs vs fp32: "
         f"recall {both / max(1, len(expected)):.4f}, precision {both / max(1, len(found)):.4f}"
     )
     print(
-        f"  rescoring: {auto.get('rescored_pairs', 0)} pairs, {auto.get('rescored_texts', 0)} texts re-embedded in "
+        f"  rescoring: {auto.rescored_pairs or 0} pairs, {auto.rescored_texts or 0} texts re-embedded in "
         f"{measured.get('rescore_encode_ms', 0) / 1000:.1f} s; --backend {chosen}, best of {repeat}: {banded_s:.1f} s "
         f"with the band, {plain_s:.1f} s without: rescoring costs {(banded_s - plain_s) / banded_s:+.1%} of the run"
     )
@@ -162,11 +162,11 @@ def compare_paraphrase_mining(titles: list[str], backends: list[str], folder: Pa
     )
     for backend in backends:
         outs = [folder / f"mining-{backend}-{attempt}" for attempt in range(repeat)]
-        semsim_s, summary, _ = min(run_batch(data, out, "--backend", backend) for out in outs)
+        semsim_s, summary, _ = min((run_batch(data, out, "--backend", backend) for out in outs), key=lambda r: r[0])
         found = semsim_pairs(outs[-1])
         share = len(expected & found) / max(1, len(expected))
         print(
-            f"  semsim batch --backend {backend} ({summary['backend']}): {semsim_s:.1f} s = "
+            f"  semsim batch --backend {backend} ({summary.backend}): {semsim_s:.1f} s = "
             f"{mining_s / semsim_s:.2f}x faster; finds {share:.4f} of those pairs ({len(found)} pairs in all)"
         )
 

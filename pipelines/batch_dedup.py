@@ -19,10 +19,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import BatchDedupOptions, OptionsError, validate
+from pipelines.run_files import load_centroids, read_summary, save_centroids
+from semsim_core import run_layout as layout
 from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA, Pair
 from semsim_core.rescore import ScoreBand
+from semsim_core.run_layout import ReadSpec, Summary
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
-from transforms.cells import TrainCentroids, load_centroids, save_centroids
+from transforms.cells import TrainCentroids
 from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
 from transforms.embed import BACKEND_USED, EmbedRecords
@@ -87,7 +90,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     band = opts.score_band() if not opts.input_embeddings else ScoreBand(opts.threshold)
     if opts.write_embeddings:
         embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
-        embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, "embeddings"))
+        embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, layout.EMBEDDINGS))
     if opts.centroids:
         centroids = pipeline | "LoadCentroids" >> beam.Create([_load_centroids(opts.centroids)])
     else:
@@ -95,7 +98,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
             opts.cells, opts.target_cell_size, opts.max_cell_size, opts.cell_margin, opts.kmeans_sample
         )
         centroids = vectors | "TrainCentroids" >> train
-    centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, "centroids.npy"))
+    centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, layout.CENTROIDS))
     search = FindPairs(band.search_threshold, centroids, opts.cell_margin, opts.max_cell_size)
     found = vectors | "FindPairs" >> search
     semantic = found.pairs
@@ -113,9 +116,10 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     clusters = {"records": unique.records, "edges": edges} | "Cluster" >> ClusterRecords()
     dead_letters = (parsed[DEAD_LETTER], unique[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
 
-    pairs | "WritePairs" >> WriteRows(FileSystems.join(out, "pairs"), PAIRS_SCHEMA)
-    clusters | "WriteClusters" >> WriteRows(FileSystems.join(out, "clusters"), CLUSTERS_SCHEMA)
-    dead_letters | "WriteDeadLetters" >> WriteRows(FileSystems.join(out, "dead_letter"), DEAD_LETTER_SCHEMA)
+    outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
+    pairs | "WritePairs" >> WriteRows(outputs[layout.PAIRS], PAIRS_SCHEMA)
+    clusters | "WriteClusters" >> WriteRows(outputs[layout.CLUSTERS], CLUSTERS_SCHEMA)
+    dead_letters | "WriteDeadLetters" >> WriteRows(outputs[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA)
 
     counted = {
         "inputs": (parsed.records, parsed[DEAD_LETTER]) | "Inputs" >> beam.Flatten(),
@@ -139,25 +143,18 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     if not opts.input_embeddings:
         used = embedded[BACKEND_USED] | "BackendsUsed" >> beam.combiners.ToList()
         measured["backend"] = used | "NameBackends" >> beam.Map(_backends_used)
-    fixed = {
-        "threshold": opts.threshold,
-        "model": None if opts.input_embeddings else opts.model,
-        "input_embeddings": opts.input_embeddings,
-        "backend_requested": None if opts.input_embeddings else opts.backend,
-        "backend": None,  # replaced by the backends the workers ran
-        "rescore_band": band.band,
-        "cluster_method": opts.cluster_method,
-        "runner": str(opts.view_as(StandardOptions).runner),
-        "read": {  # how the texts were read, so `semsim report` can show example texts
-            "input": opts.input,
-            "format": opts.format,
-            "id_field": opts.id_field,
-            "text_field": opts.text_field,
-            "max_text_bytes": opts.max_text_bytes,
-        },
-        "outputs": {name: FileSystems.join(out, name) for name in ("pairs", "clusters", "dead_letter")},
-    }
-    measured | "Summary" >> WriteSummary(FileSystems.join(out, "summary.json"), fixed)
+    settings = Summary(
+        threshold=opts.threshold,
+        model=None if opts.input_embeddings else opts.model,
+        input_embeddings=opts.input_embeddings,
+        backend_requested=None if opts.input_embeddings else opts.backend,
+        rescore_band=band.band,
+        cluster_method=opts.cluster_method,
+        runner=str(opts.view_as(StandardOptions).runner),
+        read=ReadSpec(opts.input, opts.format, opts.id_field, opts.text_field, opts.max_text_bytes),
+        outputs=outputs,
+    )
+    measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings)
 
 
 def _remove_empty_temp_dirs(output: str) -> None:
@@ -184,14 +181,13 @@ def start(argv: list[str]) -> PipelineResult:
     return _pipeline(argv)[0].run()
 
 
-def run(argv: list[str]) -> tuple[dict, PipelineResult]:
+def run(argv: list[str]) -> tuple[Summary, PipelineResult]:
     """Validate the flags, run the pipeline to completion; return the summary it wrote and the Beam result."""
     pipeline, opts = _pipeline(argv)
     result = pipeline.run()
     result.wait_until_finish()
     _remove_empty_temp_dirs(opts.output)
-    with FileSystems.open(FileSystems.join(opts.output, "summary.json")) as f:
-        return json.loads(f.read()), result
+    return read_summary(opts.output), result
 
 
 def counters(result: PipelineResult) -> dict[str, int]:
@@ -211,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except OptionsError as e:
         print(f"semsim batch: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2, sort_keys=True))
+    sys.stdout.write(summary.to_json().decode("utf-8"))
     print("counters:", json.dumps(counters(result), sort_keys=True))
     return 0
 

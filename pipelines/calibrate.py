@@ -2,7 +2,7 @@
 
 Scores every pair with the model, prints precision / recall / F1 over a grid of thresholds with the best-F1 cut and
 the lowest cut reaching --target-precision, and writes the whole curve (one row per distinct cosine) as PREFIX.csv
-and a plot as PREFIX.png.
+and as a chart, PREFIX.svg (the calibration chart of ``semsim report``).
 """
 
 from __future__ import annotations
@@ -16,20 +16,12 @@ import sys
 import numpy as np
 
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
-from semsim_core.calibration import (
-    GRID,
-    PAIRS_FORMATS,
-    Curve,
-    Cut,
-    PairsFileError,
-    best_f1_cut,
-    curve_at,
-    exact_curve,
-    read_labeled_pairs,
-    target_precision_cut,
-)
+from semsim_core.calibration import GRID, PAIRS_FORMATS, read_labeled_pairs
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, model_error
 from semsim_core.evaluation import pair_cosines
+from semsim_core.formats import TableError
+from semsim_core.ranking import Curve, Cut, best_f1_index, curve_at, exact_curve, target_precision_cut
+from semsim_core.svg_charts import Marker, calibration_svg
 
 PROG = "semsim calibrate"
 CURVE_COLUMNS = ("threshold", "precision", "recall", "f1", "predicted_positive")
@@ -62,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=DEFAULT_MODEL, metavar="M", help="sentence-transformers name or local path")
     parser.add_argument("--backend", choices=CHOICES, default=DEFAULT_BACKEND, help="inference backend (default: auto)")
     parser.add_argument(
-        "--out", default="calibration", metavar="PREFIX", help="writes PREFIX.csv and PREFIX.png (default: calibration)"
+        "--out", default="calibration", metavar="PREFIX", help="writes PREFIX.csv and PREFIX.svg (default: calibration)"
     )
     return parser
 
@@ -102,28 +94,19 @@ def write_curve_csv(curve: Curve, path: str) -> None:
             writer.writerow(curve.cut(i))
 
 
-def plot_curve(curve: Curve, best: Cut, target: Cut | None, target_precision: float, path: str) -> None:
-    """Precision, recall and F1 against the threshold, and precision against recall, as a PNG (matplotlib Agg)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    by_threshold, pr = figure.subplots(1, 2)
-    for name in ("precision", "recall", "f1"):
-        by_threshold.plot(curve.threshold, getattr(curve, name), label=name)
-    by_threshold.axvline(best.threshold, color="grey", linestyle="--", label=f"best F1 {best.f1:.3f}")
-    pr.plot(curve.recall, curve.precision)
-    pr.plot([best.recall], [best.precision], "o", label=f"best F1 at {best.threshold:.3f}")
+def write_curve_svg(
+    curve: Curve, best: Cut, target: Cut | None, target_precision: float, title: str, path: str
+) -> None:
+    """Precision, recall and F1 against the threshold with the best-F1 and target-precision cuts marked, as an SVG
+    file (:func:`semsim_core.svg_charts.calibration_svg`)."""
+    markers = [Marker(best.threshold, f"best F1 {best.f1:.3f}")]
     if target is not None:
-        label = f"precision >= {target_precision:g} at {target.threshold:.3f}"
-        by_threshold.axvline(target.threshold, color="black", linestyle=":", label=label)
-        pr.plot([target.recall], [target.precision], "s", label=label)
-    by_threshold.set(xlabel="cosine threshold (>=)", ylim=(0, 1.02), title="precision / recall / F1")
-    pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title="precision-recall")
-    by_threshold.legend(loc="center left")
-    pr.legend(loc="lower left")
-    figure.savefig(path, dpi=100)
+        markers.append(Marker(target.threshold, f"precision >= {target_precision:g}"))
+    svg = calibration_svg(
+        curve.threshold, curve.precision, curve.recall, curve.f1, title=f"Calibration: {title}", markers=markers
+    )
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(svg + "\n")
 
 
 def target_line(curve: Curve, target: Cut | None, target_precision: float) -> str:
@@ -151,7 +134,7 @@ def main(argv: list[str]) -> int:
     if error is None:
         try:
             pairs = read_labeled_pairs(args.pairs, args.format, args.positive_min)
-        except PairsFileError as e:
+        except TableError as e:
             error = str(e)
     if error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -159,7 +142,7 @@ def main(argv: list[str]) -> int:
     embedder = EmbedConfig(args.model, args.backend).load()
     scores = pair_cosines(embedder, pairs.first, pairs.second).astype(np.float64)
     curve = exact_curve(scores, pairs.labels)
-    best = best_f1_cut(scores, pairs.labels)
+    best = curve.cut(best_f1_index(curve.f1))
     target = target_precision_cut(curve, args.target_precision)
     grid = curve_at(scores, pairs.labels, GRID)
     rows = [(grid.cut(i), "") for i in range(len(GRID))] + [(best, "best F1")]
@@ -171,8 +154,8 @@ def main(argv: list[str]) -> int:
     print(f"best F1: threshold {best.threshold:.4f} ({_describe(best)})")
     print(target_line(curve, target, args.target_precision))
     write_curve_csv(curve, f"{args.out}.csv")
-    plot_curve(curve, best, target, args.target_precision, f"{args.out}.png")
-    print(f"wrote {args.out}.csv ({len(curve.threshold)} thresholds) and {args.out}.png")
+    write_curve_svg(curve, best, target, args.target_precision, os.path.basename(args.pairs), f"{args.out}.svg")
+    print(f"wrote {args.out}.csv ({len(curve.threshold)} thresholds) and {args.out}.svg")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The ``semsim`` command: ``semsim batch ...`` and ``semsim eval stsb ...``."""
+"""The ``semsim`` command: one entry point for batch, stream, eval, calibrate and report."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ commands:
   eval mining paraphrase-mining average precision and best F1 of semsim batch's pairs against gold pairs:
               semsim eval mining --input CORPUS --gold PAIRS [--threshold-floor 0.5] [semsim batch flags]
   calibrate   precision / recall / F1 by threshold on labeled pairs: semsim calibrate --pairs FILE
-              [--format auto|csv|tsv|jsonl|stsb] [--positive-min S] [--target-precision P] [--out PREFIX]
+              [--format F] [--positive-min S] [--target-precision P] [--out PREFIX]
   report      one self-contained HTML page on a batch run: semsim report OUT_DIR [--html FILE] [--examples N]
               [--top-clusters K] [--input GLOB]   (semsim report --help for all flags)
 """

@@ -17,10 +17,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines import batch_dedup
 from pipelines.options import OptionsError
-from semsim_core.calibration import PairsFileError
+from pipelines.run_files import read_parquet_folder
+from semsim_core import run_layout as layout
+from semsim_core.formats import TABLE_FORMATS, TableError
 from semsim_core.mining_eval import expand_exact_groups, mining_report, read_gold_pairs
 from semsim_core.records import CLUSTERS_SCHEMA, PAIRS_SCHEMA
-from transforms.embeddings_io import read_parquet_folder
 
 PROG = "semsim eval mining"
 
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gold", required=True, metavar="PAIRS", help="gold duplicate pairs: CSV/TSV/JSONL with id_a and id_b"
     )
-    parser.add_argument("--gold-format", choices=("auto", "csv", "tsv", "jsonl"), default="auto")
+    parser.add_argument("--gold-format", choices=("auto", *TABLE_FORMATS), default="auto")
     parser.add_argument(
         "--threshold-floor",
         type=float,
@@ -54,20 +55,21 @@ def evaluate(batch_flags: list[str], gold_path: str, gold_format: str, floor: fl
     """Run ``semsim batch`` into ``output`` at ``floor`` and score its pairs against the gold pairs."""
     gold = read_gold_pairs(gold_path, gold_format)
     summary, _ = batch_dedup.run([*batch_flags, "--output", output, "--threshold", repr(floor)])
-    corpus = set(read_parquet_folder(FileSystems.join(output, "clusters"), CLUSTERS_SCHEMA).column("id").to_pylist())
+    clusters = read_parquet_folder(FileSystems.join(output, layout.CLUSTERS), CLUSTERS_SCHEMA)
+    corpus = set(clusters.column("id").to_pylist())
     in_corpus = {pair for pair in gold if pair[0] in corpus and pair[1] in corpus}
     if not in_corpus:
-        raise PairsFileError(f"{gold_path}: no gold pair has both ids in the corpus ({len(corpus)} records)")
-    table = read_parquet_folder(FileSystems.join(output, "pairs"), PAIRS_SCHEMA)
+        raise TableError(f"{gold_path}: no gold pair has both ids in the corpus ({len(corpus)} records)")
+    table = read_parquet_folder(FileSystems.join(output, layout.PAIRS), PAIRS_SCHEMA)
     candidates = expand_exact_groups(zip(*(column.to_pylist() for column in table.columns), strict=True))
     report = mining_report(candidates, in_corpus)
     return {
         "gold": gold_path,
-        "records": summary["accepted"],
+        "records": summary.accepted,
         "gold_pairs_not_in_corpus": len(gold) - len(in_corpus),
         "threshold_floor": floor,
-        "model": summary["model"],
-        "backend": summary["backend"],
+        "model": summary.model,
+        "backend": summary.backend,
         **report._asdict(),
     }
 
@@ -85,7 +87,7 @@ def main(argv: list[str]) -> int:
             with tempfile.TemporaryDirectory(prefix="semsim-mining-") as scratch:
                 output = args.output or scratch
                 report = evaluate(batch_flags, args.gold, args.gold_format, args.threshold_floor, output)
-        except (OptionsError, PairsFileError) as e:
+        except (OptionsError, TableError) as e:
             error = str(e)
     if error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

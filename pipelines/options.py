@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
-from semsim_core.parsing import FORMATS, ParseConfig, detect_format
+from semsim_core.formats import FORMATS, ParseConfig, detect_format
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand, rescore_band
 from transforms.cluster import CLUSTER_METHODS
 from transforms.embed import DEFAULT_WINDOW

@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
-from semsim_core.parsing import FORMATS, ParseConfig, Parsed, detect_format, parse_file
+from semsim_core.formats import FORMATS, ParseConfig, Parsed, detect_format, parse_file
 from semsim_core.report import ReportError, find_texts, load_run, read_summary, render_html
 
 
@@ -75,11 +75,11 @@ def write_report(argv: Sequence[str]) -> Path:
     if args.input:
         config = ParseConfig(args.id_field, args.text_field, args.max_text_bytes)
         texts = partial(_texts, _input_paths(args.input), args.format, config)
-    elif (read := read_summary(Path(args.out_dir)).get("read")) and read.get("input"):
+    elif (read := read_summary(Path(args.out_dir)).read).input:
         # The run's own input and parsing flags, recorded in its summary.json; gone since: ids only.
-        config = ParseConfig(read["id_field"], read["text_field"], read["max_text_bytes"])
+        config = ParseConfig(read.id_field, read.text_field, read.max_text_bytes)
         try:
-            texts = partial(_texts, _input_paths(read["input"]), read["format"], config)
+            texts = partial(_texts, _input_paths(read.input), read.format, config)
         except ReportError as e:
             print(f"semsim report: no example texts: the run's input is gone ({e}); give --input", file=sys.stderr)
     run = load_run(args.out_dir, args.examples, args.top_clusters, texts)

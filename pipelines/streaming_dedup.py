@@ -6,7 +6,6 @@ Run as ``semsim stream --subscription projects/P/subscriptions/S --output DIR [f
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
@@ -17,11 +16,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import OptionsError, StreamingDedupOptions, duration_seconds, validate_streaming
+from pipelines.run_files import load_centroids, read_parquet_folder, read_summary
+from semsim_core import run_layout as layout
 from semsim_core.backends import FP32_BACKENDS
 from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
 from transforms import DEAD_LETTER
-from transforms.cells import load_centroids
-from transforms.embeddings_io import read_parquet_folder
 from transforms.pubsub import PublishJson, ReadPosts
 from transforms.stream_match import NOTIFICATIONS, PAIRS, MatchPosts, seed_entries
 from transforms.write import WriteWindowedRows
@@ -31,19 +30,19 @@ _LOG = logging.getLogger(__name__)
 
 def _seeds(folder: str, centroids: np.ndarray | None, rescoring: bool) -> dict:
     """A batch run's embeddings/ and clusters/ as per-cell history; its summary says whether the vectors are fp32."""
-    clusters = read_parquet_folder(FileSystems.join(folder, "clusters")).to_pandas()
-    embeddings = read_parquet_folder(FileSystems.join(folder, "embeddings")).to_pandas()
-    vectors = np.stack(embeddings["embedding"].to_numpy()).astype(np.float32)
-    cluster_of = dict(zip(clusters["id"], clusters["cluster_id"], strict=True))
-    with FileSystems.open(FileSystems.join(folder, "summary.json")) as f:
-        fp32 = json.loads(f.read()).get("backend") in FP32_BACKENDS
+    clusters = read_parquet_folder(FileSystems.join(folder, layout.CLUSTERS), CLUSTERS_SCHEMA)
+    embeddings = read_parquet_folder(FileSystems.join(folder, layout.EMBEDDINGS))
+    dim = embeddings.schema.field("embedding").type.list_size
+    vectors = embeddings["embedding"].combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32)
+    cluster_of = dict(zip(clusters["id"].to_pylist(), clusters["cluster_id"].to_pylist(), strict=True))
+    fp32 = read_summary(folder).backend in FP32_BACKENDS
     if rescoring and not fp32:
         _LOG.warning(
             "--seed-embeddings %s was not embedded by an fp32 backend: matches near the threshold against it are "
             "decided by its stored vectors (write the history with --backend torch to decide them by fp32)",
             folder,
         )
-    return seed_entries(list(embeddings["id"]), vectors, cluster_of, centroids, fp32)
+    return seed_entries(embeddings["id"].to_pylist(), vectors, cluster_of, centroids, fp32)
 
 
 def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
@@ -64,10 +63,11 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
         seeds=_seeds(opts.seed_embeddings, centroids, bool(band.band)) if opts.seed_embeddings else None,
     )
     seconds = opts.window_seconds
-    matched.clusters | "WriteClusters" >> WriteWindowedRows(FileSystems.join(out, "clusters"), CLUSTERS_SCHEMA, seconds)
-    matched[PAIRS] | "WritePairs" >> WriteWindowedRows(FileSystems.join(out, "pairs"), PAIRS_SCHEMA, seconds)
+    folder = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
+    matched.clusters | "WriteClusters" >> WriteWindowedRows(folder[layout.CLUSTERS], CLUSTERS_SCHEMA, seconds)
+    matched[PAIRS] | "WritePairs" >> WriteWindowedRows(folder[layout.PAIRS], PAIRS_SCHEMA, seconds)
     dead = posts[DEAD_LETTER]
-    dead | "WriteDeadLetters" >> WriteWindowedRows(FileSystems.join(out, "dead_letter"), DEAD_LETTER_SCHEMA, seconds)
+    dead | "WriteDeadLetters" >> WriteWindowedRows(folder[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA, seconds)
     if opts.notify_topic:
         matched[NOTIFICATIONS] | "Notify" >> PublishJson(opts.notify_topic)
     if opts.dead_letter_topic:

@@ -1,9 +1,9 @@
 """Paraphrase-mining quality of a run's pairs against gold duplicate pairs: average precision and best F1 over the
 pairs ranked by score, as sentence-transformers' ``ParaphraseMiningEvaluator`` computes them.
 
-The ranked list is every candidate pair (here: every pair a run reports at a low threshold); precision and recall are
-taken at the end of each run of equal scores where a gold pair was found, and recall's denominator is every gold pair
-of the corpus, found or not. So gold pairs below the run's threshold lower recall and average precision.
+The ranked list is every candidate pair (here: every pair a run reports at a low threshold); the metrics are
+:mod:`semsim_core.ranking`'s over the distinct scores, with recall's denominator every gold pair of the corpus, found
+or not. So gold pairs below the run's threshold lower recall and average precision.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from semsim_core.calibration import PairsFileError, read_rows, table_format
+from semsim_core.formats import TableError, read_rows, table_format
+from semsim_core.ranking import average_precision, best_f1_cut
 from semsim_core.records import EXACT
 
-Pair = tuple[str, str]
+IdPair = tuple[str, str]  # two record ids, the smaller first (see unordered)
 
 
 class MiningReport(NamedTuple):
@@ -31,12 +32,12 @@ class MiningReport(NamedTuple):
     gold_found: int
 
 
-def unordered(a: str, b: str) -> Pair:
+def unordered(a: str, b: str) -> IdPair:
     """The pair as ``(smaller id, larger id)``."""
     return (a, b) if a < b else (b, a)
 
 
-def expand_exact_groups(rows: Iterable[tuple[str, str, float, str]]) -> dict[Pair, float]:
+def expand_exact_groups(rows: Iterable[tuple[str, str, float, str]]) -> dict[IdPair, float]:
     """Every pair a batch run reports, directly or through an exact group, with its score, from its ``pairs/`` rows
     ``(id_a, id_b, score, kind)``.
 
@@ -61,54 +62,45 @@ def _gold_id(row: dict, column: str, where: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value:
-        raise PairsFileError(f"{where}: {column} must be a non-empty string, got {value!r}")
+        raise TableError(f"{where}: {column} must be a non-empty string, got {value!r}")
     return value
 
 
-def read_gold_pairs(path: str, fmt: str = "auto") -> set[Pair]:
+def read_gold_pairs(path: str, fmt: str = "auto") -> set[IdPair]:
     """Gold duplicate pairs from a CSV/TSV (with a header) or JSONL file with ``id_a`` and ``id_b``; the order of the
-    two ids does not matter. Raise :class:`PairsFileError` on unusable input."""
+    two ids does not matter. Raise :class:`TableError` on unusable input."""
     fmt = table_format(path) if fmt == "auto" else fmt
     if fmt is None:
-        raise PairsFileError(f"cannot tell the format of {path} from its extension; pass --gold-format")
+        raise TableError(f"cannot tell the format of {path} from its extension; pass --gold-format")
     gold = set()
     for where, row in read_rows(path, fmt, ("id_a", "id_b")):
         a, b = _gold_id(row, "id_a", where), _gold_id(row, "id_b", where)
         if a == b:
-            raise PairsFileError(f"{where}: id_a and id_b are the same id {a!r}")
+            raise TableError(f"{where}: id_a and id_b are the same id {a!r}")
         gold.add(unordered(a, b))
     if not gold:
-        raise PairsFileError(f"{path}: no gold pairs")
+        raise TableError(f"{path}: no gold pairs")
     return gold
 
 
-def mining_report(candidates: Mapping[Pair, float], gold: set[Pair]) -> MiningReport:
+def mining_report(candidates: Mapping[IdPair, float], gold: set[IdPair]) -> MiningReport:
     """Average precision and best F1 of ``candidates`` (unordered pair -> score) ranked by descending score against
     ``gold`` (unordered pairs; restrict them to the corpus first: every one counts in recall's denominator)."""
-    if not candidates or not gold:
-        return MiningReport(0.0, 0.0, 0.0, 0.0, 0.0, len(candidates), len(gold), 0)
     scores = np.fromiter(candidates.values(), dtype=np.float64, count=len(candidates))
     is_gold = np.fromiter((pair in gold for pair in candidates), dtype=bool, count=len(candidates))
-    order = np.argsort(-scores, kind="stable")
-    ranked, correct = scores[order], np.cumsum(is_gold[order])
-    ends = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))  # last pair of each run of equal scores
-    gained = np.diff(correct[ends], prepend=0)
-    hits = ends[gained > 0]
-    if not len(hits):
+    found = int(is_gold.sum())
+    if not found:
         return MiningReport(0.0, 0.0, 0.0, 0.0, 0.0, len(candidates), len(gold), 0)
-    precision = correct[hits] / (hits + 1)
-    recall = correct[hits] / len(gold)
-    f1 = 2 * precision * recall / (precision + recall)
-    best = int(np.argmax(f1))
-    threshold = (ranked[hits[best]] + ranked[min(hits[best] + 1, len(ranked) - 1)]) / 2
-    average_precision = float(np.dot(precision, gained[gained > 0])) / len(gold)
+    best = best_f1_cut(scores, is_gold, positives=len(gold))
+    below = scores[scores < best.threshold]
+    threshold = (best.threshold + (below.max() if below.size else best.threshold)) / 2
     return MiningReport(
-        average_precision,
-        float(f1[best]),
-        float(precision[best]),
-        float(recall[best]),
+        average_precision(scores, is_gold, positives=len(gold)),
+        best.f1,
+        best.precision,
+        best.recall,
         float(threshold),
         len(candidates),
         len(gold),
-        int(correct[-1]),
+        found,
     )

@@ -1,4 +1,4 @@
-"""Records flowing through semsim and the Parquet schemas of its outputs (DESIGN.md section 2)."""
+"""Records flowing through semsim and the Parquet schemas of its outputs (docs/architecture.md, "Output contract")."""
 
 from __future__ import annotations
 

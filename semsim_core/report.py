@@ -7,7 +7,6 @@ script, no external resource and inline SVG charts (:mod:`semsim_core.svg_charts
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -20,20 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.dataset as ds
 
+from semsim_core import run_layout as layout
+from semsim_core.ranking import best_f1_index
 from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA, SEMANTIC, DeadLetter, Record
-from semsim_core.svg_charts import Marker, bar_list_svg, fmt, histogram_svg, line_chart_svg
+from semsim_core.run_layout import Summary
+from semsim_core.svg_charts import Marker, bar_list_svg, calibration_svg, fmt, histogram_svg
 
-SUMMARY_COUNTS = (
-    "inputs",
-    "accepted",
-    "dead_letters",
-    "exact_pairs",
-    "semantic_pairs",
-    "embedded",
-    "clusters",
-    "cells",
-    "largest_cell",
-)
 RUN_FIELDS = ("threshold", "model", "backend", "cluster_method", "runner", "input_embeddings")
 CALIBRATION_COLUMNS = ("threshold", "precision", "recall", "f1")
 TEXT_CHARS = 500  # longest text or raw input shown in full
@@ -68,7 +59,7 @@ class Link:
 
 
 @dataclass(frozen=True)
-class Member:
+class ClusterMember:
     """One example record of a cluster; ``text`` is None when no input was given to look it up."""
 
     id: str
@@ -83,7 +74,7 @@ class ClusterExample:
 
     cluster_id: str
     size: int
-    members: list[Member]
+    members: list[ClusterMember]
 
 
 @dataclass(frozen=True)
@@ -111,7 +102,7 @@ class RunReport:
     """Everything the HTML page shows."""
 
     out_dir: str
-    summary: dict
+    summary: Summary
     scores: Histogram
     sizes: Histogram
     cluster_rows: int
@@ -238,20 +229,17 @@ def read_calibration(path: Path) -> Calibration:
     return Calibration(path.name, {c: values[order] for c, values in columns.items()})
 
 
-def read_summary(out: Path) -> dict:
+def read_summary(out: Path) -> Summary:
     """``summary.json`` of a batch run; a missing or unreadable one is a :class:`ReportError`."""
     if not out.is_dir():
         raise ReportError(f"output folder {str(out)!r} does not exist")
-    path = out / "summary.json"
+    path = out / layout.SUMMARY
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        return Summary.from_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ReportError(f"{str(path)!r} not found: is {str(out)!r} the --output of a semsim batch run?") from None
     except (OSError, ValueError) as e:
         raise ReportError(f"cannot read {str(path)!r}: {e}") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("threshold"), (int, float)):
-        raise ReportError(f"{str(path)!r} is not a semsim batch summary (no threshold)")
-    return summary
 
 
 def _dataset(out: Path, name: str, schema: pa.Schema) -> ds.Dataset:
@@ -276,7 +264,7 @@ def _cluster_examples(
     links = strongest_links(pairs.to_table(filter=touching), wanted)
     text_of = texts(wanted) if texts else {}
     return [
-        ClusterExample(cid, size, [Member(i, i == cid, text_of.get(i), links.get(i)) for i in chosen[cid]])
+        ClusterExample(cid, size, [ClusterMember(i, i == cid, text_of.get(i), links.get(i)) for i in chosen[cid]])
         for cid, size in zip(top_ids.to_pylist(), top["cluster_size"].to_pylist(), strict=True)
     ]
 
@@ -287,9 +275,9 @@ def load_run(
     """Read what the report needs from a batch run's ``--output`` folder; ``texts`` looks up example texts by id."""
     out = Path(out_dir)
     summary = read_summary(out)
-    pairs = _dataset(out, "pairs", PAIRS_SCHEMA)
-    clusters = _dataset(out, "clusters", CLUSTERS_SCHEMA)
-    dead = _dataset(out, "dead_letter", DEAD_LETTER_SCHEMA)
+    pairs = _dataset(out, layout.PAIRS, PAIRS_SCHEMA)
+    clusters = _dataset(out, layout.CLUSTERS, CLUSTERS_SCHEMA)
+    dead = _dataset(out, layout.DEAD_LETTER, DEAD_LETTER_SCHEMA)
     try:
         scores = pairs.to_table(columns=["score"], filter=ds.field("kind") == SEMANTIC)["score"].to_numpy()
         representatives = clusters.to_table(
@@ -299,7 +287,7 @@ def load_run(
         return RunReport(
             out_dir=str(out),
             summary=summary,
-            scores=score_histogram(scores, float(summary["threshold"])),
+            scores=score_histogram(scores, summary.threshold),
             sizes=size_histogram(representatives["cluster_size"].to_numpy()),
             cluster_rows=clusters.count_rows(),
             dead_letter_rows=dead.count_rows(),
@@ -335,18 +323,17 @@ def _figures(items: Iterable[tuple[str, str]], css: str = "figures") -> str:
 
 def _summary_section(run: RunReport) -> str:
     s = run.summary
-    counts = [(name.replace("_", " "), fmt(s[name])) for name in SUMMARY_COUNTS if isinstance(s.get(name), int)]
-    accepted, clusters = s.get("accepted"), s.get("clusters")
-    if isinstance(accepted, int) and isinstance(clusters, int) and accepted:
-        counts.append(("duplicate records", f"{accepted - clusters:,} ({(accepted - clusters) / accepted:.1%})"))
+    counts = [(name.replace("_", " "), fmt(value)) for name, value in layout.counts(s).items()]
+    if s.accepted:
+        duplicates = s.accepted - s.clusters
+        counts.append(("duplicate records", f"{duplicates:,} ({duplicates / s.accepted:.1%})"))
     info = "".join(
-        f"<dt>{escape(k)}</dt><dd>{escape(str(s[k]))}</dd>" for k in RUN_FIELDS if s.get(k) not in (None, "")
+        f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k in RUN_FIELDS if (v := getattr(s, k)) not in (None, "")
     )
-    balanced = s.get("inputs") == (s.get("accepted") or 0) + (s.get("dead_letters") or 0)
     checks = [
-        ("inputs = accepted + dead letters", balanced),
-        (f"clusters/ has one row per accepted record ({run.cluster_rows:,} rows)", run.cluster_rows == accepted),
-        (f"dead_letter/ has {run.dead_letter_rows:,} rows", run.dead_letter_rows == s.get("dead_letters")),
+        ("inputs = accepted + dead letters", s.inputs == s.accepted + s.dead_letters),
+        (f"clusters/ has one row per accepted record ({run.cluster_rows:,} rows)", run.cluster_rows == s.accepted),
+        (f"dead_letter/ has {run.dead_letter_rows:,} rows", run.dead_letter_rows == s.dead_letters),
     ]
     check_items = "".join(
         f'<li class="{"ok" if good else "bad"}">{"✓" if good else "✗"} {escape(text)}</li>' for text, good in checks
@@ -360,7 +347,7 @@ def _summary_section(run: RunReport) -> str:
 
 
 def _scores_section(run: RunReport) -> str:
-    threshold = float(run.summary["threshold"])
+    threshold = run.summary.threshold
     chart = histogram_svg(
         run.scores.edges,
         run.scores.counts,
@@ -370,7 +357,7 @@ def _scores_section(run: RunReport) -> str:
         markers=[Marker(threshold, f"threshold {threshold:g}")],
     )
     semantic = int(run.scores.counts.sum())
-    exact = run.summary.get("exact_pairs")
+    exact = run.summary.exact_pairs
     exact_note = f" {exact:,} exact pairs (same normalised text, score 1 by definition) are not drawn." if exact else ""
     return (
         f'<section id="scores"><h2>Pair scores</h2>{chart}<p class="caption">{semantic:,} semantic pairs in '
@@ -396,7 +383,7 @@ def _sizes_section(run: RunReport) -> str:
     )
 
 
-def _member_row(member: Member, texts_looked_up: bool) -> str:
+def _member_row(member: ClusterMember, texts_looked_up: bool) -> str:
     badge = ' <span class="badge">representative</span>' if member.is_representative else ""
     if member.text is not None:
         text = escape(_clip(member.text))
@@ -454,12 +441,12 @@ def _dead_letters_section(run: RunReport) -> str:
     )
 
 
-def _recall_part(summary: dict) -> str:
-    recall = summary.get("recall")
-    if not isinstance(recall, dict) or "recall" not in recall:
+def _recall_part(summary: Summary) -> str:
+    recall = summary.recall
+    if recall is None:
         return '<p class="note">Pair recall was not measured (<code>semsim batch --recall-sample N</code>).</p>'
-    items = [("pair recall", f"{recall['recall']:.4f}")]
-    items += [(k.replace("_", " "), fmt(recall[k])) for k in ("queries", "true_pairs", "found") if k in recall]
+    items = [("pair recall", f"{recall.recall:.4f}")]
+    items += [("queries", fmt(recall.queries)), ("true pairs", fmt(recall.true_pairs)), ("found", fmt(recall.found))]
     return (
         f'{_figures(items)}<p class="caption">Share of the true pairs (by brute force) of the sampled query vectors '
         "that the cell partition found.</p>"
@@ -474,7 +461,7 @@ def _calibration_part(calibration: Calibration, threshold: float) -> str:
     markers = [Marker(threshold, f"run threshold {threshold:g}")]
     captions = []
     if c["threshold"].size and np.isfinite(c["f1"]).any():
-        best = int(np.nanargmax(c["f1"]))
+        best = best_f1_index(c["f1"])
         markers.append(Marker(float(c["threshold"][best]), f"best F1 {c['f1'][best]:.3f}"))
         captions.append(
             f"best F1 {c['f1'][best]:.3f} at threshold {c['threshold'][best]:g} "
@@ -489,19 +476,19 @@ def _calibration_part(calibration: Calibration, threshold: float) -> str:
             f"at threshold {c['threshold'][near]:g}: precision {c['precision'][near]:.3f}, recall "
             f"{c['recall'][near]:.3f}, F1 {c['f1'][near]:.3f}{extra}"
         )
-    chart = line_chart_svg(
+    chart = calibration_svg(
         c["threshold"],
-        {"precision": c["precision"], "recall": c["recall"], "F1": c["f1"]},
+        c["precision"],
+        c["recall"],
+        c["f1"],
         title=f"Calibration: {calibration.name}",
-        x_label="threshold",
-        y_label="precision / recall / F1",
         markers=markers,
     )
     return f'<div class="calibration">{chart}<p class="caption">{name}: {escape("; ".join(captions))}.</p></div>'
 
 
 def _quality_section(run: RunReport) -> str:
-    threshold = float(run.summary["threshold"])
+    threshold = run.summary.threshold
     calibrations = "".join(_calibration_part(c, threshold) for c in run.calibrations) or (
         '<p class="note">No calibration curve (a <code>*calibration*.csv</code> in the output folder, as written by '
         "<code>semsim calibrate</code>).</p>"

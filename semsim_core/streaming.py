@@ -9,8 +9,7 @@ score falls in the band are scored again with fp32 vectors before the post's clu
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -18,38 +17,7 @@ import faiss
 import numpy as np
 
 from semsim_core.pairs import range_search_at_least
-from semsim_core.parsing import ParseConfig, printable, record_from_mapping, text_error
-from semsim_core.records import DeadLetter, Record
 from semsim_core.rescore import ScoreBand
-
-
-def parse_message(data: bytes, attributes: Mapping[str, str], message_id: str, config: ParseConfig):
-    """A Pub/Sub message as a :class:`Record` or :class:`DeadLetter`.
-
-    Data is UTF-8 text, or a JSON object with the configured text (and optionally id) field; the id is the ``id``
-    attribute, else the JSON id field, else the Pub/Sub message id.
-    """
-    source = f"pubsub:{message_id}"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return DeadLetter(source, printable(data), f"invalid UTF-8 at byte {e.start}")
-    if text.lstrip().startswith("{"):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            return DeadLetter(source, text, f"malformed JSON: {e.msg} at column {e.colno}")
-        if not isinstance(obj, dict):
-            return DeadLetter(source, text, f"JSON message is a {type(obj).__name__}, expected an object")
-        row = {config.id_field: message_id, **obj}
-        if attributes.get("id"):
-            row[config.id_field] = attributes["id"]
-        parsed = record_from_mapping(row, source, 0, text, config)
-        if isinstance(parsed, DeadLetter):
-            return DeadLetter(source, parsed.raw, parsed.error)
-        return Record(parsed.id, parsed.text, source, 0)
-    error = text_error(text, "data", config.max_text_bytes)
-    return DeadLetter(source, text, error) if error else Record(attributes.get("id") or message_id, text, source, 0)
 
 
 class Entry(NamedTuple):

@@ -1,4 +1,5 @@
-"""Self-contained SVG charts (no JavaScript, no fonts, no external files): histograms, horizontal bars, line charts.
+"""Self-contained SVG charts (no JavaScript, no fonts, no external files): histograms, horizontal bars, line charts,
+and the calibration curve built on them.
 
 Every chart has a title, axes with ticks and tick labels, and axis labels; all text is HTML-escaped, so the SVG can be
 inlined in an HTML page as is.
@@ -254,3 +255,25 @@ def line_chart_svg(
     if not finite.size:
         body.append(_no_data(top, bottom))
     return _svg(title, HEIGHT, body + _markers(markers, x, top, bottom))
+
+
+def calibration_svg(
+    thresholds: Sequence[float],
+    precision: Sequence[float],
+    recall: Sequence[float],
+    f1: Sequence[float],
+    *,
+    title: str,
+    markers: Sequence[Marker] = (),
+) -> str:
+    """A calibration curve: precision, recall and F1 (one ``path.series`` each, NaN breaks a line) against the score
+    threshold, pairs with a score ``>= threshold`` predicted duplicates; as ``semsim calibrate`` and ``semsim report``
+    draw it."""
+    return line_chart_svg(
+        thresholds,
+        {"precision": precision, "recall": recall, "F1": f1},
+        title=title,
+        x_label="threshold (a pair scoring >= it is predicted a duplicate)",
+        y_label="precision / recall / F1",
+        markers=markers,
+    )

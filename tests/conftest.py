@@ -16,6 +16,7 @@ from pipelines.batch_dedup import counters, run
 from semsim_core.embedder import Embedder
 from semsim_core.evaluation import read_stsb
 from semsim_core.normalize import normalize_text
+from semsim_core.run_layout import Summary
 
 REPO = Path(__file__).resolve().parents[1]
 STSB_TEST = REPO / "tests" / "data" / "stsbenchmark" / "sts-test.csv"
@@ -88,7 +89,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @dataclass
 class BatchRun:
-    summary: dict
+    summary: Summary
     counters: dict[str, int]
     pairs: pd.DataFrame
     clusters: pd.DataFrame
@@ -108,13 +109,14 @@ def run_batch(output: Path, *flags: str) -> BatchRun:
 
 
 def assert_invariants(batch: BatchRun) -> None:
-    """DESIGN.md section 2: every input is accepted or a dead letter, every accepted id has exactly one cluster row."""
+    """The output contract (docs/architecture.md): every input is accepted or a dead letter, every accepted id has
+    exactly one cluster row."""
     s = batch.summary
-    assert s["inputs"] == s["accepted"] + s["dead_letters"]
-    assert s["accepted"] == len(batch.clusters) and batch.clusters["id"].is_unique
-    assert s["dead_letters"] == len(batch.dead_letters)
-    assert s["exact_pairs"] + s["semantic_pairs"] == len(batch.pairs)
-    assert s["clusters"] == int(batch.clusters["is_representative"].sum())
+    assert s.inputs == s.accepted + s.dead_letters
+    assert s.accepted == len(batch.clusters) and batch.clusters["id"].is_unique
+    assert s.dead_letters == len(batch.dead_letters)
+    assert s.exact_pairs + s.semantic_pairs == len(batch.pairs)
+    assert s.clusters == int(batch.clusters["is_representative"].sum())
     assert (batch.pairs["id_a"] < batch.pairs["id_b"]).all()
     assert not batch.pairs.duplicated(["id_a", "id_b"]).any()
     reps = batch.clusters[batch.clusters["is_representative"]]

@@ -115,7 +115,7 @@ def test_batch_pipeline_on_the_default_auto_backend_reports_the_fp32_pairs(tmp_p
     expected = {(r.id_a, r.id_b): r.score for r in fp32.pairs.itertuples()}
     found = {(r.id_a, r.id_b): r.score for r in auto.pairs.itertuples()}
     borderline = {p for p, score in {**expected, **found}.items() if abs(score - 0.8) < 1e-6}
-    assert auto.summary["backend_requested"] == "auto" and auto.summary["backend"] in BACKENDS
+    assert auto.summary.backend_requested == "auto" and auto.summary.backend in BACKENDS
     assert auto.counters["model_loads"] == 1 and len(expected) > 50
     assert set(found) - borderline == set(expected) - borderline
-    assert max(abs(found[p] - expected[p]) for p in found.keys() & expected.keys()) <= auto.summary["rescore_band"]
+    assert max(abs(found[p] - expected[p]) for p in found.keys() & expected.keys()) <= auto.summary.rescore_band

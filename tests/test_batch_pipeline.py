@@ -74,7 +74,7 @@ def test_pairs_and_clusters_equal_sentence_transformers_brute_force(tmp_path, st
     assert len(expected) > 100 and set(batch.pairs["kind"]) == {"semantic"}
     assert set(found) - borderline == set(expected) - borderline
     assert max(abs(found[p] - expected[p]) for p in found.keys() & expected.keys()) < 1e-4
-    assert batch.summary["rescore_band"] == 0 and "rescored_pairs" not in batch.summary, "fp32: nothing to rescore"
+    assert batch.summary.rescore_band == 0 and batch.summary.rescored_pairs is None, "fp32: nothing to rescore"
 
     truth = components(set(expected), ids)
     got = batch.clusters.groupby("cluster_id")["id"].apply(frozenset)
@@ -102,12 +102,12 @@ def test_int8_with_rescoring_reports_exactly_the_fp32_pairs(tmp_path, stsb_fp32,
     found = {(r.id_a, r.id_b): r.score for r in batch.pairs.itertuples()}
     assert set(found) - borderline == set(expected) - borderline
     s = batch.summary
-    assert s["backend"] == s["backend_requested"] == "openvino-int8" and s["rescore_band"] == band
-    assert s["rescored_pairs"] >= len(set(int8_alone) ^ set(expected)) and 0 < s["rescored_texts"] < len(ids) / 2
+    assert s.backend == s.backend_requested == "openvino-int8" and s.rescore_band == band
+    assert s.rescored_pairs >= len(set(int8_alone) ^ set(expected)) and 0 < s.rescored_texts < len(ids) / 2
     row = {i: k for k, i in enumerate(ids)}
     rescored = [p for p in found if abs(approx[row[p[0]], row[p[1]]] - 0.8) < band - 1e-3]
     assert rescored and max(abs(found[p] - expected[p]) for p in rescored) < 1e-5, "rescored pairs carry fp32 scores"
-    assert batch.counters["rescore_embedded"] == s["rescored_texts"] and batch.counters["rescore_model_loads"] == 1
+    assert batch.counters["rescore_embedded"] == s.rescored_texts and batch.counters["rescore_model_loads"] == 1
 
 
 def test_bad_input_every_record_accounted_for(tmp_path):
@@ -156,7 +156,7 @@ def test_bad_input_every_record_accounted_for(tmp_path):
         ("c.txt:3", "invalid UTF-8 at byte 0"),
     }
     assert set(batch.clusters["id"]) == {"j1", "j9", "c1", "c4", "c.txt:1", "c.txt:4"}
-    assert batch.summary["inputs"] == 10 + 4 + 4
+    assert batch.summary.inputs == 10 + 4 + 4
     assert batch.counters["truncated_texts"] == 1
     assert batch.counters["inputs"] == 18 and batch.counters["dead_letters"] == 12
 
@@ -202,7 +202,7 @@ def test_exact_prepass_links_copies_and_embeds_one_per_group(tmp_path):
     expected = {("copy1", "copy2"), ("copy1", "t03"), ("para-a", "para-a-copy")}
     assert {(r.id_a, r.id_b) for r in exact.itertuples()} == expected
     assert (exact["score"] == 1.0).all()
-    assert batch.counters["embedded"] == batch.summary["embedded"] == len(rows) - 3
+    assert batch.counters["embedded"] == batch.summary.embedded == len(rows) - 3
     semantic = {(r.id_a, r.id_b) for r in batch.pairs[batch.pairs["kind"] == "semantic"].itertuples()}
     assert ("para-a", "para-b") in semantic and ("para-a-copy", "para-b") not in semantic
     cluster = dict(zip(batch.clusters["id"], batch.clusters["cluster_id"], strict=True))
@@ -218,7 +218,7 @@ def test_hdbscan_option(tmp_path):
     batch = run_batch(tmp_path / "out", "--input", str(data), "--cluster-method", "hdbscan")
 
     assert_invariants(batch)
-    assert batch.summary["cluster_method"] == "hdbscan"
+    assert batch.summary.cluster_method == "hdbscan"
     cluster = dict(zip(batch.clusters["id"], batch.clusters["cluster_id"], strict=True))
     assert cluster["zz-copy"] == cluster[rows[0]["id"]], "exact copies stay together"
     together = sum(cluster[paraphrases[k]["id"]] == cluster[paraphrases[k + 1]["id"]] for k in range(0, 100, 2))

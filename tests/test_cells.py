@@ -99,18 +99,17 @@ def test_skewed_corpus_pipeline_bounds_cells_and_roundtrips_centroids(tmp_path):
     flags = ["--input", str(source), "--cells", "2", "--max-cell-size", "200", "--cell-margin", "0.05"]
     first = run_batch(tmp_path / "first", *flags)
     assert_invariants(first)
-    assert first.summary["cells"] > 2 and first.summary["largest_cell"] <= 200
+    assert first.summary.cells > 2 and first.summary.largest_cell <= 200
 
     centroids = tmp_path / "first" / "centroids.npy"
     again = run_batch(tmp_path / "again", *flags, "--centroids", str(centroids))
     np.testing.assert_allclose(np.load(centroids), np.load(tmp_path / "again" / "centroids.npy"), atol=1e-6)
-    assert again.summary["cells"] == first.summary["cells"]
+    assert again.summary.cells == first.summary.cells
     key = ["id_a", "id_b"]
     assert (
         again.pairs.sort_values(key).reset_index(drop=True).equals(first.pairs.sort_values(key).reset_index(drop=True))
     )
-    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
-    assert summary["semantic_pairs"] == first.summary["semantic_pairs"]
+    assert again.summary.semantic_pairs == first.summary.semantic_pairs
 
 
 def test_bad_centroids_file_is_one_line(tmp_path, capsys):
@@ -140,7 +139,7 @@ def test_embeddings_round_trip_without_the_model(tmp_path):
     key = ["id_a", "id_b"]
     again = run_batch(tmp_path / "again", "--input-embeddings", str(tmp_path / "text" / "embeddings"), "--cells", "3")
     assert_invariants(again)
-    assert "model_loads" not in again.counters and again.summary["model"] is None
+    assert "model_loads" not in again.counters and again.summary.model is None
     assert again.pairs.sort_values(key, ignore_index=True).equals(from_text.pairs.sort_values(key, ignore_index=True))
     assert again.clusters.sort_values("id", ignore_index=True).equals(
         from_text.clusters.sort_values("id", ignore_index=True)
@@ -206,10 +205,10 @@ def test_recall_report_matches_brute_force(tmp_path):
     truth = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, 0.75) if {p.id_a, p.id_b} & queries}
     semantic = batch.pairs[batch.pairs["kind"] == "semantic"]
     found = {(a, b) for a, b in zip(semantic["id_a"], semantic["id_b"], strict=True) if {a, b} & queries}
-    report = batch.summary["recall"]
+    report = batch.summary.recall
     # the run's brute force is numpy's, this one FAISS's: pairs at the threshold's last bits may count either way
     either_way = len({p for p in borderline_pairs(ids, vectors, 0.75) if set(p) & queries})
-    assert report["queries"] == 700 and abs(report["true_pairs"] - len(truth)) <= either_way and len(truth) > 50
-    assert abs(report["found"] - len(found & truth)) <= either_way
-    assert report["found"] < report["true_pairs"], "margin 0 over 16 cells loses some border pairs"
-    assert report["recall"] == pytest.approx(len(found & truth) / len(truth), abs=either_way / len(truth) + 1e-12)
+    assert report.queries == 700 and abs(report.true_pairs - len(truth)) <= either_way and len(truth) > 50
+    assert abs(report.found - len(found & truth)) <= either_way
+    assert report.found < report.true_pairs, "margin 0 over 16 cells loses some border pairs"
+    assert report.recall == pytest.approx(len(found & truth) / len(truth), abs=either_way / len(truth) + 1e-12)

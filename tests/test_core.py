@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from semsim_core.clustering import connected_components, hdbscan_edges
 from semsim_core.embedder import DEFAULT_MODEL, model_error, resolve_model
-from semsim_core.evaluation import best_f1_threshold, read_stsb
+from semsim_core.evaluation import read_stsb
 from semsim_core.normalize import normalize_text, text_hash
 from semsim_core.pairs import threshold_pairs
+from semsim_core.ranking import best_f1_threshold
 from semsim_core.records import ClusterAssignment
-from tests.conftest import STSB_TEST, sample_titles, stsb_unique_sentences
+from tests.conftest import REPO, STSB_TEST, sample_titles, stsb_unique_sentences
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +149,15 @@ def test_best_f1_threshold_hand_checked():
     threshold, f1, precision, recall = best_f1_threshold(cosines, labels)
     assert (threshold, precision, recall) == (0.7, 0.75, 1.0)
     assert f1 == pytest.approx(6 / 7)
+
+
+def test_no_core_module_imports_beam():
+    """semsim_core is the pure library: importing every module of it loads no part of Apache Beam."""
+    code = (
+        "import importlib, pkgutil, sys, semsim_core; "
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(semsim_core.__path__, 'semsim_core.')]; "
+        "print(sorted(m for m in sys.modules if m.startswith('apache_beam')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

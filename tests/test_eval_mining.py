@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from semsim_core.calibration import PairsFileError
+from semsim_core.formats import TableError
 from semsim_core.mining_eval import expand_exact_groups, mining_report, read_gold_pairs, unordered
 from tests.conftest import STSB_DEV, borderline_pairs, write_jsonl
 
@@ -68,7 +68,7 @@ def test_read_gold_pairs(tmp_path):
     )
     assert read_gold_pairs(str(path)) == {("a", "b"), ("7", "c")}
     (tmp_path / "gold.tsv").write_text("id_a\tid_b\nx\tx\n", encoding="utf-8")
-    with pytest.raises(PairsFileError, match=r"gold.tsv:2: id_a and id_b are the same id 'x'"):
+    with pytest.raises(TableError, match=r"gold.tsv:2: id_a and id_b are the same id 'x'"):
         read_gold_pairs(str(tmp_path / "gold.tsv"))
 
 

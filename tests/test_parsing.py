@@ -1,25 +1,46 @@
-"""Input parsing: every physical record yields exactly one record or dead letter with a clear reason."""
+"""Input formats: every physical record yields exactly one record or dead letter with a clear reason, and every
+reader (extension detection, files, Pub/Sub messages, table rows) derives from one registry."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import shutil
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
 
-from semsim_core.parsing import ParseConfig, detect_format, parse_csv, parse_jsonl, parse_parquet, parse_txt
+from semsim_core.formats import (
+    FORMATS,
+    REGISTRY,
+    TABLE_FORMATS,
+    ParseConfig,
+    TableError,
+    detect_format,
+    parse_file,
+    parse_message,
+    read_rows,
+    table_format,
+)
 from semsim_core.records import DeadLetter, Record
+from tests.conftest import REPO, sample_titles
+from transforms import DEAD_LETTER
+from transforms.read import ReadRecords
 
 CONFIG = ParseConfig(max_text_bytes=200)
 # Sentences from STS Benchmark test (see tests/data/stsbenchmark).
 GIRL = "A girl is styling her hair."
 SOCCER = "A group of men play soccer on the beach."
+TITLES_TSV = REPO / "tests" / "data" / "reddit_titles.tsv"  # the first 20 sample titles (see tests/data/README.md)
 
 
-def lines(data: bytes) -> list[bytes]:
-    return io.BytesIO(data).readlines()
+def parse(fmt: str, path: str, data: bytes, config: ParseConfig = CONFIG) -> list:
+    return list(parse_file(path, io.BytesIO(data), fmt, config))
 
 
 def errors(items) -> list[str | None]:
@@ -31,8 +52,28 @@ def test_detect_format():
     assert detect_format("x.CSV") == "csv"
     assert detect_format("x.parquet") == "parquet"
     assert detect_format("notes.txt.bz2") == "txt"
+    assert detect_format("posts.ndjson") == "jsonl"
+    assert detect_format("titles.tsv") == "tsv"
+    assert detect_format("gs://bucket/titles.TSV.gz") == "tsv"
     assert detect_format("README.md") is None
     assert detect_format("array.json") is None, "a .json file may be one JSON document, not JSON lines"
+
+
+def test_registry_names_each_format_and_extension_once():
+    extensions = [extension for fmt in REGISTRY for extension in fmt.extensions]
+    assert len(extensions) == len(set(extensions))
+    assert len(FORMATS) == len(set(FORMATS)) and {"txt", "jsonl", "csv", "tsv", "parquet"} <= set(FORMATS)
+    assert set(TABLE_FORMATS) == {"csv", "tsv", "jsonl"}
+    assert [table_format(p) for p in ("a.csv", "a.TSV", "a.ndjson", "a.txt", "a.parquet", "a.csv.gz")] == [
+        "csv",
+        "tsv",
+        "jsonl",
+        None,
+        None,
+        None,
+    ]
+    with pytest.raises(ValueError, match="unknown input format 'xml'"):
+        parse_file("a.xml", io.BytesIO(b""), "xml", CONFIG)
 
 
 def test_txt_ids_and_bad_lines():
@@ -47,7 +88,7 @@ def test_txt_ids_and_bad_lines():
         + b"\n"
         + SOCCER.encode()
     )
-    items = list(parse_txt("dir/in.txt", lines(data), CONFIG))
+    items = parse("txt", "dir/in.txt", data)
     assert items[0] == Record("in.txt:1", GIRL, "dir/in.txt", 1)
     assert items[6] == Record("in.txt:7", SOCCER, "dir/in.txt", 7)
     errs = errors(items)
@@ -74,7 +115,7 @@ def test_jsonl_fields_and_bad_lines():
         "",
     ]
     data = "\n".join(rows).encode() + b"\n" + b'{"id": "g", "text": "\xff"}\n'
-    items = list(parse_jsonl("in.jsonl", lines(data), CONFIG))
+    items = parse("jsonl", "in.jsonl", data)
     assert len(items) == 13
     assert items[0] == Record("a", GIRL, "in.jsonl", 1)
     assert items[1].id == "7"
@@ -95,7 +136,7 @@ def test_jsonl_fields_and_bad_lines():
 def test_jsonl_custom_fields():
     data = json.dumps({"post_id": "p1", "body": GIRL, "text": "ignored"}).encode()
     config = ParseConfig(id_field="post_id", text_field="body")
-    assert list(parse_jsonl("x.jsonl", lines(data), config)) == [Record("p1", GIRL, "x.jsonl", 1)]
+    assert parse("jsonl", "x.jsonl", data, config) == [Record("p1", GIRL, "x.jsonl", 1)]
 
 
 def test_csv_rows_positions_and_bad_rows():
@@ -108,7 +149,7 @@ def test_csv_rows_positions_and_bad_rows():
         b'd,"caf\xe9",3\r\n'
         b'e,"' + SOCCER.encode() + b'",4\r\n'
     )
-    items = list(parse_csv("in.csv", lines(data), CONFIG))
+    items = parse("csv", "in.csv", data)
     assert items[0] == Record("a", GIRL, "in.csv", 2)
     assert items[1] == Record("b", "two\nlines", "in.csv", 3)
     errs = errors(items)
@@ -119,16 +160,59 @@ def test_csv_rows_positions_and_bad_rows():
 
 
 def test_csv_without_text_column():
-    items = list(parse_csv("in.csv", lines(b"id,body\n1,hello\n"), CONFIG))
-    assert errors(items) == ["missing field 'text'"]
+    assert errors(parse("csv", "in.csv", b"id,body\n1,hello\n")) == ["missing field 'text'"]
+
+
+def test_tsv_of_real_titles_reads_as_the_jsonl_they_came_from():
+    items = parse("tsv", str(TITLES_TSV), TITLES_TSV.read_bytes())
+    expected = [Record(row["id"], row["text"], str(TITLES_TSV), line) for line, row in enumerate(sample_titles(20), 2)]
+    assert items == expected
+    assert sum('"' in record.text for record in items) == 3, "quoted titles keep their inner quotes, once"
+
+
+def test_tsv_quoting_ids_and_bad_rows():
+    data = (
+        b"id\ttext\tscore\n"
+        b"a\t" + GIRL.encode() + b"\t2.5\n"
+        b'b\t"tab\tinside"\t1\n'
+        b'c\t"two\nlines"\t1\n'
+        b'd\tsays "hi" twice\t1\n'
+        b"\t" + SOCCER.encode() + b"\t3\n"
+        b"e\ttoo\tmany\tfields\n"
+        b"f\tfield with a comma, kept\n"
+        b"\n"
+        b"g\tcaf\xe9\t1\n"
+        b"h\tcarriage\rreturn\t1\n"
+        b"i\t \t1\n"
+    )
+    items = parse("tsv", "dir/in.tsv", data)
+    assert items[:4] == [
+        Record("a", GIRL, "dir/in.tsv", 2),
+        Record("b", "tab\tinside", "dir/in.tsv", 3),
+        Record("c", "two\nlines", "dir/in.tsv", 4),
+        Record("d", 'says "hi" twice', "dir/in.tsv", 6),
+    ]
+    assert [(item.source, item.error) for item in items[4:]] == [
+        ("dir/in.tsv:7", "field 'id' is empty"),
+        ("dir/in.tsv:8", "malformed TSV: row has 4 fields, header has 3"),
+        ("dir/in.tsv:9", "malformed TSV: row has 2 fields, header has 3"),
+        ("dir/in.tsv:10", "empty line"),
+        ("dir/in.tsv:11", "invalid UTF-8 in TSV row"),
+        ("dir/in.tsv:12", "malformed TSV: new-line character seen in unquoted field - do you need to open the file "
+         "in universal-newline mode?"),
+        ("dir/in.tsv:13", "field 'text' is empty or whitespace only"),
+    ]  # fmt: skip
+    assert items[8].raw == "g\tcaf\\xe9\t1"
+    assert errors(parse("tsv", "in.tsv", b"id\tbody\n1\thello\n")) == ["missing field 'text'"]
+    without_ids = b"subreddit\tbody\nsoccer\t" + SOCCER.encode() + b"\n"
+    assert parse("tsv", "x.tsv", without_ids, ParseConfig(text_field="body")) == [Record("x.tsv:2", SOCCER, "x.tsv", 2)]
 
 
 def test_parquet_rows_and_bad_values():
     table = pa.table({"id": ["a", None, "c", "d"], "text": [GIRL, SOCCER, None, "  "], "other": [1, 2, 3, 4]})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    buffer.seek(0)
-    items = list(parse_parquet("dir/in.parquet", buffer, CONFIG))
+    items = parse("parquet", "dir/in.parquet", buffer.getvalue())
     assert items[0] == Record("a", GIRL, "dir/in.parquet", 1)
     assert items[1] == Record("in.parquet:2", SOCCER, "dir/in.parquet", 2)
     assert errors(items)[2:] == ["field 'text' is null", "field 'text' is empty or whitespace only"]
@@ -138,12 +222,59 @@ def test_parquet_rows_and_bad_values():
 def test_parquet_binary_text_and_corrupt_file():
     buffer = io.BytesIO()
     pq.write_table(pa.table({"text": pa.array([b"bytes"], pa.binary())}), buffer)
-    buffer.seek(0)
-    assert errors(parse_parquet("b.parquet", buffer, CONFIG)) == ["field 'text' is bytes, expected a string"]
-    corrupt = list(parse_parquet("c.parquet", io.BytesIO(b"PAR1 not really parquet"), CONFIG))
+    assert errors(parse("parquet", "b.parquet", buffer.getvalue())) == ["field 'text' is bytes, expected a string"]
+    corrupt = parse("parquet", "c.parquet", b"PAR1 not really parquet")
     assert len(corrupt) == 1 and corrupt[0].error.startswith("cannot read Parquet file (at open)")
 
 
-@pytest.mark.parametrize("parser", [parse_txt, parse_jsonl, parse_csv])
-def test_empty_file_yields_nothing(parser):
-    assert list(parser("empty", [], CONFIG)) == []
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv", "tsv"])
+def test_empty_file_yields_nothing(fmt):
+    assert parse(fmt, "empty", b"") == []
+
+
+def test_parse_message_text_json_and_bad_messages():
+    assert parse_message(b"A girl is styling her hair.", {}, "17", CONFIG) == Record(
+        "17", "A girl is styling her hair.", "pubsub:17", 0
+    )
+    assert parse_message(b"A girl is styling her hair.", {"id": "post-1"}, "17", CONFIG).id == "post-1"
+    assert parse_message(b'{"id": "j1", "text": "A girl."}', {}, "18", CONFIG).id == "j1"
+    assert parse_message(b'{"id": "j1", "text": "A girl."}', {"id": "attr"}, "18", CONFIG).id == "attr"
+    assert parse_message(b'{"text": "A girl."}', {}, "19", CONFIG) == Record("19", "A girl.", "pubsub:19", 0)
+    assert parse_message(b"[1, 2]", {}, "21", CONFIG) == Record("21", "[1, 2]", "pubsub:21", 0), "text, not JSON"
+    bad = {
+        b'{"text": ': "malformed JSON",
+        b'{"id": "x"}': "missing field 'text'",
+        b"   ": "field 'data' is empty or whitespace only",
+        b"caf\xe9": "invalid UTF-8 at byte 3",
+        b'{"text": ""}': "field 'text' is empty or whitespace only",
+    }
+    for data, reason in bad.items():
+        item = parse_message(data, {}, "20", CONFIG)
+        assert isinstance(item, DeadLetter) and item.error.startswith(reason) and item.source == "pubsub:20"
+
+
+def test_read_rows_of_tsv_and_jsonl(tmp_path):
+    rows = list(read_rows(str(TITLES_TSV), "tsv", ("id", "text")))
+    assert [(where, row["id"], row["text"]) for where, row in rows] == [
+        (f"{TITLES_TSV}:{line}", row["id"], row["text"]) for line, row in enumerate(sample_titles(20), 2)
+    ]
+    with pytest.raises(TableError, match=r"reddit_titles.tsv: missing column\(s\) label; see --help"):
+        list(read_rows(str(TITLES_TSV), "tsv", ("text", "label"), "; see --help"))
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\n[2]\n', encoding="utf-8")
+    with pytest.raises(TableError, match=r"bad.jsonl:2: not a JSON object"):
+        list(read_rows(str(tmp_path / "bad.jsonl"), "jsonl", ("id",)))
+    with pytest.raises(TableError, match="cannot read"):
+        list(read_rows(str(tmp_path / "missing.csv"), "csv", ()))
+
+
+def test_read_records_on_a_tsv_glob(tmp_path):
+    """ReadRecords on the FnApiRunner: plain and gzipped TSV files by glob, their bad rows as dead letters."""
+    shutil.copy(TITLES_TSV, tmp_path / "a.tsv")
+    with gzip.open(tmp_path / "b.tsv.gz", "wb") as f:
+        f.write(b"id\ttext\n" + b"g1\t" + GIRL.encode() + b"\n" + b"g2\n")
+    expected = [(row["id"], row["text"]) for row in sample_titles(20)] + [("g1", GIRL)]
+    with beam.Pipeline("FnApiRunner", options=PipelineOptions([])) as p:
+        read = p | ReadRecords([str(tmp_path / "*.tsv*")], ParseConfig())
+        assert_that(read.records | "IdText" >> beam.Map(lambda r: (r.id, r.text)), equal_to(expected))
+        dead = read[DEAD_LETTER] | "SourceError" >> beam.Map(lambda d: (d.source.rsplit("/", 1)[-1], d.error))
+        assert_that(dead, equal_to([("b.tsv.gz:3", "malformed TSV: row has 1 fields, header has 2")]), label="Dead")

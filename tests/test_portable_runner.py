@@ -3,15 +3,16 @@ processes, started and stopped by deploy/portable/run-local.sh with deploy/flink
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 import pandas as pd
 
+from semsim_core.run_layout import Summary
 from tests.conftest import REPO, SAMPLE_PARAPHRASES, assert_invariants, run_batch, sample_titles, write_jsonl
 
 SCRIPT = REPO / "deploy" / "portable" / "run-local.sh"
@@ -58,17 +59,15 @@ def test_portable_runner_matches_fnapi_runner_and_stops_its_services(tmp_path):
     assert leftover.stdout == b""
 
     out = tmp_path / "portable"
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary.pop("runner") == "PortableRunner"
-    assert {k: v for k, v in summary.items() if k != "outputs"} == {
-        k: v for k, v in local.summary.items() if k not in ("runner", "outputs")
-    }
+    summary = Summary.from_json((out / "summary.json").read_text())
+    assert summary.runner == "PortableRunner"
+    assert replace(summary, runner=local.summary.runner, outputs=local.summary.outputs) == local.summary
     keys = ["id_a", "id_b"]
     pairs, clusters = pd.read_parquet(out / "pairs"), pd.read_parquet(out / "clusters")
     pd.testing.assert_frame_equal(_sorted(pairs, keys), _sorted(local.pairs, keys), check_exact=False, atol=1e-5)
     pd.testing.assert_frame_equal(_sorted(clusters, ["id"]), _sorted(local.clusters, ["id"]))
     assert_invariants(local)
-    assert local.summary["semantic_pairs"] > 0
+    assert local.summary.semantic_pairs > 0
 
     loads = re.search(r'"model_loads": (\d+)', done.stdout)
     assert loads and int(loads.group(1)) == 1, done.stdout[-2000:]  # one SDK worker process, one model

@@ -65,9 +65,9 @@ def test_batch_run_logs_progress_when_asked_and_is_quiet_by_default(tmp_path, ca
     assert lines, "no progress line"
     last = lines[-1]
     embedded = batch.counters["embedded"]
-    assert f"read {batch.summary['inputs']:,}" in last
+    assert f"read {batch.summary.inputs:,}" in last
     assert f"embedded {embedded:,} of {embedded:,} (100%)" in last
-    assert f"pairs {batch.summary['semantic_pairs']:,}" in last
+    assert f"pairs {batch.summary.semantic_pairs:,}" in last
     assert any("ETA" in line for line in lines)
 
 

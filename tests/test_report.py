@@ -22,9 +22,9 @@ from selenium.webdriver.common.by import By
 from pipelines.cli import main
 from semsim_core.report import (
     ClusterExample,
+    ClusterMember,
     Histogram,
     Link,
-    Member,
     Reason,
     RunReport,
     load_run,
@@ -34,6 +34,7 @@ from semsim_core.report import (
     score_histogram,
     size_histogram,
 )
+from semsim_core.run_layout import ReadSpec, Summary
 from semsim_core.svg_charts import bar_list_svg, line_chart_svg, linear_ticks, log_ticks
 from tests.conftest import SAMPLE_PARAPHRASES, BatchRun, assert_invariants, run_batch, sample_titles, write_jsonl
 
@@ -172,7 +173,7 @@ def test_figures_match_the_parquet_outputs(run_dir):
     assert run.largest[0].members[1].link == Link("copy-0", 1.0, "exact")
     counted = {r.reason: r.count for r in run.reasons}
     assert counted == {"duplicate id": 1, "malformed JSON": 1, "missing field 'text'": 1}
-    assert run.summary["recall"]["queries"] == 20 and [c.name for c in run.calibrations] == ["stsb_dev_calibration.csv"]
+    assert run.summary.recall.queries == 20 and [c.name for c in run.calibrations] == ["stsb_dev_calibration.csv"]
 
 
 def test_score_histogram_counts_equal_numpy():
@@ -215,12 +216,26 @@ def test_user_text_is_escaped():
     script = '<script>alert("x")</script>'
     run = RunReport(
         out_dir=f"/runs/{script}",
-        summary={"threshold": 0.8, "inputs": 2, "accepted": 1, "dead_letters": 1, "clusters": 1, "model": script},
+        summary=Summary(
+            threshold=0.8,
+            model=script,
+            input_embeddings=None,
+            backend_requested="torch",
+            rescore_band=0.0,
+            cluster_method="components",
+            runner=script,
+            read=ReadSpec(None, None, "id", "text", 100),
+            outputs={},
+            inputs=2,
+            accepted=1,
+            dead_letters=1,
+            clusters=1,
+        ),
         scores=Histogram(np.linspace(0.75, 1, 51), np.zeros(50, np.int64)),
         sizes=Histogram(np.array([1.0, 2.0, 4.0]), np.array([0, 1])),
         cluster_rows=1,
         dead_letter_rows=1,
-        largest=[ClusterExample(script, 2, [Member(script, True, script, Link(f"{script}2", 0.9, "semantic"))])],
+        largest=[ClusterExample(script, 2, [ClusterMember(script, True, script, Link(f"{script}2", 0.9, "semantic"))])],
         reasons=[Reason(script, 1, script, script, script)],
         calibrations=[],
         texts_looked_up=True,

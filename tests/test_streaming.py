@@ -187,7 +187,7 @@ def test_stream_with_centroids_probes_neighbour_cells(pubsub, tmp_path):
     posts = paraphrase_rows(60) + [{"id": r["id"], "text": r["text"]} for r in sample_titles(40)]
     source = write_jsonl(tmp_path / "posts.jsonl", posts)
     batch = run_batch(tmp_path / "batch", "--input", str(source), "--cells", "3", "--cell-margin", "2")
-    assert batch.summary["cells"] == 3
+    assert batch.summary.cells == 3
     centroids = str(tmp_path / "batch" / "centroids.npy")
     flags = stream_flags(subscription, tmp_path / "out", "--centroids", centroids, "--cell-margin", "2")
     with streaming(pubsub, topic, flags):

@@ -1,4 +1,4 @@
-"""Query-then-insert cell state and Pub/Sub message parsing (semsim_core.streaming)."""
+"""Query-then-insert cell state (semsim_core.streaming); Pub/Sub message parsing is tested with the formats."""
 
 from __future__ import annotations
 
@@ -10,38 +10,15 @@ import pytest
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.evaluation import read_stsb
 from semsim_core.normalize import text_hash
-from semsim_core.parsing import ParseConfig
-from semsim_core.records import DeadLetter, Record
 from semsim_core.rescore import ScoreBand
-from semsim_core.streaming import CellIndex, Entry, parse_message
+from semsim_core.streaming import CellIndex, Entry
 from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST
 
-CONFIG = ParseConfig()
 AT_08 = ScoreBand(0.8)
 
 
 def paraphrase_texts(n: int) -> list[str]:
     return [json.loads(line)["text"] for line in SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines()[:n]]
-
-
-def test_parse_message_text_json_and_bad_messages():
-    assert parse_message(b"A girl is styling her hair.", {}, "17", CONFIG) == Record(
-        "17", "A girl is styling her hair.", "pubsub:17", 0
-    )
-    assert parse_message(b"A girl is styling her hair.", {"id": "post-1"}, "17", CONFIG).id == "post-1"
-    assert parse_message(b'{"id": "j1", "text": "A girl."}', {}, "18", CONFIG).id == "j1"
-    assert parse_message(b'{"id": "j1", "text": "A girl."}', {"id": "attr"}, "18", CONFIG).id == "attr"
-    assert parse_message(b'{"text": "A girl."}', {}, "19", CONFIG).id == "19"
-    bad = {
-        b'{"text": ': "malformed JSON",
-        b'{"id": "x"}': "missing field 'text'",
-        b"   ": "field 'data' is empty or whitespace only",
-        b"caf\xe9": "invalid UTF-8 at byte 3",
-        b'{"text": ""}': "field 'text' is empty or whitespace only",
-    }
-    for data, reason in bad.items():
-        item = parse_message(data, {}, "20", CONFIG)
-        assert isinstance(item, DeadLetter) and item.error.startswith(reason) and item.source == "pubsub:20"
 
 
 def test_query_then_insert_clusters_exact_copies_and_redelivery(embedder):

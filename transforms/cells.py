@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from semsim_core.cells import assign_cells, split_oversized, train_centroids
 from transforms.vector_coder import CellMember
@@ -54,24 +52,6 @@ class TrainCentroids(beam.PTransform):
             | "Sample" >> beam.combiners.Top.Smallest(self._sample_size, key=id_hash)
             | "Train" >> beam.Map(self._train, beam.pvalue.AsSingleton(total))
         )
-
-
-def load_centroids(path: str) -> np.ndarray:
-    """Read centroids saved by a previous run (``centroids.npy``, any Beam filesystem) as unit float32 rows."""
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        centroids = np.load(io.BytesIO(f.read()), allow_pickle=False)
-    if centroids.ndim != 2 or len(centroids) == 0:
-        raise ValueError(f"{path} holds an array of shape {centroids.shape}, expected (cells, dim)")
-    centroids = centroids.astype(np.float32)
-    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-
-
-def save_centroids(centroids: np.ndarray, path: str) -> str:
-    buffer = io.BytesIO()
-    np.save(buffer, centroids)
-    with FileSystems.create(path) as f:
-        f.write(buffer.getvalue())
-    return path
 
 
 class AssignCellsFn(beam.DoFn):

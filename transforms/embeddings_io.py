@@ -7,13 +7,12 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io import fileio
-from apache_beam.io.filesystems import FileSystems
 
 from semsim_core.embeddings_io import embeddings_table, parse_embeddings
 from semsim_core.records import Pair
-from transforms.read import ParseFn, ReadFiles
+from transforms.dead_letters import ParseFn
+from transforms.read import ReadFiles
 from transforms.write import ParquetSink
 
 
@@ -70,16 +69,6 @@ def embeddings_pattern(folder_or_glob: str) -> str:
     if any(c in folder_or_glob for c in "*?["):
         return folder_or_glob
     return folder_or_glob.rstrip("/") + "/*.parquet"
-
-
-def read_parquet_folder(folder: str, schema: pa.Schema | None = None) -> pa.Table:
-    """Every Parquet file of an output folder (or glob; local or any Beam filesystem) as one table, read as
-    ``schema`` when given (which an empty folder then yields)."""
-    tables = []
-    for match in FileSystems.match([embeddings_pattern(folder)])[0].metadata_list:
-        with FileSystems.open(match.path, compression_type="uncompressed") as f:
-            tables.append(pq.read_table(f, schema=schema))
-    return pa.concat_tables(tables) if tables or schema is None else schema.empty_table()
 
 
 class ReadEmbeddings(ReadFiles):

@@ -7,30 +7,20 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
-from apache_beam.metrics import Metrics
 
-from semsim_core.parsing import ParseConfig
-from semsim_core.records import DeadLetter
-from semsim_core.streaming import parse_message
-from transforms import DEAD_LETTER, METRICS_NAMESPACE
+from semsim_core.formats import ParseConfig, Parsed, parse_message
+from transforms.dead_letters import ParseFn, parse_and_route
 
 
-class ParseMessageFn(beam.DoFn):
+class ParseMessageFn(ParseFn):
     """A Pub/Sub message -> :class:`Record` (main output) or :class:`DeadLetter` (``dead_letter``)."""
 
     def __init__(self, config: ParseConfig):
+        super().__init__()
         self._config = config
-        self._inputs = Metrics.counter(METRICS_NAMESPACE, "inputs")
-        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
-    def process(self, message: PubsubMessage) -> Iterator:
-        self._inputs.inc()
-        item = parse_message(message.data or b"", message.attributes or {}, message.message_id or "", self._config)
-        if isinstance(item, DeadLetter):
-            self._dead_letters.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, item)
-        else:
-            yield item
+    def parse(self, message: PubsubMessage) -> Iterator[Parsed]:
+        yield parse_message(message.data or b"", message.attributes or {}, message.message_id or "", self._config)
 
 
 class ReadPosts(beam.PTransform):
@@ -46,7 +36,7 @@ class ReadPosts(beam.PTransform):
         return (
             pbegin
             | "ReadFromPubSub" >> ReadFromPubSub(subscription=self._subscription, with_attributes=True)
-            | "Parse" >> beam.ParDo(ParseMessageFn(self._config)).with_outputs(DEAD_LETTER, main="records")
+            | "Parse" >> parse_and_route(ParseMessageFn(self._config))
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -14,6 +13,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
+
+from semsim_core.run_layout import Summary
 
 
 class ParquetSink(fileio.FileSink):
@@ -120,10 +121,10 @@ class WriteRows(beam.PTransform):
         )
 
 
-def _write_summary(_, path: str, fixed: dict, **measured: int) -> dict:
-    summary = {**fixed, **measured}
+def _write_summary(_, path: str, settings: Summary, **measured) -> Summary:
+    summary = settings.measured(**measured)
     with FileSystems.create(path) as f:
-        f.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+        f.write(summary.to_json())
     return summary
 
 
@@ -135,18 +136,18 @@ class CountEach(beam.PTransform):
 
 
 class WriteSummary(beam.PTransform):
-    """Writes the value of each named one-element PCollection plus the ``fixed`` fields as JSON to ``path`` (a
-    measured value replaces a fixed field of the same name)."""
+    """Writes ``settings`` (a :class:`Summary`) to ``path`` with each named one-element PCollection's value in the
+    field of that name, once they are all known."""
 
-    def __init__(self, path: str, fixed: dict):
+    def __init__(self, path: str, settings: Summary):
         super().__init__()
         self._path = path
-        self._fixed = fixed
+        self._settings = settings
 
     def expand(self, named):
         values = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in named.items()}
         return (
             named[next(iter(named))].pipeline
             | "Once" >> beam.Create([None])
-            | "Write" >> beam.Map(_write_summary, self._path, self._fixed, **values)
+            | "Write" >> beam.Map(_write_summary, self._path, self._settings, **values)
         )

@@ -1,11 +1,10 @@
-"""Static int8 quantisation of an exported ONNX sentence-embedding graph with NNCF, for OpenVINO.
+"""Static int8 quantisation of the exported ONNX graph with NNCF, for OpenVINO, and the no-telemetry OpenVINO import.
 
-Run as a child process by :mod:`semsim_core.backends`::
+Run as a child process by :mod:`.openvino_runtime`::
 
-    python -m semsim_core.quantize_openvino MODEL.onnx CALIBRATION.npz TARGET.xml
+    python -m semsim_core.backends.openvino_quantize MODEL.onnx CALIBRATION.npz TARGET.xml
 
-so NNCF's imports, progress output and worker threads stay out of the embedding process. Telemetry is off, as in
-:func:`semsim_core.backends.import_openvino`.
+so NNCF's imports, progress output and worker threads stay out of the embedding process.
 ``CALIBRATION.npz`` holds padded batches as ``<batch index>/<input name>`` arrays.
 """
 
@@ -15,6 +14,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+
+def import_openvino():
+    """Import OpenVINO without its usage telemetry. ``import openvino`` starts OpenVINO's telemetry client, which
+    reports usage to Google Analytics unless the user has opted out; when ``openvino_telemetry`` cannot be imported,
+    OpenVINO and NNCF fall back to their no-op stubs, so it is marked as absent unless something imported it first."""
+    sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
 
 
 def read_batches(path: Path) -> list[dict[str, np.ndarray]]:
@@ -35,8 +44,6 @@ def write_batches(path: Path, batches: list[dict[str, np.ndarray]]) -> None:
 def quantize(onnx_path: Path, calibration: Path, target: Path) -> None:
     """Quantise ``onnx_path`` (weights and activations int8, transformer preset) and save it as ``target`` (.xml and
     .bin beside it)."""
-    from semsim_core.backends import import_openvino
-
     ov = import_openvino()
     import nncf
 

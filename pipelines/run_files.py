@@ -1,0 +1,48 @@
+"""Reading and writing a run's files (:mod:`semsim_core.run_layout`) on any Beam filesystem: local, ``gs://``, ..."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from semsim_core.run_layout import SUMMARY, Summary
+from transforms.embeddings_io import embeddings_pattern
+
+
+def read_summary(folder: str) -> Summary:
+    """``summary.json`` of the batch run whose ``--output`` is ``folder``."""
+    with FileSystems.open(FileSystems.join(folder, SUMMARY), compression_type="uncompressed") as f:
+        return Summary.from_json(f.read())
+
+
+def read_parquet_folder(folder: str, schema: pa.Schema | None = None) -> pa.Table:
+    """Every Parquet file of an output folder (or glob) as one table, read as ``schema`` when given (which an empty
+    folder then yields)."""
+    tables = []
+    for match in FileSystems.match([embeddings_pattern(folder)])[0].metadata_list:
+        with FileSystems.open(match.path, compression_type="uncompressed") as f:
+            tables.append(pq.read_table(f, schema=schema))
+    return pa.concat_tables(tables) if tables or schema is None else schema.empty_table()
+
+
+def load_centroids(path: str) -> np.ndarray:
+    """Read centroids saved by a previous run (``centroids.npy``) as unit float32 rows."""
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        centroids = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    if centroids.ndim != 2 or len(centroids) == 0:
+        raise ValueError(f"{path} holds an array of shape {centroids.shape}, expected (cells, dim)")
+    centroids = centroids.astype(np.float32)
+    return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+
+
+def save_centroids(centroids: np.ndarray, path: str) -> str:
+    """Write ``centroids`` as ``.npy`` to ``path``; returns the path."""
+    buffer = io.BytesIO()
+    np.save(buffer, centroids)
+    with FileSystems.create(path) as f:
+        f.write(buffer.getvalue())
+    return path

@@ -1,0 +1,142 @@
+"""What every input format shares: the :class:`Format` record, the parse settings, and the checks that turn one value
+into a :class:`Record` or a :class:`DeadLetter`.
+
+Every physical record (a line, a row, a Pub/Sub message) yields exactly one value, so ``inputs == accepted +
+dead_letters`` holds by construction. No parser raises on bad input.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from semsim_core.records import DeadLetter, Record
+
+Parsed = Record | DeadLetter
+
+
+@dataclass(frozen=True)
+class ParseConfig:
+    """How to read records: field names for structured formats and the size cap on one text (UTF-8 bytes)."""
+
+    id_field: str = "id"
+    text_field: str = "text"
+    max_text_bytes: int = 100_000
+
+
+FileParser = Callable[[str, IO[bytes], ParseConfig], Iterator[Parsed]]
+"""``(path, opened and decompressed binary file, config)``: one value per record of the file."""
+LineParser = Callable[[str, Iterable[bytes], ParseConfig], Iterator[Parsed]]
+"""``(path, the file's lines with their line ends, config)``: one value per record."""
+MessageParser = Callable[[str, Mapping[str, str], str, ParseConfig], Parsed | None]
+"""``(UTF-8 payload, attributes, message id, config)``: the message as one value, or None when the payload is not of
+this format."""
+RowReader = Callable[[str, IO[str], Sequence[str], str], Iterator[tuple[str, dict]]]
+"""``(path, opened text file, required columns, hint)``: ``(location, row)`` per row of a table file; raises
+:class:`TableError` (``hint`` ends a missing-column message)."""
+
+
+@dataclass(frozen=True)
+class Format:
+    """One input format: its name (a ``--format`` choice), the file extensions that name it (lower case, with the
+    dot), how a file of it is parsed, and, where it makes sense, how a Pub/Sub payload and the rows of a table file
+    (labeled pairs, gold pairs) are read."""
+
+    name: str
+    extensions: tuple[str, ...]
+    parse: FileParser
+    parse_message: MessageParser | None = None
+    read_rows: RowReader | None = None
+
+
+class TableError(ValueError):
+    """A table file (labeled pairs, gold pairs) that cannot be used, reported as one line (``path:line: reason``)."""
+
+
+def by_line(parse_lines: LineParser) -> FileParser:
+    """The file parser of a line-based format: feeds ``parse_lines`` the file's lines one at a time."""
+
+    def parse(path: str, file: IO[bytes], config: ParseConfig) -> Iterator[Parsed]:
+        return parse_lines(path, iter(file.readline, b""), config)  # Beam's decompressing files are not iterable
+
+    return parse
+
+
+def printable(raw: bytes | str) -> str:
+    """Return ``raw`` as a valid UTF-8 string, invalid bytes and lone surrogates shown as ``\\x..`` escapes."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def text_error(value: Any, field: str, max_bytes: int) -> str | None:
+    """Return why ``value`` is not an acceptable text, or None when it is."""
+    if value is None:
+        return f"field '{field}' is null"
+    if not isinstance(value, str):
+        return f"field '{field}' is {type(value).__name__}, expected a string"
+    if "\x00" in value:
+        return f"field '{field}' contains NUL bytes"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"field '{field}' is not valid UTF-8 (lone surrogate or undecodable bytes)"
+    if not value.strip():
+        return f"field '{field}' is empty or whitespace only"
+    if size > max_bytes:
+        return f"field '{field}' is {size} bytes, over the cap of {max_bytes} (--max-text-bytes)"
+    return None
+
+
+def _id_or_error(value: Any, field: str, fallback: str) -> tuple[str | None, str | None]:
+    if value is None:
+        return fallback, None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None, f"field '{field}' is {type(value).__name__}, expected a string or integer"
+    value = str(value)
+    if not value.strip():
+        return None, f"field '{field}' is empty"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, f"field '{field}' is not valid UTF-8"
+    return value, None
+
+
+def record_from_mapping(row: Mapping[str, Any], path: str, position: int, raw: str, config: ParseConfig) -> Parsed:
+    """Build a record from a parsed JSON object or table row; the id falls back to ``<file>:<position>``."""
+    locator = f"{path}:{position}"
+    if config.text_field not in row:
+        return DeadLetter(locator, raw, f"missing field '{config.text_field}'")
+    error = text_error(row[config.text_field], config.text_field, config.max_text_bytes)
+    if error:
+        return DeadLetter(locator, raw, error)
+    record_id, error = _id_or_error(row.get(config.id_field), config.id_field, derived_id(path, position))
+    if error:
+        return DeadLetter(locator, raw, error)
+    return Record(record_id, row[config.text_field], path, position)
+
+
+def derived_id(path: str, position: int) -> str:
+    """The id of a record that has none: ``<file name>:<line or row number>``."""
+    return f"{posixpath.basename(path)}:{position}"
+
+
+def message_source(message_id: str) -> str:
+    """Where a Pub/Sub message's record or dead letter comes from: ``pubsub:<message id>``."""
+    return f"pubsub:{message_id}"
+
+
+def strip_newline(line: bytes) -> bytes:
+    """``line`` without its line end (``\\n`` or ``\\r\\n``)."""
+    return line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+
+
+def decode_line(line: bytes) -> tuple[str | None, str | None]:
+    """``(text, None)`` for a UTF-8 line, else ``(None, reason)``."""
+    try:
+        return line.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return None, f"invalid UTF-8 at byte {e.start}"

@@ -1,0 +1,115 @@
+"""The ``--output`` folder of a run: what each entry is called, and ``summary.json`` as a typed record.
+
+A batch run writes::
+
+    OUT/pairs/*.parquet        PAIRS_SCHEMA        every duplicate pair (exact and semantic)
+    OUT/clusters/*.parquet     CLUSTERS_SCHEMA     one row per accepted record
+    OUT/dead_letter/*.parquet  DEAD_LETTER_SCHEMA  one row per rejected input
+    OUT/embeddings/*.parquet   embeddings_schema   with --write-embeddings: one vector per accepted record
+    OUT/centroids.npy          the cells' centroids (float32, one row per cell)
+    OUT/summary.json           :class:`Summary`, written last
+
+A stream writes the three Parquet folders (one file per window). Everything that writes or reads a run goes
+through these names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import pyarrow as pa
+
+from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
+
+PAIRS = "pairs"
+CLUSTERS = "clusters"
+DEAD_LETTER = "dead_letter"
+EMBEDDINGS = "embeddings"
+CENTROIDS = "centroids.npy"
+SUMMARY = "summary.json"
+OUTPUT_SCHEMAS: dict[str, pa.Schema] = {PAIRS: PAIRS_SCHEMA, CLUSTERS: CLUSTERS_SCHEMA, DEAD_LETTER: DEAD_LETTER_SCHEMA}
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """How a run read its text input, so that ``semsim report`` can find example texts again."""
+
+    input: list[str] | None
+    format: str | None
+    id_field: str
+    text_field: str
+    max_text_bytes: int
+
+
+@dataclass(frozen=True)
+class Recall:
+    """Pair recall of the cell partition on a brute-force sample (``--recall-sample``)."""
+
+    queries: int  # sampled query vectors
+    true_pairs: int  # pairs at or above the threshold that involve a query, by brute force against every vector
+    found: int  # those the pipeline reported
+    recall: float  # found / true_pairs (1.0 when there are none)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """``summary.json`` of a batch run: the settings that decide its results, then what it measured."""
+
+    threshold: float
+    model: str | None  # None on --input-embeddings runs
+    input_embeddings: str | None
+    backend_requested: str | None
+    rescore_band: float
+    cluster_method: str
+    runner: str
+    read: ReadSpec
+    outputs: dict[str, str]  # output name -> folder
+    backend: str | None = None  # the concrete backends the workers ran, comma-separated
+    inputs: int = 0  # records read, accepted or not
+    accepted: int = 0
+    dead_letters: int = 0
+    exact_pairs: int = 0
+    semantic_pairs: int = 0
+    embedded: int = 0  # vectors embedded (one per exact group)
+    clusters: int = 0
+    cells: int = 0
+    largest_cell: int = 0
+    rescored_pairs: int | None = None  # with a rescore band: pairs in it, rescored with fp32
+    rescored_texts: int | None = None
+    recall: Recall | None = None
+    _OPTIONAL = ("rescored_pairs", "rescored_texts", "recall")  # left out of the JSON when not measured
+
+    def measured(self, **values: Any) -> Summary:
+        """This summary with measured fields set (``recall`` given as a dict)."""
+        if isinstance(values.get("recall"), dict):
+            values["recall"] = Recall(**values["recall"])
+        return replace(self, **values)
+
+    def to_json(self) -> bytes:
+        data = {k: v for k, v in asdict(self).items() if v is not None or k not in self._OPTIONAL}
+        return json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Summary:
+        """Parse a summary; unknown keys (from a newer semsim) are ignored, a missing or mistyped one is a
+        ValueError."""
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not isinstance(data.get("threshold"), (int, float)):
+            raise ValueError("not a semsim batch summary (no threshold)")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        try:
+            values["read"] = ReadSpec(**values["read"])
+            if values.get("recall") is not None:
+                values["recall"] = Recall(**values["recall"])
+            return cls(**values)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a semsim batch summary ({e})") from None
+
+
+def counts(summary: Summary) -> dict[str, int]:
+    """The summary's record and pair counts, by name, in the order a report shows them."""
+    names = ("inputs", "accepted", "dead_letters", "exact_pairs", "semantic_pairs", "embedded", "clusters")
+    return {name: getattr(summary, name) for name in (*names, "cells", "largest_cell")}
