@@ -32,7 +32,9 @@ setup(
         "openvino>=2026.4",
         "nncf>=3.4",
     ],
-    extras_require={"test": ["pytest>=9", "ruff>=0.17", "selenium>=4.51", "psutil", "pillow", "pandas>=3"]},
+    extras_require={
+        "test": ["pytest>=9", "pytest-xdist>=3.8", "ruff>=0.17", "selenium>=4.51", "psutil", "pillow", "pandas>=3"]
+    },
     package_data={"semsim_core": ["int8_calibration_texts.txt", "backend_probe_pairs.tsv"]},
     entry_points={"console_scripts": ["semsim = pipelines.cli:main"]},
 )

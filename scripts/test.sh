@@ -9,7 +9,11 @@ bash scripts/setup-chromium.sh
 SEMSIM_TEST_CACHE=$(mktemp -d)
 export SEMSIM_TEST_CACHE
 trap 'rm -rf "$SEMSIM_TEST_CACHE"' EXIT
-.venv/bin/python -m pytest "$@"
+# One pytest worker per core, at most 4 (each holds a model); a test file stays on one worker (its module fixtures,
+# e.g. the Pub/Sub emulator, start once).
+workers=$(nproc)
+workers=$((workers < 4 ? workers : 4))
+.venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
 # The tests whose results rest on float kernels, again with every runtime that lets us cap its instruction set held
 # to AVX2 (torch's ATen and MKL, FAISS, numpy, OpenBLAS), on CPUs that have more; README: "Any CPU".
 if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then

@@ -97,8 +97,10 @@ class BatchRun:
 
 
 def run_batch(output: Path, *flags: str) -> BatchRun:
-    """Run the batch pipeline with ``flags`` and read back every output."""
-    summary, result = run(["--output", str(output), *flags])
+    """Run the batch pipeline with ``flags`` and read back every output. The backend is fp32 ``torch`` unless
+    ``flags`` name one: tests of anything but the backends then find the model's own pairs on every CPU."""
+    backend = () if any(flag.startswith("--backend") for flag in flags) else ("--backend", "torch")
+    summary, result = run(["--output", str(output), *backend, *flags])
     return BatchRun(
         summary,
         counters(result),

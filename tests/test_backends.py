@@ -111,7 +111,7 @@ def test_batch_pipeline_on_the_default_auto_backend_reports_the_fp32_pairs(tmp_p
     data = tmp_path / "in.jsonl"
     data.write_text("".join(SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines(keepends=True)[:300]))
     fp32 = run_batch(tmp_path / "fp32", "--input", str(data), "--backend", "torch")
-    auto = run_batch(tmp_path / "auto", "--input", str(data))
+    auto = run_batch(tmp_path / "auto", "--input", str(data), "--backend", "auto")
     expected = {(r.id_a, r.id_b): r.score for r in fp32.pairs.itertuples()}
     found = {(r.id_a, r.id_b): r.score for r in auto.pairs.itertuples()}
     borderline = {p for p, score in {**expected, **found}.items() if abs(score - 0.8) < 1e-6}

@@ -101,8 +101,10 @@ def pair_set(frame: pd.DataFrame) -> set[tuple[str, str]]:
 
 
 def stream_flags(subscription: str, output: Path, *extra: str) -> list[str]:
+    """The stream's flags; fp32 ``torch`` unless ``extra`` names a backend (as ``run_batch`` does)."""
+    backend = () if any(flag.startswith("--backend") for flag in extra) else ("--backend", "torch")
     return ["--subscription", subscription, "--output", str(output), "--window-seconds", "2",
-            "--threshold", "0.8", *extra]  # fmt: skip
+            "--threshold", "0.8", *backend, *extra]  # fmt: skip
 
 
 def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pubsub, tmp_path):
@@ -167,7 +169,8 @@ def test_restart_from_seeded_history(pubsub, tmp_path):
     history, later = pairs[0::2], pairs[1::2]
     history_input = str(write_jsonl(tmp_path / "h.jsonl", history))
     run_batch(tmp_path / "history", "--input", history_input, "--write-embeddings", "--backend", "torch")
-    flags = stream_flags(subscription, tmp_path / "out", "--seed-embeddings", str(tmp_path / "history"))
+    approximate = ["--backend", "openvino-int8", "--rescore-band", "0.08"]  # decided by fp32 against the history
+    flags = stream_flags(subscription, tmp_path / "out", "--seed-embeddings", str(tmp_path / "history"), *approximate)
     with streaming(pubsub, topic, flags):
         for row in later:
             publish(publisher, topic, row)

@@ -54,10 +54,14 @@ def test_retention_by_time_and_count(embedder):
 
 @pytest.mark.kernels
 def test_matches_near_the_threshold_are_decided_by_fp32(embedder):
-    data = read_stsb(str(STSB_TEST))
+    stsb = read_stsb(str(STSB_TEST))
     int8 = Embedder(embedder.model, EmbedConfig(backend="openvino-int8"))
-    exact = [embedder.encode(side) for side in (data.first, data.second)]
-    approx = [int8.encode(side) for side in (data.first, data.second)]
+    approx = [int8.encode(side) for side in (stsb.first, stsb.second)]
+    # only pairs near the threshold can flip (int8's drift from fp32 here is under 0.05): fp32 embeds just those
+    near = np.flatnonzero(np.abs((approx[0] * approx[1]).sum(axis=1) - 0.8) < 0.1)
+    first, second = [stsb.first[i] for i in near], [stsb.second[i] for i in near]
+    approx = [side[near] for side in approx]
+    exact = [embedder.encode(side) for side in (first, second)]
     fp32_scores, int8_scores = ((a * b).sum(axis=1) for a, b in (exact, approx))
     clear = (np.abs(fp32_scores - 0.8) > 1e-5) & (np.abs(int8_scores - 0.8) > 1e-5)  # no kernel decides these
     flipped = np.nonzero(((fp32_scores >= 0.8) != (int8_scores >= 0.8)) & clear)[0]
@@ -65,7 +69,7 @@ def test_matches_near_the_threshold_are_decided_by_fp32(embedder):
     band = ScoreBand(0.8, max(0.02, 1.5 * float(np.abs(fp32_scores - int8_scores)[flipped].max())))
 
     for k in flipped[:8]:
-        a, b = data.first[k], data.second[k]
+        a, b = first[k], second[k]
 
         def fp32(stored: list[Entry], text=b) -> list[float | None]:
             return [
