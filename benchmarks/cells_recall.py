@@ -57,7 +57,7 @@ def main() -> None:
         runs = {}
         for name, flags in (("exact", ["--cells", "1", "--max-cell-size", "1000000000"]), ("cells", args.cell_flags)):
             out = args.workdir / f"{name}-{args.n}-{threshold}"
-            cmd = [SEMSIM, "batch", "--input-embeddings", str(embeddings), "--output", str(out)]
+            cmd = [SEMSIM, "batch", "--input-embeddings", str(embeddings), "--output", str(out), "--overwrite"]
             seconds, rss = run_measured([*cmd, "--threshold", str(threshold), *flags])
             runs[name] = (seconds, rss, semantic_pairs(out), Summary.from_json((out / SUMMARY).read_text()))
         exact, cells = runs["exact"][2], runs["cells"][2]

@@ -15,11 +15,11 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import BatchDedupOptions, OptionsError, validate
-from pipelines.run_files import load_centroids, read_summary, save_centroids
+from pipelines.run_files import load_centroids, read_summary, remove_run, save_centroids
 from semsim_core import run_layout as layout
 from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA, Pair
 from semsim_core.rescore import ScoreBand
@@ -88,9 +88,10 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     parsed, unique, exact, embedded = front(pipeline, opts)
     vectors = embedded["vectors"]
     band = opts.score_band() if not opts.input_embeddings else ScoreBand(opts.threshold)
+    written = []  # what the writers return: summary.json is written after all of it
     if opts.write_embeddings:
         embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
-        embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, layout.EMBEDDINGS))
+        written.append(embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, layout.EMBEDDINGS)))
     if opts.centroids:
         centroids = pipeline | "LoadCentroids" >> beam.Create([_load_centroids(opts.centroids)])
     else:
@@ -98,7 +99,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
             opts.cells, opts.target_cell_size, opts.max_cell_size, opts.cell_margin, opts.kmeans_sample
         )
         centroids = vectors | "TrainCentroids" >> train
-    centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, layout.CENTROIDS))
+    written.append(centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, layout.CENTROIDS)))
     search = FindPairs(band.search_threshold, centroids, opts.cell_margin, opts.max_cell_size)
     found = vectors | "FindPairs" >> search
     semantic = found.pairs
@@ -117,9 +118,9 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     dead_letters = (parsed[DEAD_LETTER], unique[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
 
     outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
-    pairs | "WritePairs" >> WriteRows(outputs[layout.PAIRS], PAIRS_SCHEMA)
-    clusters | "WriteClusters" >> WriteRows(outputs[layout.CLUSTERS], CLUSTERS_SCHEMA)
-    dead_letters | "WriteDeadLetters" >> WriteRows(outputs[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA)
+    written.append(pairs | "WritePairs" >> WriteRows(outputs[layout.PAIRS], PAIRS_SCHEMA))
+    written.append(clusters | "WriteClusters" >> WriteRows(outputs[layout.CLUSTERS], CLUSTERS_SCHEMA))
+    written.append(dead_letters | "WriteDeadLetters" >> WriteRows(outputs[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA))
 
     counted = {
         "inputs": (parsed.records, parsed[DEAD_LETTER]) | "Inputs" >> beam.Flatten(),
@@ -154,7 +155,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         read=ReadSpec(opts.input, opts.format, opts.id_field, opts.text_field, opts.max_text_bytes),
         outputs=outputs,
     )
-    measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings)
+    measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings, after=written)
 
 
 def _remove_empty_temp_dirs(output: str) -> None:
@@ -171,6 +172,8 @@ def _pipeline(argv: list[str]) -> tuple[beam.Pipeline, BatchDedupOptions]:
     """Validate the flags and build the pipeline they describe."""
     options = PipelineOptions(argv)
     opts = validate(options)
+    if opts.overwrite and not options.view_as(TestOptions).dry_run:
+        remove_run(opts.output)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, opts)
     return pipeline, opts

@@ -6,8 +6,9 @@ import os
 import re
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
 
+from pipelines.run_files import run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.formats import FORMATS, ParseConfig, detect_format
@@ -104,6 +105,13 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         _flag(parser, "input", action="append", help="file glob (repeatable); local, gs:// or any Beam filesystem")
         _flag(parser, "input_embeddings", help="embeddings/ of an earlier run, instead of --input: no model is loaded")
         _flag(parser, "write_embeddings", action="store_true", help="also write embeddings/ (one row per record)")
+        _flag(
+            parser,
+            "overwrite",
+            action="store_true",
+            help="replace the semsim run already in --output (its entries are deleted first); without it such a "
+            "folder is refused",
+        )
         _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
         _flag(parser, "batch_window", type=int, default=DEFAULT_WINDOW, help="texts per sorted embedding window")
         _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
@@ -219,6 +227,11 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
             )
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "FnApiRunner"
+    if not options.view_as(TestOptions).dry_run:  # a dry run only describes the job: it reads and writes nothing
+        earlier = run_entries(opts.output)
+        if earlier and not opts.overwrite:
+            names = ", ".join(path.rstrip("/").rsplit("/", 1)[-1] for path in earlier)
+            raise OptionsError(f"--output {opts.output} already holds a semsim run ({names}); pass --overwrite")
     return opts
 
 

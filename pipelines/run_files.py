@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from semsim_core.run_layout import SUMMARY, Summary
+from semsim_core.run_layout import RUN_ENTRIES, SUMMARY, Summary
 from transforms.embeddings_io import embeddings_pattern
 
 
@@ -46,3 +46,23 @@ def save_centroids(centroids: np.ndarray, path: str) -> str:
     with FileSystems.create(path) as f:
         f.write(buffer.getvalue())
     return path
+
+
+def run_entries(folder: str) -> list[str]:
+    """The paths of the entries of a semsim batch run (:data:`RUN_ENTRIES`) already in ``folder``, finished or not."""
+    found = []
+    for name in RUN_ENTRIES:
+        path = FileSystems.join(folder, name)
+        if any(result.metadata_list for result in FileSystems.match([path, FileSystems.join(path, "*")])):
+            found.append(path)
+    return found
+
+
+def remove_run(folder: str) -> None:
+    """Delete the entries of an earlier semsim batch run in ``folder`` (and nothing else of it)."""
+    for path in run_entries(folder):
+        children = [m.path for m in FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list]
+        if children:
+            FileSystems.delete(children)
+        if FileSystems.exists(path):  # a file, or a local folder (object stores have no folders)
+            FileSystems.delete([path])

@@ -237,7 +237,9 @@ def read_summary(out: Path) -> Summary:
     try:
         return Summary.from_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ReportError(f"{str(path)!r} not found: is {str(out)!r} the --output of a semsim batch run?") from None
+        raise ReportError(
+            f"{str(path)!r} not found: the run did not finish, or {str(out)!r} is not a semsim batch run's --output"
+        ) from None
     except (OSError, ValueError) as e:
         raise ReportError(f"cannot read {str(path)!r}: {e}") from None
 

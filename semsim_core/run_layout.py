@@ -7,7 +7,8 @@ A batch run writes::
     OUT/dead_letter/*.parquet  DEAD_LETTER_SCHEMA  one row per rejected input
     OUT/embeddings/*.parquet   embeddings_schema   with --write-embeddings: one vector per accepted record
     OUT/centroids.npy          the cells' centroids (float32, one row per cell)
-    OUT/summary.json           :class:`Summary`, written last
+    OUT/summary.json           :class:`Summary`, written once every other entry is committed: the run's
+                               success marker
 
 A stream writes the three Parquet folders (one file per window). Everything that writes or reads a run goes
 through these names.
@@ -30,6 +31,7 @@ EMBEDDINGS = "embeddings"
 CENTROIDS = "centroids.npy"
 SUMMARY = "summary.json"
 OUTPUT_SCHEMAS: dict[str, pa.Schema] = {PAIRS: PAIRS_SCHEMA, CLUSTERS: CLUSTERS_SCHEMA, DEAD_LETTER: DEAD_LETTER_SCHEMA}
+RUN_ENTRIES = (*OUTPUT_SCHEMAS, EMBEDDINGS, CENTROIDS, SUMMARY)  # what a batch run writes; nothing else is its own
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from tests.conftest import STSB_TEST, write_jsonl
+from tests.conftest import STSB_TEST, sample_titles, write_jsonl
 
 SEMSIM = str(Path(sys.executable).with_name("semsim"))
 
@@ -68,3 +69,31 @@ def test_eval_stsb_reproduces_published_spearman(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["pairs"] == 1379
     assert abs(report["spearman"] - 0.8203) <= 0.002
+
+
+def test_a_second_run_into_an_output_is_refused_unless_overwrite(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "posts.jsonl", sample_titles(30))
+    out = tmp_path / "out"
+    flags = ["batch", "--input", str(data), "--output", str(out), "--backend", "torch", "--progress-seconds", "0"]
+    assert main(flags) == 0
+    (out / "pairs" / "part-99999-of-99999.parquet").write_bytes(b"an earlier run's leftover")
+    (out / "notes.txt").write_text("the user's own file")
+    summary = (out / "summary.json").read_text()
+    capsys.readouterr()
+
+    assert main(flags) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"semsim batch: error: --output {out} already holds a semsim run (pairs, clusters, dead_letter, centroids.npy, "
+        "summary.json); pass --overwrite"
+    ]
+    assert (out / "summary.json").read_text() == summary, "a refused run changes nothing"
+
+    data.write_text(data.read_text().splitlines(keepends=True)[0])
+    assert main([*flags, "--overwrite"]) == 0
+    assert not (out / "pairs" / "part-99999-of-99999.parquet").exists() and (out / "notes.txt").exists()
+    assert len(pd.read_parquet(out / "clusters")) == 1, "only the new run's rows"
+
+    (out / "summary.json").unlink()  # as a run that stopped before its end leaves it
+    assert main(["report", str(out)]) == 2
+    assert "the run did not finish" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -121,7 +121,7 @@ class WriteRows(beam.PTransform):
         )
 
 
-def _write_summary(_, path: str, settings: Summary, **measured) -> Summary:
+def _write_summary(_, path: str, settings: Summary, *written: list, **measured) -> Summary:
     summary = settings.measured(**measured)
     with FileSystems.create(path) as f:
         f.write(summary.to_json())
@@ -137,17 +137,20 @@ class CountEach(beam.PTransform):
 
 class WriteSummary(beam.PTransform):
     """Writes ``settings`` (a :class:`Summary`) to ``path`` with each named one-element PCollection's value in the
-    field of that name, once they are all known."""
+    field of that name, once they are all known and every PCollection of ``after`` (the other writers' results) is
+    complete: the summary is the run's success marker."""
 
-    def __init__(self, path: str, settings: Summary):
+    def __init__(self, path: str, settings: Summary, after: Sequence = ()):
         super().__init__()
         self._path = path
         self._settings = settings
+        self._after = after
 
     def expand(self, named):
         values = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in named.items()}
+        written = [beam.pvalue.AsList(pcoll) for pcoll in self._after]
         return (
             named[next(iter(named))].pipeline
             | "Once" >> beam.Create([None])
-            | "Write" >> beam.Map(_write_summary, self._path, self._settings, **values)
+            | "Write" >> beam.Map(_write_summary, self._path, self._settings, *written, **values)
         )
