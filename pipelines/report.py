@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
+from semsim_core import run_layout as layout
 from semsim_core.formats import FORMATS, ParseConfig, Parsed, detect_format, parse_file
 from semsim_core.report import ReportError, find_texts, load_run, read_summary, render_html
 
@@ -83,7 +84,7 @@ def write_report(argv: Sequence[str]) -> Path:
         except ReportError as e:
             print(f"semsim report: no example texts: the run's input is gone ({e}); give --input", file=sys.stderr)
     run = load_run(args.out_dir, args.examples, args.top_clusters, texts)
-    path = Path(args.html) if args.html else Path(args.out_dir) / "report.html"
+    path = Path(args.html) if args.html else Path(args.out_dir) / layout.REPORT
     try:
         path.write_text(render_html(run), encoding="utf-8")
     except OSError as e:

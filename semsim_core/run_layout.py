@@ -9,6 +9,7 @@ A batch run writes::
     OUT/centroids.npy          the cells' centroids (float32, one row per cell)
     OUT/summary.json           :class:`Summary`, written once every other entry is committed: the run's
                                success marker
+    OUT/report.html            ``semsim report``'s page on the run
 
 A stream writes the three Parquet folders (one file per window). Everything that writes or reads a run goes
 through these names.
@@ -30,8 +31,9 @@ DEAD_LETTER = "dead_letter"
 EMBEDDINGS = "embeddings"
 CENTROIDS = "centroids.npy"
 SUMMARY = "summary.json"
+REPORT = "report.html"  # written by `semsim report` beside the run it shows
 OUTPUT_SCHEMAS: dict[str, pa.Schema] = {PAIRS: PAIRS_SCHEMA, CLUSTERS: CLUSTERS_SCHEMA, DEAD_LETTER: DEAD_LETTER_SCHEMA}
-RUN_ENTRIES = (*OUTPUT_SCHEMAS, EMBEDDINGS, CENTROIDS, SUMMARY)  # what a batch run writes; nothing else is its own
+RUN_ENTRIES = (*OUTPUT_SCHEMAS, EMBEDDINGS, CENTROIDS, SUMMARY, REPORT)  # a run's own entries; nothing else is
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ def test_a_second_run_into_an_output_is_refused_unless_overwrite(tmp_path, capsy
     out = tmp_path / "out"
     flags = ["batch", "--input", str(data), "--output", str(out), "--backend", "torch", "--progress-seconds", "0"]
     assert main(flags) == 0
+    assert main(["report", str(out)]) == 0
     (out / "pairs" / "part-99999-of-99999.parquet").write_bytes(b"an earlier run's leftover")
     (out / "notes.txt").write_text("the user's own file")
     summary = (out / "summary.json").read_text()
@@ -85,13 +86,14 @@ def test_a_second_run_into_an_output_is_refused_unless_overwrite(tmp_path, capsy
     err = capsys.readouterr().err.splitlines()
     assert err == [
         f"semsim batch: error: --output {out} already holds a semsim run (pairs, clusters, dead_letter, centroids.npy, "
-        "summary.json); pass --overwrite"
+        "summary.json, report.html); pass --overwrite"
     ]
     assert (out / "summary.json").read_text() == summary, "a refused run changes nothing"
 
     data.write_text(data.read_text().splitlines(keepends=True)[0])
     assert main([*flags, "--overwrite"]) == 0
     assert not (out / "pairs" / "part-99999-of-99999.parquet").exists() and (out / "notes.txt").exists()
+    assert not (out / "report.html").exists(), "the earlier run's report goes with it"
     assert len(pd.read_parquet(out / "clusters")) == 1, "only the new run's rows"
 
     (out / "summary.json").unlink()  # as a run that stopped before its end leaves it
