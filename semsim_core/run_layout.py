@@ -115,5 +115,8 @@ class Summary:
 
 def counts(summary: Summary) -> dict[str, int]:
     """The summary's record and pair counts, by name, in the order a report shows them."""
-    names = ("inputs", "accepted", "dead_letters", "exact_pairs", "semantic_pairs", "embedded", "clusters")
-    return {name: getattr(summary, name) for name in (*names, "cells", "largest_cell")}
+    names = (
+        "inputs", "accepted", "dead_letters", "exact_pairs", "semantic_pairs", "embedded", "clusters", "cells",
+        "largest_cell",
+    )  # fmt: skip
+    return {name: getattr(summary, name) for name in names}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,11 +96,16 @@ class BatchRun:
     dead_letters: pd.DataFrame
 
 
+def fp32_unless_named(flags: Sequence[str]) -> list[str]:
+    """``flags`` with ``--backend torch`` in front unless they name a backend."""
+    named = any(flag.startswith("--backend") for flag in flags)
+    return [*flags] if named else ["--backend", "torch", *flags]
+
+
 def run_batch(output: Path, *flags: str) -> BatchRun:
     """Run the batch pipeline with ``flags`` and read back every output. The backend is fp32 ``torch`` unless
     ``flags`` name one: tests of anything but the backends then find the model's own pairs on every CPU."""
-    backend = () if any(flag.startswith("--backend") for flag in flags) else ("--backend", "torch")
-    summary, result = run(["--output", str(output), *backend, *flags])
+    summary, result = run(["--output", str(output), *fp32_unless_named(flags)])
     return BatchRun(
         summary,
         counters(result),

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipelines.streaming_dedup import start
-from tests.conftest import SAMPLE_PARAPHRASES, run_batch, sample_titles, write_jsonl
+from tests.conftest import SAMPLE_PARAPHRASES, fp32_unless_named, run_batch, sample_titles, write_jsonl
 from tests.pubsub_emulator import PROJECT, find_launcher, pubsub_emulator
 
 pytestmark = pytest.mark.skipif(find_launcher() is None, reason="the Pub/Sub emulator is not installed")
@@ -102,9 +102,8 @@ def pair_set(frame: pd.DataFrame) -> set[tuple[str, str]]:
 
 def stream_flags(subscription: str, output: Path, *extra: str) -> list[str]:
     """The stream's flags; fp32 ``torch`` unless ``extra`` names a backend (as ``run_batch`` does)."""
-    backend = () if any(flag.startswith("--backend") for flag in extra) else ("--backend", "torch")
     return ["--subscription", subscription, "--output", str(output), "--window-seconds", "2",
-            "--threshold", "0.8", *backend, *extra]  # fmt: skip
+            "--threshold", "0.8", *fp32_unless_named(extra)]  # fmt: skip
 
 
 def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pubsub, tmp_path):
