@@ -10,6 +10,8 @@ import json
 import os
 import sys
 import uuid
+from dataclasses import asdict
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -18,12 +20,21 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
 
+from pipelines.history_run import HistoryRun, open_history, release
 from pipelines.options import BatchDedupOptions, OptionsError, validate
 from pipelines.run_files import load_centroids, read_summary, remove_run, save_centroids
 from semsim_core import run_layout as layout
-from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA, Pair
+from semsim_core.records import (
+    CLUSTER_CHANGES_SCHEMA,
+    CLUSTERS_SCHEMA,
+    DEAD_LETTER_SCHEMA,
+    EXACT,
+    PAIRS_SCHEMA,
+    SEMANTIC,
+    Pair,
+)
 from semsim_core.rescore import ScoreBand
-from semsim_core.run_layout import ReadSpec, Summary
+from semsim_core.run_layout import HistoryCounts, ReadSpec, Summary
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
 from transforms.cells import TrainCentroids
 from transforms.cluster import ClusterRecords, HdbscanEdges
@@ -31,6 +42,10 @@ from transforms.dedup_ids import DropDuplicateIds
 from transforms.embed import BACKEND_USED, EmbedRecords
 from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
+from transforms.history_clusters import MERGES, STORED_PAIRS, ClusterWithHistory
+from transforms.history_commit import CommitSegment, WriteMerges, WriteStoredRecords
+from transforms.history_read import DropStoredIds, ReadStoredRecords, stored_texts
+from transforms.history_search import STORED_TEXTS, SearchWithHistory
 from transforms.pairs import CELL_SIZES, FindPairs, largest
 from transforms.progress import LogProgress
 from transforms.read import ReadRecords
@@ -51,20 +66,41 @@ def _edge(pair: Pair) -> tuple[str, str]:
     return pair.id_a, pair.id_b
 
 
-def _vectors_from_text(pipeline: beam.Pipeline, opts: BatchDedupOptions):
+def _vectors_from_text(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun | None):
     parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
-    exact = unique.records | "ExactPrepass" >> ExactPrepass(text_key)
-    embedded = exact.representatives | "Embed" >> EmbedRecords(opts.embed_config(), opts.batch_window)
-    return parsed, unique, exact, embedded
+    accepted, rejected, stored = unique.records, [parsed[DEAD_LETTER], unique[DEAD_LETTER]], None
+    if history and history.plan.manifest:
+        stored = pipeline | "ReadStored" >> ReadStoredRecords(history.plan.root, history.plan.manifest)
+        fresh = {"records": accepted, "stored": stored} | "DropStoredIds" >> DropStoredIds(history.plan.root)
+        accepted = fresh.records
+        rejected.append(fresh[DEAD_LETTER])
+    texts = stored_texts(stored) if stored is not None else None
+    exact = accepted | "ExactPrepass" >> ExactPrepass(text_key, texts)
+    embed = EmbedRecords(opts.embed_config(), opts.batch_window, with_text=history is not None)
+    embedded = exact.representatives | "Embed" >> embed
+    return Front(parsed, accepted, rejected, exact, embedded, stored)
 
 
-def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions):
+def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: None):
     parsed = pipeline | "Read" >> ReadEmbeddings(opts.input_embeddings)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     exact = unique.records | "ExactPrepass" >> ExactPrepass(vector_key)
     vectors = exact.representatives | "Vectors" >> beam.Map(lambda r: (r.id, r.vector)).with_output_types(IdVector)
-    return parsed, unique, exact, {"vectors": vectors}
+    return Front(parsed, unique.records, [parsed[DEAD_LETTER], unique[DEAD_LETTER]], exact, {"vectors": vectors})
+
+
+class Front(NamedTuple):
+    """What the reading steps hand on: the parse result, accepted records, dead letters, the exact pre-pass, the
+    embedding result (``vectors``: ``(id, vector)``, or ``(id, vector, text)`` with a history store) and the stored
+    records of the history store (None without one, or when the run creates it)."""
+
+    parsed: beam.pvalue.DoOutputsTuple
+    accepted: beam.PCollection
+    rejected: list
+    exact: beam.pvalue.DoOutputsTuple
+    embedded: dict
+    stored: beam.PCollection | None = None
 
 
 def _backends_used(names) -> str | None:
@@ -81,18 +117,28 @@ def _log_progress(counted: dict, embedded_input, seconds: float) -> None:
     counted["semantic_pairs"] | "ProgressPairs" >> LogProgress("pairs", seconds, run)
 
 
-def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
-    """Add the batch dedup steps to ``pipeline``, from text (``--input``) or saved embeddings."""
+def _history_counts(_, history: HistoryRun, **measured: int) -> dict:
+    plan = history.plan
+    return asdict(HistoryCounts(plan.root, plan.segment, plan.manifest is None, history.records_before, **measured))
+
+
+def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun | None = None) -> None:
+    """Add the batch dedup steps to ``pipeline``, from text (``--input``) or saved embeddings; with ``history``
+    (``--history``), against the store it opened, which the run's new records are committed to at the end."""
     out = opts.output
-    front = _vectors_from_embeddings if opts.input_embeddings else _vectors_from_text
-    parsed, unique, exact, embedded = front(pipeline, opts)
-    vectors = embedded["vectors"]
+    front = (_vectors_from_embeddings if opts.input_embeddings else _vectors_from_text)(pipeline, opts, history)
+    exact = front.exact
+    vectors = front.embedded["vectors"]
+    if history:
+        with_text, vectors = vectors, vectors | "IdVector" >> beam.Map(lambda v: v[:2]).with_output_types(IdVector)
     band = opts.score_band() if not opts.input_embeddings else ScoreBand(opts.threshold)
     written = []  # what the writers return: summary.json is written after all of it
     if opts.write_embeddings:
         embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
         written.append(embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, layout.EMBEDDINGS)))
-    if opts.centroids:
+    if history and history.centroids is not None:
+        centroids = pipeline | "StoredCentroids" >> beam.Create([history.centroids])
+    elif opts.centroids:
         centroids = pipeline | "LoadCentroids" >> beam.Create([_load_centroids(opts.centroids)])
     else:
         train = TrainCentroids(
@@ -100,31 +146,54 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         )
         centroids = vectors | "TrainCentroids" >> train
     written.append(centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, layout.CENTROIDS)))
-    search = FindPairs(band.search_threshold, centroids, opts.cell_margin, opts.max_cell_size)
-    found = vectors | "FindPairs" >> search
-    semantic = found.pairs
+    rescore_records = [exact.representatives]
+    if history:
+        plan = history.plan
+        search = SearchWithHistory(
+            plan.root, plan.manifest, plan.segment, centroids, band, history.margin, opts.max_cell_size,
+            history.dim, history.dtype,
+        )  # fmt: skip
+        found = with_text | "FindPairs" >> search
+        rescore_records.append(found[STORED_TEXTS])
+    else:
+        found = vectors | "FindPairs" >> FindPairs(
+            band.search_threshold, centroids, opts.cell_margin, opts.max_cell_size
+        )
+    semantic = found["pairs"]
     if band.band:
         rescore = RescorePairs(band, opts.embed_config().fp32(), opts.batch_window)
-        rescoring = {"pairs": found.pairs, "records": exact.representatives} | "Rescore" >> rescore
+        texts = rescore_records | "RescoreTexts" >> beam.Flatten()
+        rescoring = {"pairs": semantic, "records": texts} | "Rescore" >> rescore
         semantic = rescoring["pairs"]
     pairs = (exact[EXACT_PAIRS], semantic) | "AllPairs" >> beam.Flatten()
 
-    if opts.cluster_method == "hdbscan":
+    outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
+    if history:
+        stored = front.stored if front.stored is not None else pipeline | "NothingStored" >> beam.Create([])
+        clustered = {"records": front.accepted, "pairs": pairs, "stored": stored} | "Cluster" >> ClusterWithHistory()
+        clusters = clustered["clusters"]
+        outputs[layout.CLUSTER_CHANGES] = FileSystems.join(out, layout.CLUSTER_CHANGES)
+        changes = clustered["changes"] | "WriteClusterChanges" >> WriteRows(
+            outputs[layout.CLUSTER_CHANGES], CLUSTER_CHANGES_SCHEMA
+        )
+        written.append(changes)
+    elif opts.cluster_method == "hdbscan":
         linked = vectors | "Hdbscan" >> HdbscanEdges(centroids, opts.pca_dims, opts.hdbscan_min_cluster_size)
         edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(_edge), linked) | "AllEdges" >> beam.Flatten()
+        clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> ClusterRecords()
     else:
         edges = pairs | "PairEdges" >> beam.Map(_edge)
-    clusters = {"records": unique.records, "edges": edges} | "Cluster" >> ClusterRecords()
-    dead_letters = (parsed[DEAD_LETTER], unique[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
+        clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> ClusterRecords()
+    dead_letters = front.rejected | "AllDeadLetters" >> beam.Flatten()
 
-    outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     written.append(pairs | "WritePairs" >> WriteRows(outputs[layout.PAIRS], PAIRS_SCHEMA))
     written.append(clusters | "WriteClusters" >> WriteRows(outputs[layout.CLUSTERS], CLUSTERS_SCHEMA))
     written.append(dead_letters | "WriteDeadLetters" >> WriteRows(outputs[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA))
 
+    parsed = front.parsed
     counted = {
         "inputs": (parsed.records, parsed[DEAD_LETTER]) | "Inputs" >> beam.Flatten(),
-        "accepted": unique.records,
+        "accepted": front.accepted,
         "dead_letters": dead_letters,
         "exact_pairs": exact[EXACT_PAIRS],
         "semantic_pairs": semantic,
@@ -140,10 +209,35 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
     measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(largest)
     if opts.recall_sample:
         recall = MeasureRecall(opts.recall_sample, opts.threshold)
-        measured["recall"] = {"vectors": vectors, "pairs": found.pairs} | "MeasureRecall" >> recall
+        measured["recall"] = {"vectors": vectors, "pairs": found["pairs"]} | "MeasureRecall" >> recall
     if not opts.input_embeddings:
-        used = embedded[BACKEND_USED] | "BackendsUsed" >> beam.combiners.ToList()
+        used = front.embedded[BACKEND_USED] | "BackendsUsed" >> beam.combiners.ToList()
         measured["backend"] = used | "NameBackends" >> beam.Map(_backends_used)
+    if history:
+        history_counted = {
+            "records_added": front.accepted,
+            "exact_matches": clustered[STORED_PAIRS] | "StoredExact" >> beam.Filter(lambda kind: kind == EXACT),
+            "pairs_with_history": clustered[STORED_PAIRS] | "StoredSemantic" >> beam.Filter(lambda k: k == SEMANTIC),
+            "cluster_changes": clustered["changes"],
+        }
+        history_measured = history_counted | "CountHistory" >> CountEach()
+        singletons = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in history_measured.items()}
+        measured["history"] = (
+            pipeline
+            | "HistoryOnce" >> beam.Create([None])
+            | "HistoryCounts" >> beam.Map(_history_counts, history, **singletons)
+        )
+        stored_rows = {
+            "records": front.accepted,
+            "clusters": clusters,
+            "embedded": vectors | "EmbeddedIds" >> beam.Keys(),
+        }
+        stored_files = [
+            stored_rows | "WriteStoredRecords" >> WriteStoredRecords(plan.root, plan.segment, history.seen),
+            clustered[MERGES] | "WriteMerges" >> WriteMerges(plan.root, plan.segment),
+            found["parts"] | "PartPaths" >> beam.Values(),
+        ]
+        written.extend(stored_files[:2])
     settings = Summary(
         threshold=opts.threshold,
         model=None if opts.input_embeddings else opts.model,
@@ -155,7 +249,9 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions) -> None:
         read=ReadSpec(opts.input, opts.format, opts.id_field, opts.text_field, opts.max_text_bytes),
         outputs=outputs,
     )
-    measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings, after=written)
+    summary = measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings, after=written)
+    if history:
+        summary | "CommitHistory" >> CommitSegment(plan, centroids, stored_files)
 
 
 def _remove_empty_temp_dirs(output: str) -> None:
@@ -168,15 +264,17 @@ def _remove_empty_temp_dirs(output: str) -> None:
             pass
 
 
-def _pipeline(argv: list[str]) -> tuple[beam.Pipeline, BatchDedupOptions]:
-    """Validate the flags and build the pipeline they describe."""
+def _pipeline(argv: list[str]) -> tuple[beam.Pipeline, BatchDedupOptions, HistoryRun | None]:
+    """Validate the flags, open (and lock) ``--history``, and build the pipeline they describe."""
     options = PipelineOptions(argv)
     opts = validate(options)
-    if opts.overwrite and not options.view_as(TestOptions).dry_run:
+    dry_run = options.view_as(TestOptions).dry_run
+    if opts.overwrite and not dry_run:
         remove_run(opts.output)
+    history = open_history(opts) if opts.history and not dry_run else None
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, opts)
-    return pipeline, opts
+    build(pipeline, opts, history)
+    return pipeline, opts, history
 
 
 def start(argv: list[str]) -> PipelineResult:
@@ -185,10 +283,16 @@ def start(argv: list[str]) -> PipelineResult:
 
 
 def run(argv: list[str]) -> tuple[Summary, PipelineResult]:
-    """Validate the flags, run the pipeline to completion; return the summary it wrote and the Beam result."""
-    pipeline, opts = _pipeline(argv)
-    result = pipeline.run()
-    result.wait_until_finish()
+    """Validate the flags, run the pipeline to completion; return the summary it wrote and the Beam result. A run
+    that fails here unlocks its history store (left as it was: nothing is committed before the end)."""
+    pipeline, opts, history = _pipeline(argv)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except BaseException:
+        if history:
+            release(history)
+        raise
     _remove_empty_temp_dirs(opts.output)
     return read_summary(opts.output), result
 

@@ -19,6 +19,7 @@ commands:
               [--format F] [--positive-min S] [--target-precision P] [--out PREFIX]
   report      one self-contained HTML page on a batch run: semsim report OUT_DIR [--html FILE] [--examples N]
               [--top-clusters K] [--input GLOB]   (semsim report --help for all flags)
+  history     what a history store holds, and its upkeep: semsim history {info,compact,unlock} H
 """
 
 
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import report
 
         return report.main(args[1:])
+    if args[:1] == ["history"]:
+        from pipelines import history_cli
+
+        return history_cli.main(args[1:])
     _quiet_model_loading()
     if args[:1] == ["batch"]:
         from pipelines import batch_dedup

@@ -112,6 +112,19 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
             help="replace the semsim run already in --output (its entries are deleted first); without it such a "
             "folder is refused",
         )
+        _flag(
+            parser,
+            "history",
+            help="history store (a folder, local or gs://): deduplicate --input against everything it holds, then "
+            "add --input's records to it; created by the first run",
+        )
+        _flag(
+            parser,
+            "history_dtype",
+            choices=("float32", "float16"),
+            default="float32",
+            help="how a new --history store keeps embeddings (float16 halves its size)",
+        )
         _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
         _flag(parser, "batch_window", type=int, default=DEFAULT_WINDOW, help="texts per sorted embedding window")
         _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
@@ -206,6 +219,10 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     opts = options.view_as(BatchDedupOptions)
     if bool(opts.input) == bool(opts.input_embeddings):
         raise OptionsError("give --input (a file glob) or --input-embeddings (an embeddings/ folder), not both")
+    if opts.history and opts.input_embeddings:
+        raise OptionsError("--history needs --input (text): a store keeps each record's text hash and text")
+    if opts.history and opts.cluster_method != "components":
+        raise OptionsError("--history clusters by connected components; --cluster-method hdbscan cannot extend a store")
     if opts.cells < 0 or opts.recall_sample < 0:
         raise OptionsError("--cells and --recall-sample must not be negative")
     positive = (

@@ -42,6 +42,16 @@ def model_error(model: str) -> str | None:
     return None
 
 
+def model_identity(model: str) -> tuple[str, int]:
+    """``(fingerprint, dimension)`` of a sentence-transformers model: what a history store checks a run against."""
+    from sentence_transformers import SentenceTransformer
+
+    from semsim_core.backends.base import fingerprint
+
+    loaded = SentenceTransformer(resolve_model(model), device="cpu")
+    return fingerprint(loaded), loaded.get_embedding_dimension()
+
+
 def default_threads(processes: int = 1) -> int:
     """Intra-op threads for each of ``processes`` worker processes sharing this machine's cores: never more threads
     in all than cores (oversubscribed inference threads are much slower than idle cores)."""

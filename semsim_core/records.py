@@ -72,6 +72,14 @@ class ClusterAssignment(NamedTuple):
     cluster_size: int
 
 
+class ClusterChange(NamedTuple):
+    """A history record whose cluster was merged into another by this run (``--history``)."""
+
+    id: str
+    cluster_id: str  # its cluster now
+    previous_cluster_id: str
+
+
 EXACT = "exact"
 SEMANTIC = "semantic"
 
@@ -83,6 +91,9 @@ CLUSTERS_SCHEMA = pa.schema(
         ("is_representative", pa.bool_()),
         ("cluster_size", pa.int64()),
     ]
+)
+CLUSTER_CHANGES_SCHEMA = pa.schema(
+    [("id", pa.string()), ("cluster_id", pa.string()), ("previous_cluster_id", pa.string())]
 )
 DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("raw", pa.string()), ("error", pa.string())])
 

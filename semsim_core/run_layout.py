@@ -5,6 +5,7 @@ A batch run writes::
     OUT/pairs/*.parquet        PAIRS_SCHEMA        every duplicate pair (exact and semantic)
     OUT/clusters/*.parquet     CLUSTERS_SCHEMA     one row per accepted record
     OUT/dead_letter/*.parquet  DEAD_LETTER_SCHEMA  one row per rejected input
+    OUT/cluster_changes/*.parquet  CLUSTER_CHANGES_SCHEMA  with --history: history records whose cluster id changed
     OUT/embeddings/*.parquet   embeddings_schema   with --write-embeddings: one vector per accepted record
     OUT/centroids.npy          the cells' centroids (float32, one row per cell)
     OUT/summary.json           :class:`Summary`, written once every other entry is committed: the run's
@@ -23,17 +24,20 @@ from typing import Any
 
 import pyarrow as pa
 
-from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
+from semsim_core.records import CLUSTER_CHANGES_SCHEMA, CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
 
 PAIRS = "pairs"
 CLUSTERS = "clusters"
 DEAD_LETTER = "dead_letter"
+CLUSTER_CHANGES = "cluster_changes"
 EMBEDDINGS = "embeddings"
 CENTROIDS = "centroids.npy"
 SUMMARY = "summary.json"
 REPORT = "report.html"  # written by `semsim report` beside the run it shows
 OUTPUT_SCHEMAS: dict[str, pa.Schema] = {PAIRS: PAIRS_SCHEMA, CLUSTERS: CLUSTERS_SCHEMA, DEAD_LETTER: DEAD_LETTER_SCHEMA}
-RUN_ENTRIES = (*OUTPUT_SCHEMAS, EMBEDDINGS, CENTROIDS, SUMMARY, REPORT)  # a run's own entries; nothing else is
+HISTORY_OUTPUT_SCHEMAS = {CLUSTER_CHANGES: CLUSTER_CHANGES_SCHEMA}  # written by --history runs only
+# a run's own entries; nothing else is
+RUN_ENTRIES = (*OUTPUT_SCHEMAS, *HISTORY_OUTPUT_SCHEMAS, EMBEDDINGS, CENTROIDS, SUMMARY, REPORT)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,20 @@ class Recall:
     true_pairs: int  # pairs at or above the threshold that involve a query, by brute force against every vector
     found: int  # those the pipeline reported
     recall: float  # found / true_pairs (1.0 when there are none)
+
+
+@dataclass(frozen=True)
+class HistoryCounts:
+    """What a ``--history`` run read from and added to its history store."""
+
+    path: str
+    segment: str  # the segment this run commits
+    created: bool  # the run created the store
+    records_before: int  # accepted records in the store when the run started
+    records_added: int
+    exact_matches: int  # new records whose normalised text was already in the store (exact pairs, not embedded)
+    pairs_with_history: int  # semantic pairs between a new record and a stored one
+    cluster_changes: int  # stored records whose cluster id changed (their cluster was merged into another)
 
 
 @dataclass(frozen=True)
@@ -83,12 +101,14 @@ class Summary:
     rescored_pairs: int | None = None  # with a rescore band: pairs in it, rescored with fp32
     rescored_texts: int | None = None
     recall: Recall | None = None
-    _OPTIONAL = ("rescored_pairs", "rescored_texts", "recall")  # left out of the JSON when not measured
+    history: HistoryCounts | None = None
+    _OPTIONAL = ("rescored_pairs", "rescored_texts", "recall", "history")  # left out of the JSON when not measured
 
     def measured(self, **values: Any) -> Summary:
         """This summary with measured fields set (``recall`` given as a dict)."""
-        if isinstance(values.get("recall"), dict):
-            values["recall"] = Recall(**values["recall"])
+        for name, kind in (("recall", Recall), ("history", HistoryCounts)):
+            if isinstance(values.get(name), dict):
+                values[name] = kind(**values[name])
         return replace(self, **values)
 
     def to_json(self) -> bytes:
@@ -106,8 +126,9 @@ class Summary:
         values = {k: v for k, v in data.items() if k in known}
         try:
             values["read"] = ReadSpec(**values["read"])
-            if values.get("recall") is not None:
-                values["recall"] = Recall(**values["recall"])
+            for name, kind in (("recall", Recall), ("history", HistoryCounts)):
+                if values.get(name) is not None:
+                    values[name] = kind(**values[name])
             return cls(**values)
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a semsim batch summary ({e})") from None

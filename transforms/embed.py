@@ -13,7 +13,7 @@ from apache_beam.utils.shared import Shared
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.records import Record
 from transforms import METRICS_NAMESPACE
-from transforms.vector_coder import IdVector
+from transforms.vector_coder import IdVector, IdVectorText
 
 BACKEND_USED = "backend_used"
 
@@ -26,9 +26,10 @@ class EmbedBatchFn(beam.DoFn):
     copy; it is loaded on first use and counted in the ``model_loads`` counter.
     """
 
-    def __init__(self, shared: Shared, config: EmbedConfig, metrics_prefix: str = ""):
+    def __init__(self, shared: Shared, config: EmbedConfig, metrics_prefix: str = "", with_text: bool = False):
         self._shared = shared
         self._config = config
+        self._with_text = with_text
         self._embedder: Embedder | None = None
         self._loads = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}model_loads")
         self._embedded = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}embedded")
@@ -63,7 +64,7 @@ class EmbedBatchFn(beam.DoFn):
             self._backend_reported = True
             yield beam.pvalue.TaggedOutput(BACKEND_USED, self._embedder.backend)
         for record, vector in zip(batch, vectors, strict=True):
-            yield record.id, vector
+            yield (record.id, vector, record.text) if self._with_text else (record.id, vector)
 
 
 DEFAULT_WINDOW = 8192
@@ -76,21 +77,29 @@ class EmbedRecords(beam.PTransform):
     Records are cut into windows of ``window`` texts (fewer at the end of a bundle); the embedder sorts each window by
     token length before cutting it into batches, so padding stays small. A larger window pads less and leaves fewer
     short end-of-bundle windows, at the cost of holding its texts and token ids in memory. Counters are named with
-    ``metrics_prefix`` (e.g. ``rescore_embedded``), so a second model's work is counted apart.
+    ``metrics_prefix`` (e.g. ``rescore_embedded``), so a second model's work is counted apart. ``with_text``: the
+    vectors are ``(id, vector, text)`` (what a history store keeps).
     """
 
-    def __init__(self, config: EmbedConfig = EmbedConfig(), window: int = DEFAULT_WINDOW, metrics_prefix: str = ""):
+    def __init__(
+        self,
+        config: EmbedConfig = EmbedConfig(),
+        window: int = DEFAULT_WINDOW,
+        metrics_prefix: str = "",
+        with_text: bool = False,
+    ):
         super().__init__()
         self._config = config
         self._window = window
         self._metrics_prefix = metrics_prefix
+        self._with_text = with_text
 
     def expand(self, records):
         return (
             records
             | "Window" >> beam.BatchElements(min_batch_size=self._window, max_batch_size=self._window)
             | "Embed"
-            >> beam.ParDo(EmbedBatchFn(Shared(), self._config, self._metrics_prefix))
-            .with_output_types(IdVector)
+            >> beam.ParDo(EmbedBatchFn(Shared(), self._config, self._metrics_prefix, self._with_text))
+            .with_output_types(IdVectorText if self._with_text else IdVector)
             .with_outputs(BACKEND_USED, main="vectors")
         )

@@ -36,6 +36,8 @@ class NdarrayCoder(coders.Coder):
 
 coders.registry.register_coder(np.ndarray, NdarrayCoder)
 
-# Element types whose vectors NdarrayCoder encodes: (id, unit vector) and (cell, (id, vector, all cells of it)).
+# Element types whose vectors NdarrayCoder encodes: (id, unit vector), (id, vector, text) and
+# (cell, (id, vector, all cells of it)).
 IdVector = typehints.Tuple[str, np.ndarray]
+IdVectorText = typehints.Tuple[str, np.ndarray, str]
 CellMember = typehints.KV[int, typehints.Tuple[str, np.ndarray, typehints.Tuple[int, ...]]]

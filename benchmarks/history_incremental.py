@@ -1,0 +1,82 @@
+"""Incremental runs against a history store vs one full run, on real titles, measured in one session.
+
+    python -m benchmarks.history_incremental [--titles TITLES.tsv.gz] [--history-size 100000] [--new 10000]
+
+Builds a history store from the first ``--history-size`` titles (``semsim batch --history``, timed too), then
+deduplicates the next ``--new`` titles against it (the incremental run), then runs one full ``semsim batch`` over
+all of them with the store's centroids. Prints each run's wall time and peak RSS, the full / incremental ratio, and
+whether the pairs agree: the full run's pairs against the union of the two history runs' pairs. Each run is a child
+process. Default: the committed 3,000-title sample (2,700 + 300).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.measure import run_measured
+from benchmarks.titles import SAMPLE_TITLES, read_titles
+
+SEMSIM = str(Path(sys.executable).with_name("semsim"))
+
+
+def _write(path: Path, titles: list[str], first_id: int) -> Path:
+    path.write_text("".join(json.dumps({"id": f"t{first_id + i:07d}", "text": t}) + "\n" for i, t in enumerate(titles)))
+    return path
+
+
+def _pairs(*folders: Path) -> set[tuple[str, str, str]]:
+    pairs = pd.concat([pd.read_parquet(folder / "pairs") for folder in folders])
+    return set(zip(pairs["id_a"], pairs["id_b"], pairs["kind"], strict=True))
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--titles", type=Path, default=SAMPLE_TITLES, help="titles file (default: the sample)")
+    parser.add_argument("--history-size", type=int, default=2_700)
+    parser.add_argument("--new", type=int, default=300)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/semsim-bench-history"))
+    parser.add_argument("flags", nargs=argparse.REMAINDER, help="extra semsim batch flags for every run")
+    args = parser.parse_args()
+
+    titles = read_titles(args.titles, args.history_size + args.new)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    old = _write(args.workdir / "old.jsonl", titles[: args.history_size], 0)
+    new = _write(args.workdir / "new.jsonl", titles[args.history_size :], args.history_size)
+    history = args.workdir / "history"
+    print(f"CPU: {_cpu()}, {len(titles) - args.history_size} new titles against {args.history_size} stored")
+
+    def batch(name: str, *flags: str) -> float:
+        out = args.workdir / name
+        seconds, rss = run_measured([SEMSIM, "batch", "--output", str(out), *flags, *args.flags])
+        print(f"{name:>12}: {seconds:7.1f} s, peak RSS {rss:5.2f} GiB")
+        return seconds
+
+    batch("build", "--input", str(old), "--history", str(history))
+    incremental = batch("incremental", "--input", str(new), "--history", str(history))
+    centroids = next(history.glob("centroids-*.npy"))
+    full = batch("full", "--input", str(old), "--input", str(new), "--centroids", str(centroids))
+    print(f"full / incremental: {full / incremental:.1f}x")
+    daily, whole = _pairs(args.workdir / "build", args.workdir / "incremental"), _pairs(args.workdir / "full")
+    print(
+        f"pairs: full {len(whole)}, build + incremental {len(daily)}, in both {len(daily & whole)}, "
+        f"only full {len(whole - daily)}, only incremental {len(daily - whole)}"
+    )
+
+
+if __name__ == "__main__":
+    main()

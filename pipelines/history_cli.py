@@ -1,0 +1,75 @@
+"""``semsim history {info,compact,unlock} H``: what a history store holds, and its upkeep."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from semsim_core.history import History, HistoryError, Manifest
+
+COMPACT_OWNER = "semsim history compact"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line and exit status 2, as every semsim command
+        raise HistoryError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="semsim history", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{info,compact,unlock}")
+    for name, text in (
+        ("info", "print what the history holds as JSON: model, cells, records, files, orphans, the lock"),
+        ("compact", "rewrite it as one file per cell and one records file, with merged cluster ids resolved"),
+        ("unlock", "remove the writer's lock left by a dead run"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("history", metavar="H", help="the history store (local folder or gs://bucket/path)")
+    return parser
+
+
+def _shape(manifest: Manifest) -> str:
+    files = sum(len(s.files) for s in manifest.segments)
+    return f"{len(manifest.segments)} segments, {files} files"
+
+
+def run(argv: Sequence[str]) -> str:
+    """Run one subcommand; return what it prints. Bad input raises :class:`HistoryError`."""
+    args = _parser().parse_args(argv)
+    history = History(args.history)
+    if args.command == "info":
+        return json.dumps(history.info(), indent=2)
+    if args.command == "compact":
+        before = history.manifest()
+        after = history.compact(COMPACT_OWNER)
+        if after.version == before.version:
+            return f"history {history.root} is compact already: {_shape(after)} (version {after.version})"
+        return (
+            f"compacted history {history.root}: {_shape(before)} (version {before.version}) -> "
+            f"{_shape(after)} (version {after.version})"
+        )
+    holder = history.lock_holder()
+    if holder is None:
+        return f"history {history.root} is not locked"
+    history.unlock()
+    return (
+        f"unlocked history {history.root}: it was locked by {holder.get('owner')} (pid {holder.get('pid')} on "
+        f"{holder.get('host')} since {holder.get('since')})"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: print the result; bad input prints one line on stderr and exits 2."""
+    try:
+        print(run(sys.argv[1:] if argv is None else argv))
+    except HistoryError as e:
+        print(f"semsim history: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""``semsim batch --history``: day-by-day runs against a history store equal one full run; exact copies of stored
+texts are not embedded again; a killed or failed run leaves the store as it was, and its rerun equals an
+uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from semsim_core.history import History
+from tests.conftest import REPO, SAMPLE_PARAPHRASES, assert_invariants, run_batch, sample_titles, write_jsonl
+from transforms.history_commit import FAIL_BEFORE_COMMIT
+
+DAYS = 3
+COPIES = 4  # day-3 records that copy a day-1 text
+
+
+def _days(tmp_path: Path) -> list[Path]:
+    """A real slice cut into three days: Reddit titles, STSb paraphrase pairs whose two sides fall on different
+    days, and on day 3 exact copies (new ids) of day-1 titles. Ids start with their day, so the earlier of two
+    records also has the smaller id, as a full run's representative choice needs."""
+    titles = sample_titles(150)
+    with open(SAMPLE_PARAPHRASES, encoding="utf-8") as f:
+        paraphrases = [json.loads(line) for line, _ in zip(f, range(40), strict=False)]
+    days: list[list[dict]] = [[] for _ in range(DAYS)]
+    for i, row in enumerate(titles):
+        days[i % DAYS].append(row)
+    for i in range(0, len(paraphrases), 2):
+        first = (i // 2) % DAYS
+        days[first].append(paraphrases[i])
+        days[(first + 1) % DAYS].append(paraphrases[i + 1])
+    copies = [{"id": f"copy-{row['id']}", "text": row["text"]} for row in days[0][:COPIES]]
+    days[2].extend(copies)
+    paths = []
+    for day, rows in enumerate(days, start=1):
+        dated = [{"id": f"d{day}-{row['id']}", "text": row["text"]} for row in rows]
+        paths.append(write_jsonl(tmp_path / f"day{day}.jsonl", dated))
+    return paths
+
+
+def _pair_set(pairs: pd.DataFrame) -> set[tuple[str, str, str]]:
+    return set(zip(pairs["id_a"], pairs["id_b"], pairs["kind"], strict=True))
+
+
+def _stored_partition(root: Path) -> set[frozenset[str]]:
+    history = History(str(root))
+    manifest = history.manifest()
+    merges = history.cluster_merges(manifest)
+    members: dict[str, set[str]] = {}
+    for table in history.read_records(manifest, ["id", "cluster_id"]):
+        for record_id, cluster in zip(table["id"].to_pylist(), table["cluster_id"].to_pylist(), strict=True):
+            members.setdefault(merges.get(cluster, cluster), set()).add(record_id)
+    return {frozenset(ids) for ids in members.values()}
+
+
+def _partition(clusters: pd.DataFrame) -> set[frozenset[str]]:
+    return {frozenset(group["id"]) for _, group in clusters.groupby("cluster_id")}
+
+
+def _run_day(out: Path, history: Path, day: Path, *flags: str):
+    return run_batch(out, "--input", str(day), "--history", str(history), "--cells", "4", *flags)
+
+
+def test_days_against_history_equal_one_full_run(tmp_path):
+    days = _days(tmp_path)
+    history = tmp_path / "history"
+    runs = [_run_day(tmp_path / f"out{i}", history, day) for i, day in enumerate(days, start=1)]
+    for run in runs:
+        assert_invariants(run)
+    first, _, third = (run.summary.history for run in runs)
+    assert first.created and first.records_before == 0
+    assert third.records_before == runs[0].summary.accepted + runs[1].summary.accepted
+
+    centroids = next(history.glob("centroids-*.npy"))
+    inputs = [flag for day in days for flag in ("--input", str(day))]
+    full = run_batch(tmp_path / "full", *inputs, "--centroids", str(centroids))
+    daily_pairs = pd.concat([run.pairs for run in runs])
+    assert _pair_set(daily_pairs) == _pair_set(full.pairs)
+    assert full.summary.semantic_pairs >= 10  # paraphrase pairs across days, mostly
+    scores = daily_pairs.merge(full.pairs, on=["id_a", "id_b"], suffixes=("_day", "_full"))
+    assert (scores["score_day"] - scores["score_full"]).abs().max() < 1e-5
+    assert _stored_partition(history) == _partition(full.clusters)
+    assert sum(run.summary.history.pairs_with_history for run in runs) > 0
+
+    # Exact copies: paired with the stored record by text hash, never embedded again.
+    assert third.exact_matches == COPIES
+    copies = runs[2].pairs[runs[2].pairs["id_b"].str.startswith("d3-copy-")]
+    assert len(copies) == COPIES and set(copies["kind"]) == {"exact"}
+    assert copies["id_a"].str.startswith("d1-").all()
+    assert runs[2].summary.embedded == runs[2].summary.accepted - COPIES
+
+    # Ids stay stable: a record's cluster id is the one its stored cluster had, unless listed as changed.
+    info = History(str(history)).info()
+    assert info["records"] == full.summary.accepted and info["segments"] == DAYS
+
+
+def _store_state(root: Path) -> tuple[bytes, set[frozenset[str]]]:
+    return (root / "manifest.json").read_bytes(), _stored_partition(root)
+
+
+def _outputs(out: Path) -> tuple[set, set]:
+    return _pair_set(pd.read_parquet(out / "pairs")), _partition(pd.read_parquet(out / "clusters"))
+
+
+def test_killed_or_failed_runs_leave_the_store_as_it_was(tmp_path, monkeypatch):
+    day1, day2, _ = _days(tmp_path)
+    history = tmp_path / "history"
+    _run_day(tmp_path / "out1", history, day1)
+    reference = tmp_path / "reference"
+    shutil.copytree(history, reference)
+    _run_day(tmp_path / "uninterrupted", reference, day2)
+    before = _store_state(history)
+
+    # Killed once its new vectors are in the store's cells, not yet committed.
+    committed = set(History(str(history)).manifest().files("cell="))
+    command = [sys.executable, "-m", "pipelines.batch_dedup", "--backend", "torch", "--cells", "4"]
+    command += ["--input", str(day2), "--history", str(history), "--output", str(tmp_path / "killed")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        parts = {str(p.relative_to(history)) for p in history.glob("cell=*/*.parquet")}
+        if parts - committed:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it wrote its cell parts"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _store_state(history) == before
+    assert History(str(history)).info()["orphans"]  # the dead run's parts, invisible to readers
+
+    # Failed between writing everything (summary included) and committing.
+    monkeypatch.setenv(FAIL_BEFORE_COMMIT, "1")
+    with pytest.raises(Exception, match=FAIL_BEFORE_COMMIT):
+        _run_day(tmp_path / "failed", history, day2)
+    monkeypatch.delenv(FAIL_BEFORE_COMMIT)
+    assert _store_state(history) == before and History(str(history)).lock_holder() is None
+
+    # The rerun (over the killed run's lock and outputs) equals the uninterrupted run.
+    rerun = _run_day(tmp_path / "killed", history, day2, "--overwrite")
+    assert_invariants(rerun)
+    assert _outputs(tmp_path / "killed") == _outputs(tmp_path / "uninterrupted")
+    assert _stored_partition(history) == _stored_partition(reference)
+
+
+def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys):
+    from pipelines.cli import main
+
+    day1, day2, _ = _days(tmp_path)
+    history = tmp_path / "history"
+    _run_day(tmp_path / "out1", history, day1)
+    before = _store_state(history)
+    manifest = json.loads((history / "manifest.json").read_bytes())
+
+    capsys.readouterr()  # the first run's output
+
+    def refused(change, expected: str) -> None:
+        change()
+        out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
+        argv = ["batch", "--input", str(day2), "--history", str(history), "--output", str(out), "--backend", "torch"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], "\n".join(err)
+        (history / "manifest.json").write_bytes(before[0])
+        assert _store_state(history) == before
+
+    def write_manifest(**changes) -> None:
+        (history / "manifest.json").write_text(json.dumps({**manifest, **changes}))
+
+    refused(lambda: write_manifest(dim=768), "dim")
+    refused(lambda: write_manifest(model="other-model"), "other-model")
+    refused(lambda: write_manifest(schema_version=99), "newer semsim")
+    part = history / manifest["segments"][0]["files"][0]
+    saved = part.read_bytes()
+    refused(part.unlink, "missing")
+    part.write_bytes(b"not parquet")
+    refused(lambda: None, "corrupt")
+    part.write_bytes(saved)
+    if os.geteuid() != 0:
+        history.chmod(0o500)
+        try:
+            refused(lambda: None, "cannot write")
+        finally:
+            history.chmod(0o755)

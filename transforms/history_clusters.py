@@ -1,0 +1,114 @@
+"""ClusterWithHistory: new records join the clusters of a history store, whose ids stay stable.
+
+The graph's nodes are the new records and the stored clusters (a stored cluster is one node, whatever its size):
+``(NEW, id)`` and ``(STORED, cluster id)``. Its components are labelled by their smallest node, and STORED sorts
+first, so a component keeps the smallest stored cluster id it holds; other stored clusters in it are merged into
+that one and their records are listed as cluster changes. A component of new records only is labelled by its
+smallest id, as in a run without history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+
+from semsim_core.clustering import singleton
+from semsim_core.records import ClusterAssignment, ClusterChange, Pair
+from transforms.cluster import ConnectedComponents
+
+STORED, NEW = 0, 1
+MERGES = "merges"  # (stored cluster id, the stored cluster id it was merged into)
+STORED_PAIRS = "stored_pairs"  # the kind of each pair with a stored record
+
+
+def _ends(pair: Pair) -> Iterator[tuple[str, tuple[str, str, str]]]:
+    key = (pair.id_a, pair.id_b, pair.kind)
+    yield pair.id_a, key
+    yield pair.id_b, key
+
+
+def _node_of_end(element: tuple[str, dict[str, Iterable]]) -> Iterator:
+    record_id, joined = element
+    cluster = next(iter(joined["stored"]), None)
+    node = (NEW, record_id) if cluster is None else (STORED, cluster)
+    for key in joined["end"]:
+        if cluster is not None:
+            yield beam.pvalue.TaggedOutput(STORED_PAIRS, key[2])
+        yield key, node
+
+
+def _edge(element: tuple[tuple, Iterable[tuple[int, str]]]) -> Iterator[tuple[tuple[int, str], tuple[int, str]]]:
+    _, nodes = element
+    a, b = sorted(set(nodes))
+    yield a, b
+
+
+def _weighted(element: tuple[tuple[int, str], dict[str, Iterable]]) -> Iterator:
+    node, joined = element
+    weight = sum(joined["size"]) if node[0] == STORED else 1
+    for label in joined["label"]:
+        yield label, (node, weight)
+
+
+def _assign(element: tuple[tuple[int, str], Iterable[tuple[tuple[int, str], int]]]) -> Iterator:
+    label, members = element
+    members = list(members)
+    size = sum(weight for _, weight in members)
+    cluster_id = label[1]
+    for (kind, name), _ in members:
+        if kind == NEW:
+            yield name, ClusterAssignment(name, cluster_id, name == cluster_id, size)
+        elif name != cluster_id:
+            yield beam.pvalue.TaggedOutput(MERGES, (name, cluster_id))
+
+
+def _assign_or_singleton(element: tuple[str, dict[str, list]]) -> Iterator[ClusterAssignment]:
+    record_id, joined = element
+    if joined["record"]:
+        yield next(iter(joined["cluster"]), None) or singleton(record_id)
+
+
+def _changes(stored, merges: dict[str, str]) -> Iterator[ClusterChange]:
+    if stored.cluster_id in merges:
+        yield ClusterChange(stored.id, merges[stored.cluster_id], stored.cluster_id)
+
+
+class ClusterWithHistory(beam.PTransform):
+    """``{"records": new Records, "pairs": every pair of the run, "stored": StoredRecords}`` -> ``clusters`` (one
+    :class:`ClusterAssignment` per new record; sizes count the stored members), ``changes`` (a
+    :class:`ClusterChange` per stored record whose cluster was merged into another), ``merges`` (``(from, to)``
+    stored cluster ids) and ``stored_pairs`` (the kind of each pair that has a stored record)."""
+
+    def expand(self, inputs):
+        stored = inputs["stored"]
+        ends = inputs["pairs"] | "Ends" >> beam.FlatMap(_ends)
+        stored_clusters = stored | "StoredCluster" >> beam.Map(lambda s: (s.id, s.cluster_id))
+        nodes = (
+            {"end": ends, "stored": stored_clusters}
+            | "JoinEnds" >> beam.CoGroupByKey()
+            | "NodeOfEnd" >> beam.FlatMap(_node_of_end).with_outputs(STORED_PAIRS, main="nodes")
+        )
+        edges = nodes.nodes | "GroupEnds" >> beam.GroupByKey() | "Edges" >> beam.FlatMap(_edge)
+        labels = edges | "Components" >> ConnectedComponents()
+        sizes = (
+            stored
+            | "OnePerStored" >> beam.Map(lambda s: ((STORED, s.cluster_id), 1))
+            | "StoredSizes" >> beam.CombinePerKey(sum)
+        )
+        assigned = (
+            {"label": labels, "size": sizes}
+            | "JoinSizes" >> beam.CoGroupByKey()
+            | "Weighted" >> beam.FlatMap(_weighted)
+            | "GroupByLabel" >> beam.GroupByKey()
+            | "Assign" >> beam.FlatMap(_assign).with_outputs(MERGES, main="assigned")
+        )
+        records = inputs["records"] | "ById" >> beam.Map(lambda r: (r.id, None))
+        clusters = (
+            {"record": records, "cluster": assigned.assigned}
+            | "JoinRecords" >> beam.CoGroupByKey()
+            | "AssignOrSingleton" >> beam.FlatMap(_assign_or_singleton)
+        )
+        merges = assigned[MERGES]
+        changes = stored | "Changes" >> beam.FlatMap(_changes, beam.pvalue.AsDict(merges))
+        return {"clusters": clusters, "changes": changes, MERGES: merges, STORED_PAIRS: nodes[STORED_PAIRS]}
