@@ -8,8 +8,9 @@ topic have cosine ~0.5: a clustered background with no pairs above 0.8). Every `
 near-duplicate of the vector before it: that vector plus Gaussian noise of norm 0.2-0.7, normalised (cosine ~0.82-0.98).
 Planted pairs with cosine >= threshold are the known ground truth.
 
-The pipeline (FnApiRunner, one child process so its peak RSS is its own): generate -> TrainCentroids -> FindPairs ->
-MeasureRecall (brute force for ``--recall-sample`` query vectors) -> counts. Exact all-pairs is timed on a random
+The pipeline (FnApiRunner, one child process so its peak RSS is its own): generate -> TrainCentroids -> SearchCells
+(vectors staged to files, one cell searched at a time) -> MeasureRecall (brute force for ``--recall-sample`` query
+vectors) -> counts. Exact all-pairs is timed on a random
 ``--exact-sample`` subset with the same exact search (FAISS IndexFlatIP.range_search) and extrapolated by (n/m)^2.
 """
 
@@ -28,10 +29,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from benchmarks.measure import run_measured
 from semsim_core.pairs import threshold_pairs
+from semsim_core.rescore import ScoreBand
+from transforms.cell_search import CELL_SIZES, SearchCells, largest
 from transforms.cells import TrainCentroids
-from transforms.pairs import CELL_SIZES, FindPairs, largest
 from transforms.recall import MeasureRecall
-from transforms.write import CountEach, WriteSummary
+from transforms.write import CountEach
 
 PLANTED = "planted"
 
@@ -81,10 +83,14 @@ def run_pipeline(args: argparse.Namespace) -> None:
         centroids = vectors | "TrainCentroids" >> TrainCentroids(
             0, args.target_cell_size, args.max_cell_size, args.margin, args.kmeans_sample
         )
-        found = vectors | "FindPairs" >> FindPairs(args.threshold, centroids, args.margin, args.max_cell_size)
+        work = str(args.out.parent / "work")
+        search = SearchCells(
+            work, work, None, "synthetic", centroids, ScoreBand(args.threshold), args.margin, args.max_cell_size
+        )
+        found = vectors | "WithText" >> beam.Map(lambda v: (v[0], v[1], "")) | "FindPairs" >> search
         planted_true = generated[PLANTED] | "AboveThreshold" >> beam.Filter(lambda p: p[2] >= args.threshold)
         planted_keys = planted_true | "PlantedKey" >> beam.Map(lambda p: ((p[0], p[1]), "planted"))
-        found_keys = found.pairs | "FoundKey" >> beam.Map(lambda p: ((p.id_a, p.id_b), "found"))
+        found_keys = found["pairs"] | "FoundKey" >> beam.Map(lambda p: ((p.id_a, p.id_b), "found"))
         planted_found = (
             (planted_keys, found_keys)
             | "Both" >> beam.Flatten()
@@ -93,17 +99,22 @@ def run_pipeline(args: argparse.Namespace) -> None:
         )
         counted = {
             "vectors": vectors,
-            "pairs": found.pairs,
+            "pairs": found["pairs"],
             "planted_true": planted_true,
             "planted_found": planted_found,
         }
         measured = counted | "Count" >> CountEach()
         measured["cells"] = centroids | "CountCells" >> beam.Map(len)
         measured["largest_cell"] = found[CELL_SIZES] | "Largest" >> beam.CombineGlobally(largest)
-        measured["recall"] = {"vectors": vectors, "pairs": found.pairs} | MeasureRecall(
+        measured["recall"] = {"vectors": vectors, "pairs": found["pairs"]} | MeasureRecall(
             args.recall_sample, args.threshold
         )
-        measured | WriteSummary(str(args.out), {"threshold": args.threshold, "n": args.n})
+        values = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in measured.items()}
+        p | "Once" >> beam.Create([None]) | "WriteSummary" >> beam.Map(_write_summary, args.out, **values)
+
+
+def _write_summary(_, path: Path, **measured) -> None:
+    path.write_text(json.dumps(measured, default=lambda value: value.__dict__))
 
 
 def exact_seconds(args: argparse.Namespace) -> tuple[float, int]:

@@ -22,8 +22,9 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipelines.history_run import HistoryRun, open_history, release
 from pipelines.options import BatchDedupOptions, OptionsError, validate
-from pipelines.run_files import load_centroids, read_summary, remove_run, save_centroids
+from pipelines.run_files import load_centroids, read_summary, remove_folder, remove_run, save_centroids
 from semsim_core import run_layout as layout
+from semsim_core.history import new_segment_id
 from semsim_core.records import (
     CLUSTER_CHANGES_SCHEMA,
     CLUSTERS_SCHEMA,
@@ -36,6 +37,7 @@ from semsim_core.records import (
 from semsim_core.rescore import ScoreBand
 from semsim_core.run_layout import HistoryCounts, ReadSpec, Summary
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
+from transforms.cell_search import CELL_SIZES, STORED_TEXTS, SearchCells, largest
 from transforms.cells import TrainCentroids
 from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
@@ -45,13 +47,11 @@ from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
 from transforms.history_clusters import MERGES, STORED_PAIRS, ClusterWithHistory
 from transforms.history_commit import CommitSegment, WriteMerges, WriteStoredRecords
 from transforms.history_read import DropStoredIds, ReadStoredRecords, stored_texts
-from transforms.history_search import STORED_TEXTS, SearchWithHistory
-from transforms.pairs import CELL_SIZES, FindPairs, largest
 from transforms.progress import LogProgress
 from transforms.read import ReadRecords
 from transforms.recall import MeasureRecall
 from transforms.rescore import IN_BAND, RESCORED_TEXTS, RescorePairs
-from transforms.vector_coder import IdVector
+from transforms.vector_coder import IdVector, IdVectorText
 from transforms.write import CountEach, WriteRows, WriteSummary
 
 
@@ -77,7 +77,7 @@ def _vectors_from_text(pipeline: beam.Pipeline, opts: BatchDedupOptions, history
         rejected.append(fresh[DEAD_LETTER])
     texts = stored_texts(stored) if stored is not None else None
     exact = accepted | "ExactPrepass" >> ExactPrepass(text_key, texts)
-    embed = EmbedRecords(opts.embed_config(), opts.batch_window, with_text=history is not None)
+    embed = EmbedRecords(opts.embed_config(), opts.batch_window, with_text=True)
     embedded = exact.representatives | "Embed" >> embed
     return Front(parsed, accepted, rejected, exact, embedded, stored)
 
@@ -86,13 +86,15 @@ def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, h
     parsed = pipeline | "Read" >> ReadEmbeddings(opts.input_embeddings)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     exact = unique.records | "ExactPrepass" >> ExactPrepass(vector_key)
-    vectors = exact.representatives | "Vectors" >> beam.Map(lambda r: (r.id, r.vector)).with_output_types(IdVector)
+    vectors = exact.representatives | "Vectors" >> beam.Map(lambda r: (r.id, r.vector, "")).with_output_types(
+        IdVectorText
+    )
     return Front(parsed, unique.records, [parsed[DEAD_LETTER], unique[DEAD_LETTER]], exact, {"vectors": vectors})
 
 
 class Front(NamedTuple):
     """What the reading steps hand on: the parse result, accepted records, dead letters, the exact pre-pass, the
-    embedding result (``vectors``: ``(id, vector)``, or ``(id, vector, text)`` with a history store) and the stored
+    embedding result (``vectors``: ``(id, vector, text)``; no text from saved embeddings) and the stored
     records of the history store (None without one, or when the run creates it)."""
 
     parsed: beam.pvalue.DoOutputsTuple
@@ -128,9 +130,8 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
     out = opts.output
     front = (_vectors_from_embeddings if opts.input_embeddings else _vectors_from_text)(pipeline, opts, history)
     exact = front.exact
-    vectors = front.embedded["vectors"]
-    if history:
-        with_text, vectors = vectors, vectors | "IdVector" >> beam.Map(lambda v: v[:2]).with_output_types(IdVector)
+    with_text = front.embedded["vectors"]
+    vectors = with_text | "IdVector" >> beam.Map(lambda v: v[:2]).with_output_types(IdVector)
     band = opts.score_band() if not opts.input_embeddings else ScoreBand(opts.threshold)
     written = []  # what the writers return: summary.json is written after all of it
     if opts.write_embeddings:
@@ -146,23 +147,19 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
         )
         centroids = vectors | "TrainCentroids" >> train
     written.append(centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, layout.CENTROIDS)))
-    rescore_records = [exact.representatives]
+    work = FileSystems.join(out, layout.WORK)  # staged vectors; without a store, the cell files too
     if history:
         plan = history.plan
-        search = SearchWithHistory(
-            plan.root, plan.manifest, plan.segment, centroids, band, history.margin, opts.max_cell_size,
-            history.dim, history.dtype,
-        )  # fmt: skip
-        found = with_text | "FindPairs" >> search
-        rescore_records.append(found[STORED_TEXTS])
+        cells_in = (plan.root, plan.manifest, plan.segment, history.margin, history.dtype)
     else:
-        found = vectors | "FindPairs" >> FindPairs(
-            band.search_threshold, centroids, opts.cell_margin, opts.max_cell_size
-        )
+        cells_in = (work, None, new_segment_id(), opts.cell_margin, "float32")
+    store, manifest, segment, margin, dtype = cells_in
+    search = SearchCells(work, store, manifest, segment, centroids, band, margin, opts.max_cell_size, dtype)
+    found = with_text | "FindPairs" >> search
     semantic = found["pairs"]
     if band.band:
         rescore = RescorePairs(band, opts.embed_config().fp32(), opts.batch_window)
-        texts = rescore_records | "RescoreTexts" >> beam.Flatten()
+        texts = (exact.representatives, found[STORED_TEXTS]) | "RescoreTexts" >> beam.Flatten()
         rescoring = {"pairs": semantic, "records": texts} | "Rescore" >> rescore
         semantic = rescoring["pairs"]
     pairs = (exact[EXACT_PAIRS], semantic) | "AllPairs" >> beam.Flatten()
@@ -249,9 +246,10 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
         read=ReadSpec(opts.input, opts.format, opts.id_field, opts.text_field, opts.max_text_bytes),
         outputs=outputs,
     )
-    summary = measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings, after=written)
+    done = measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings, after=written)
     if history:
-        summary | "CommitHistory" >> CommitSegment(plan, centroids, stored_files)
+        done = done | "CommitHistory" >> CommitSegment(plan, centroids, stored_files)
+    done | "RemoveWork" >> beam.Map(lambda _: remove_folder(work))
 
 
 def _remove_empty_temp_dirs(output: str) -> None:

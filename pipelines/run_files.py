@@ -58,11 +58,16 @@ def run_entries(folder: str) -> list[str]:
     return found
 
 
+def remove_folder(path: str) -> None:
+    """Delete ``path``, a file or a folder with everything under it, when it exists."""
+    children = [m.path for m in FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list]
+    if children:
+        FileSystems.delete(children)
+    if FileSystems.exists(path):  # a file, or a local folder (object stores have no folders)
+        FileSystems.delete([path])
+
+
 def remove_run(folder: str) -> None:
     """Delete the entries of an earlier semsim batch run in ``folder`` (and nothing else of it)."""
     for path in run_entries(folder):
-        children = [m.path for m in FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list]
-        if children:
-            FileSystems.delete(children)
-        if FileSystems.exists(path):  # a file, or a local folder (object stores have no folders)
-            FileSystems.delete([path])
+        remove_folder(path)

@@ -25,7 +25,7 @@ import posixpath
 import socket
 import statistics
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -73,6 +73,25 @@ def cell_schema(dim: int, dtype: str = "float32") -> pa.Schema:
             ("embedding", pa.list_(DTYPES[dtype], dim)),
         ]
     )
+
+
+def cell_table(
+    ids: Sequence[str],
+    texts: Sequence[str],
+    cells: Sequence[Sequence[int]],
+    vectors: np.ndarray,
+    dtype: str = "float32",
+) -> pa.Table:
+    """Rows of a cell file (:func:`cell_schema`): ``vectors`` is ``(rows, dim)``, stored as ``dtype``."""
+    schema = cell_schema(vectors.shape[1], dtype)
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.dtype(dtype)).ravel())
+    columns = [
+        pa.array(ids, pa.string()),
+        pa.array(texts, pa.string()),
+        pa.array(cells, schema.field("cells").type),
+        pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _now() -> datetime:

@@ -8,6 +8,7 @@ A batch run writes::
     OUT/cluster_changes/*.parquet  CLUSTER_CHANGES_SCHEMA  with --history: history records whose cluster id changed
     OUT/embeddings/*.parquet   embeddings_schema   with --write-embeddings: one vector per accepted record
     OUT/centroids.npy          the cells' centroids (float32, one row per cell)
+    OUT/_work/                 the run's staged vectors and cell files (without --history), removed when it ends
     OUT/summary.json           :class:`Summary`, written once every other entry is committed: the run's
                                success marker
     OUT/report.html            ``semsim report``'s page on the run
@@ -32,12 +33,13 @@ DEAD_LETTER = "dead_letter"
 CLUSTER_CHANGES = "cluster_changes"
 EMBEDDINGS = "embeddings"
 CENTROIDS = "centroids.npy"
+WORK = "_work"
 SUMMARY = "summary.json"
 REPORT = "report.html"  # written by `semsim report` beside the run it shows
 OUTPUT_SCHEMAS: dict[str, pa.Schema] = {PAIRS: PAIRS_SCHEMA, CLUSTERS: CLUSTERS_SCHEMA, DEAD_LETTER: DEAD_LETTER_SCHEMA}
 HISTORY_OUTPUT_SCHEMAS = {CLUSTER_CHANGES: CLUSTER_CHANGES_SCHEMA}  # written by --history runs only
 # a run's own entries; nothing else is
-RUN_ENTRIES = (*OUTPUT_SCHEMAS, *HISTORY_OUTPUT_SCHEMAS, EMBEDDINGS, CENTROIDS, SUMMARY, REPORT)
+RUN_ENTRIES = (*OUTPUT_SCHEMAS, *HISTORY_OUTPUT_SCHEMAS, EMBEDDINGS, CENTROIDS, WORK, SUMMARY, REPORT)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,225 @@
+"""SearchCells: exact threshold search inside each k-means cell, each pair reported once, with vectors read from
+files instead of grouped in the runner's memory.
+
+Vectors are staged to Parquet as they are embedded (no side input, so the step fuses with the embedding), then each
+staged file is read once the centroids are known and split into one part per cell (a vector goes to its nearest
+cell and every cell within the margin). Each cell is searched by one worker that reads that cell's parts and, with a
+history store, the cell's committed history: a worker holds about one cell at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+
+import apache_beam as beam
+import faiss
+import numpy as np
+import pyarrow as pa
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from semsim_core.cells import assign_cells, bounded_cell_pairs, owning_cell
+from semsim_core.history import History, Manifest, cell_table
+from semsim_core.pairs import range_search_at_least
+from semsim_core.records import SEMANTIC, make_pair
+from semsim_core.rescore import ScoreBand
+from transforms import METRICS_NAMESPACE
+from transforms.history_read import as_record
+
+CELL_SIZES = "cell_sizes"
+STORED_TEXTS = "stored_texts"  # stored records in a rescore-band pair: their texts are embedded again
+
+
+def largest(sizes: Iterable[int]) -> int:
+    """The largest cell size (0 when there are no cells); combine ``cell_sizes`` with it."""
+    return max(sizes, default=0)
+
+
+def embeddings(table: pa.Table) -> np.ndarray:
+    """The ``embedding`` column of a cell table as a ``(rows, dim)`` float32 array."""
+    column = table.column("embedding").combine_chunks()
+    return np.asarray(column.flatten(), dtype=np.float32).reshape(-1, column.type.list_size)
+
+
+def _global(value) -> WindowedValue:
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+class StageVectorsFn(beam.DoFn):
+    """``(id, vector, text)`` -> staged Parquet files of up to ``flush_rows`` vectors (cell files with no cells yet)
+    under ``work/staged/``; emits their paths. A retried bundle stages new files; the failed attempt's are never
+    emitted, so nothing reads them."""
+
+    def __init__(self, work: str, segment: str, flush_rows: int = 50_000):
+        self._work = work
+        self._segment = segment
+        self._flush_rows = flush_rows
+
+    def setup(self) -> None:
+        self._folder = History(self._work)
+
+    def start_bundle(self) -> None:
+        self._rows: list[tuple[str, np.ndarray, str]] = []
+
+    def process(self, item: tuple[str, np.ndarray, str]) -> Iterator[str]:
+        self._rows.append(item)
+        if len(self._rows) >= self._flush_rows:
+            yield from self._flush()
+
+    def _flush(self) -> Iterator[str]:
+        if self._rows:
+            ids, vectors, texts = zip(*self._rows, strict=True)
+            table = cell_table(ids, texts, [[]] * len(ids), np.stack(vectors))
+            yield self._folder.write_table(f"staged/{self._segment}-{uuid.uuid4().hex[:8]}.parquet", table)
+        self._rows = []
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for path in self._flush():
+            yield _global(path)
+
+
+class SplitByCellFn(beam.DoFn):
+    """A staged file -> one part per cell under ``store``'s ``cell=NNNNN/`` (rows for every cell of each vector,
+    stored as ``dtype``); emits ``(cell, part path)``."""
+
+    def __init__(self, work: str, store: str, segment: str, margin: float, dtype: str):
+        self._work = work
+        self._store = store
+        self._segment = segment
+        self._margin = margin
+        self._dtype = dtype
+
+    def setup(self) -> None:
+        self._staged = History(self._work)
+        self._cells = History(self._store)
+
+    def process(self, path: str, centroids: np.ndarray) -> Iterator[tuple[int, str]]:
+        table = self._staged.read_files([path], ["id", "text", "embedding"])
+        ids, texts, vectors = table.column("id").to_pylist(), table.column("text").to_pylist(), embeddings(table)
+        rows: dict[int, list[int]] = {}
+        cells_of = assign_cells(vectors, centroids, self._margin)
+        for row, cells in enumerate(cells_of):
+            for cell in cells:
+                rows.setdefault(cell, []).append(row)
+        for cell, members in sorted(rows.items()):
+            part = cell_table(
+                [ids[r] for r in members], [texts[r] for r in members], [list(cells_of[r]) for r in members],
+                vectors[members], self._dtype,
+            )  # fmt: skip
+            yield cell, self._cells.write_table(self._cells.cell_part_path(self._segment, cell), part)
+
+
+class SearchCellFn(beam.DoFn):
+    """``(cell, new part paths)`` -> the semantic pairs this cell owns (the smallest cell both records belong to):
+    new against new (:func:`bounded_cell_pairs`) and, with a history ``manifest``, new against the cell's committed
+    records (an exact FAISS range search of the new vectors over the stored ones). Also emits the cell's size on
+    ``cell_sizes`` and, for pairs in the rescore band, the stored record's text on ``stored_texts``."""
+
+    def __init__(self, store: str, manifest: Manifest | None, band: ScoreBand, max_cell_size: int, margin: float):
+        self._store = store
+        self._manifest = manifest
+        self._band = band
+        self._max_cell_size = max_cell_size
+        self._margin = margin
+        self._pairs = Metrics.counter(METRICS_NAMESPACE, "candidate_pairs")
+        self._history_pairs = Metrics.counter(METRICS_NAMESPACE, "history_candidate_pairs")
+        self._sizes = Metrics.distribution(METRICS_NAMESPACE, "cell_size")
+
+    def setup(self) -> None:
+        self._history = History(self._store)
+
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator:
+        cell, parts = element
+        new = self._history.read_files(sorted(parts), ["id", "cells", "embedding"]).sort_by("id")
+        ids = new.column("id").to_pylist()
+        cells = new.column("cells").to_pylist()
+        vectors = embeddings(new)
+        cells_of = dict(zip(ids, cells, strict=True))
+        stored = self._history.read_cell(self._manifest, cell) if self._manifest else None
+        size = len(ids) + (stored.num_rows if stored is not None else 0)
+        self._sizes.update(size)
+        yield beam.pvalue.TaggedOutput(CELL_SIZES, size)
+        for pair in bounded_cell_pairs(ids, vectors, self._band.search_threshold, self._max_cell_size, self._margin):
+            if owning_cell(cells_of[pair.id_a], cells_of[pair.id_b]) == cell:
+                self._pairs.inc()
+                yield pair
+        if stored is not None and stored.num_rows:
+            yield from self._against_stored(cell, ids, cells, vectors, stored)
+
+    def _against_stored(self, cell: int, ids, cells, vectors: np.ndarray, stored: pa.Table) -> Iterator:
+        stored_ids = stored.column("id").to_pylist()
+        stored_cells = stored.column("cells").to_pylist()
+        texts = stored.column("text")
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(embeddings(stored))
+        lims, scores, rows = range_search_at_least(index, vectors, self._band.search_threshold)
+        queries = np.repeat(np.arange(len(ids)), np.diff(lims).astype(np.int64))
+        keep = scores >= np.float32(self._band.search_threshold)
+        for query, row, score in zip(queries[keep], rows[keep], scores[keep], strict=True):
+            if owning_cell(cells[query], stored_cells[row]) != cell:
+                continue
+            self._history_pairs.inc()
+            yield make_pair(ids[query], stored_ids[row], min(float(score), 1.0), SEMANTIC)
+            if self._band.band and self._band.in_band(float(score)):
+                yield beam.pvalue.TaggedOutput(STORED_TEXTS, as_record(stored_ids[row], texts[int(row)].as_py()))
+
+
+def _first(element: tuple[str, Iterable]) -> object:
+    return next(iter(element[1]))
+
+
+class SearchCells(beam.PTransform):
+    """``(id, vector, text)`` -> ``pairs`` (semantic :class:`Pair` at or above ``band.search_threshold``),
+    ``parts`` (``(cell, part path)``: the new vectors, written under ``store``), ``cell_sizes`` and
+    ``stored_texts`` (distinct stored :class:`Record` values in rescore-band pairs).
+
+    ``work``: a folder of this run for staged vectors; ``store``: where cell parts go, a history store (with its
+    committed ``manifest``, searched too; None when the run creates it) or a folder of this run.
+    """
+
+    def __init__(
+        self,
+        work: str,
+        store: str,
+        manifest: Manifest | None,
+        segment: str,
+        centroids,
+        band: ScoreBand,
+        margin: float,
+        max_cell_size: int,
+        dtype: str = "float32",
+    ):
+        super().__init__()
+        self._work = work
+        self._store = store
+        self._manifest = manifest
+        self._segment = segment
+        self._centroids = centroids
+        self._band = band
+        self._margin = margin
+        self._max_cell_size = max_cell_size
+        self._dtype = dtype
+
+    def expand(self, vectors):
+        split = SplitByCellFn(self._work, self._store, self._segment, self._margin, self._dtype)
+        parts = (
+            vectors
+            | "Stage" >> beam.ParDo(StageVectorsFn(self._work, self._segment))
+            | "SplitByCell" >> beam.ParDo(split, beam.pvalue.AsSingleton(self._centroids))
+        )
+        search = SearchCellFn(self._store, self._manifest, self._band, self._max_cell_size, self._margin)
+        found = (
+            parts
+            | "GroupPartsByCell" >> beam.GroupByKey()
+            | "SearchCell" >> beam.ParDo(search).with_outputs(CELL_SIZES, STORED_TEXTS, main="pairs")
+        )
+        texts = (
+            found[STORED_TEXTS]
+            | "KeyStoredText" >> beam.Map(lambda r: (r.id, r))
+            | "GroupStoredText" >> beam.GroupByKey()
+            | "OneStoredText" >> beam.Map(_first)
+        )
+        return {"pairs": found.pairs, "parts": parts, CELL_SIZES: found[CELL_SIZES], STORED_TEXTS: texts}
