@@ -46,7 +46,7 @@ from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
 from transforms.history_clusters import MERGES, STORED_PAIRS, ClusterWithHistory
 from transforms.history_commit import CommitSegment, WriteMerges, WriteStoredRecords
-from transforms.history_read import DropStoredIds, ReadStoredRecords, stored_texts
+from transforms.history_read import DropStoredIds, StoredTexts
 from transforms.progress import LogProgress
 from transforms.read import ReadRecords
 from transforms.recall import MeasureRecall
@@ -69,17 +69,17 @@ def _edge(pair: Pair) -> tuple[str, str]:
 def _vectors_from_text(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun | None):
     parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
-    accepted, rejected, stored = unique.records, [parsed[DEAD_LETTER], unique[DEAD_LETTER]], None
+    accepted, rejected, texts = unique.records, [parsed[DEAD_LETTER], unique[DEAD_LETTER]], None
     if history and history.plan.manifest:
-        stored = pipeline | "ReadStored" >> ReadStoredRecords(history.plan.root, history.plan.manifest)
-        fresh = {"records": accepted, "stored": stored} | "DropStoredIds" >> DropStoredIds(history.plan.root)
+        root, manifest = history.plan.root, history.plan.manifest
+        fresh = accepted | "DropStoredIds" >> DropStoredIds(root, manifest)
         accepted = fresh.records
         rejected.append(fresh[DEAD_LETTER])
-    texts = stored_texts(stored) if stored is not None else None
+        texts = accepted | "StoredTexts" >> StoredTexts(root, manifest)
     exact = accepted | "ExactPrepass" >> ExactPrepass(text_key, texts)
     embed = EmbedRecords(opts.embed_config(), opts.batch_window, with_text=True)
     embedded = exact.representatives | "Embed" >> embed
-    return Front(parsed, accepted, rejected, exact, embedded, stored)
+    return Front(parsed, accepted, rejected, exact, embedded)
 
 
 def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: None):
@@ -94,15 +94,13 @@ def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, h
 
 class Front(NamedTuple):
     """What the reading steps hand on: the parse result, accepted records, dead letters, the exact pre-pass, the
-    embedding result (``vectors``: ``(id, vector, text)``; no text from saved embeddings) and the stored
-    records of the history store (None without one, or when the run creates it)."""
+    embedding result (``vectors``: ``(id, vector, text)``; no text from saved embeddings)."""
 
     parsed: beam.pvalue.DoOutputsTuple
     accepted: beam.PCollection
     rejected: list
     exact: beam.pvalue.DoOutputsTuple
     embedded: dict
-    stored: beam.PCollection | None = None
 
 
 def _backends_used(names) -> str | None:
@@ -122,6 +120,23 @@ def _log_progress(counted: dict, embedded_input, seconds: float) -> None:
 def _history_counts(_, history: HistoryRun, **measured: int) -> dict:
     plan = history.plan
     return asdict(HistoryCounts(plan.root, plan.segment, plan.manifest is None, history.records_before, **measured))
+
+
+def _count_history(pipeline: beam.Pipeline, history: HistoryRun, accepted, clustered) -> beam.PCollection:
+    """The summary's ``history`` field, as a one-element PCollection."""
+    stored_pairs = clustered[STORED_PAIRS]
+    counted = {
+        "records_added": accepted,
+        "exact_matches": stored_pairs | "StoredExact" >> beam.Filter(lambda kind: kind == EXACT),
+        "pairs_with_history": stored_pairs | "StoredSemantic" >> beam.Filter(lambda kind: kind == SEMANTIC),
+        "cluster_changes": clustered["changes"],
+    }
+    counts = {name: beam.pvalue.AsSingleton(n) for name, n in (counted | "CountHistory" >> CountEach()).items()}
+    return (
+        pipeline
+        | "HistoryOnce" >> beam.Create([None])
+        | "HistoryCounts" >> beam.Map(_history_counts, history, **counts)
+    )
 
 
 def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun | None = None) -> None:
@@ -166,20 +181,18 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
 
     outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     if history:
-        stored = front.stored if front.stored is not None else pipeline | "NothingStored" >> beam.Create([])
-        clustered = {"records": front.accepted, "pairs": pairs, "stored": stored} | "Cluster" >> ClusterWithHistory()
+        cluster = ClusterWithHistory(plan.root, plan.manifest)
+        clustered = {"records": front.accepted, "pairs": pairs} | "Cluster" >> cluster
         clusters = clustered["clusters"]
         outputs[layout.CLUSTER_CHANGES] = FileSystems.join(out, layout.CLUSTER_CHANGES)
-        changes = clustered["changes"] | "WriteClusterChanges" >> WriteRows(
-            outputs[layout.CLUSTER_CHANGES], CLUSTER_CHANGES_SCHEMA
-        )
-        written.append(changes)
-    elif opts.cluster_method == "hdbscan":
-        linked = vectors | "Hdbscan" >> HdbscanEdges(centroids, opts.pca_dims, opts.hdbscan_min_cluster_size)
-        edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(_edge), linked) | "AllEdges" >> beam.Flatten()
-        clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> ClusterRecords()
+        changes = WriteRows(outputs[layout.CLUSTER_CHANGES], CLUSTER_CHANGES_SCHEMA)
+        written.append(clustered["changes"] | "WriteClusterChanges" >> changes)
     else:
-        edges = pairs | "PairEdges" >> beam.Map(_edge)
+        if opts.cluster_method == "hdbscan":
+            linked = vectors | "Hdbscan" >> HdbscanEdges(centroids, opts.pca_dims, opts.hdbscan_min_cluster_size)
+            edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(_edge), linked) | "AllEdges" >> beam.Flatten()
+        else:
+            edges = pairs | "PairEdges" >> beam.Map(_edge)
         clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> ClusterRecords()
     dead_letters = front.rejected | "AllDeadLetters" >> beam.Flatten()
 
@@ -211,30 +224,14 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
         used = front.embedded[BACKEND_USED] | "BackendsUsed" >> beam.combiners.ToList()
         measured["backend"] = used | "NameBackends" >> beam.Map(_backends_used)
     if history:
-        history_counted = {
-            "records_added": front.accepted,
-            "exact_matches": clustered[STORED_PAIRS] | "StoredExact" >> beam.Filter(lambda kind: kind == EXACT),
-            "pairs_with_history": clustered[STORED_PAIRS] | "StoredSemantic" >> beam.Filter(lambda k: k == SEMANTIC),
-            "cluster_changes": clustered["changes"],
+        segment_files = {
+            "records": {"records": front.accepted, "clusters": clusters, "embedded": vectors | "Ids" >> beam.Keys()}
+            | "WriteStoredRecords" >> WriteStoredRecords(plan.root, plan.segment, history.seen),
+            "merges": clustered[MERGES] | "WriteMerges" >> WriteMerges(plan.root, plan.segment),
+            "cells": found["parts"] | "PartPaths" >> beam.Values(),
         }
-        history_measured = history_counted | "CountHistory" >> CountEach()
-        singletons = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in history_measured.items()}
-        measured["history"] = (
-            pipeline
-            | "HistoryOnce" >> beam.Create([None])
-            | "HistoryCounts" >> beam.Map(_history_counts, history, **singletons)
-        )
-        stored_rows = {
-            "records": front.accepted,
-            "clusters": clusters,
-            "embedded": vectors | "EmbeddedIds" >> beam.Keys(),
-        }
-        stored_files = [
-            stored_rows | "WriteStoredRecords" >> WriteStoredRecords(plan.root, plan.segment, history.seen),
-            clustered[MERGES] | "WriteMerges" >> WriteMerges(plan.root, plan.segment),
-            found["parts"] | "PartPaths" >> beam.Values(),
-        ]
-        written.extend(stored_files[:2])
+        written.extend([segment_files["records"], segment_files["merges"]])
+        measured["history"] = _count_history(pipeline, history, front.accepted, clustered)
     settings = Summary(
         threshold=opts.threshold,
         model=None if opts.input_embeddings else opts.model,
@@ -248,7 +245,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
     )
     done = measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings, after=written)
     if history:
-        done = done | "CommitHistory" >> CommitSegment(plan, centroids, stored_files)
+        done = done | "CommitHistory" >> CommitSegment(plan, centroids, segment_files.values())
     done | "RemoveWork" >> beam.Map(lambda _: remove_folder(work))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
@@ -120,6 +121,12 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         )
         _flag(
             parser,
+            "time_field",
+            help="event-time field of structured input (Unix seconds or ISO 8601), kept in --history; default: "
+            "when the run first saw the record",
+        )
+        _flag(
+            parser,
             "history_dtype",
             choices=("float32", "float16"),
             default="float32",
@@ -154,6 +161,9 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         )
         _flag(parser, "hdbscan_min_cluster_size", type=int, default=2, help="HDBSCAN min_cluster_size")
         _flag(parser, "pca_dims", type=int, default=32, help="PCA dimensions before HDBSCAN")
+
+    def parse_config(self) -> ParseConfig:
+        return replace(super().parse_config(), time_field=self.time_field)
 
 
 class StreamingDedupOptions(SemsimOptions, PipelineOptions):
@@ -237,11 +247,15 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     if opts.input_embeddings:
         match_files("--input-embeddings", embeddings_pattern(opts.input_embeddings))
     for pattern in opts.input or ():
-        unknown = [m.path for m in match_files("--input", pattern) if detect_format(m.path) is None]
-        if unknown and not opts.format:
+        formats = {m.path: opts.format or detect_format(m.path) for m in match_files("--input", pattern)}
+        unknown = [path for path, fmt in formats.items() if fmt is None]
+        if unknown:
             raise OptionsError(
                 f"cannot tell the format of {unknown[0]!r} from its extension; pass --format {{{','.join(FORMATS)}}}"
             )
+        plain = [path for path, fmt in formats.items() if fmt == "txt"]
+        if plain and opts.time_field:
+            raise OptionsError(f"--time-field needs records with fields; {plain[0]!r} is plain text")
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "FnApiRunner"
     if not options.view_as(TestOptions).dry_run:  # a dry run only describes the job: it reads and writes nothing

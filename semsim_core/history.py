@@ -25,7 +25,7 @@ import posixpath
 import socket
 import statistics
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -92,6 +92,15 @@ def cell_table(
         pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def resolve_clusters(cluster_ids: pa.ChunkedArray, merges: Mapping[str, str]) -> pa.ChunkedArray:
+    """``cluster_ids`` with every id that ``merges`` replaced mapped to its final id (vectorised)."""
+    keys = pa.array(list(merges), pa.string())
+    position = pc.index_in(cluster_ids, value_set=keys)
+    return pc.if_else(
+        pc.is_null(position), cluster_ids, pc.take(pa.array(list(merges.values()), pa.string()), position)
+    )
 
 
 def _now() -> datetime:
@@ -352,6 +361,18 @@ class History:
         self._check_columns(RECORDS_SCHEMA, columns)
         for relative in manifest.files(RECORDS):
             yield self._read_as(relative, RECORDS_SCHEMA, columns)
+
+    def find_records(
+        self, relative: str, column: str, values: Iterable[str], merges: Mapping[str, str], columns: list[str]
+    ) -> pa.Table:
+        """The rows of the committed ``records/`` file ``relative`` whose ``column`` is one of ``values`` (after
+        resolving cluster ids through ``merges``, :meth:`cluster_merges`), with ``columns``."""
+        table = self._read_as(relative, RECORDS_SCHEMA, sorted({*columns, column}))
+        if "cluster_id" in table.column_names and merges:
+            table = table.set_column(
+                table.schema.get_field_index("cluster_id"), "cluster_id", resolve_clusters(table["cluster_id"], merges)
+            )
+        return table.filter(pc.is_in(table[column], value_set=pa.array(list(values), pa.string()))).select(columns)
 
     def cluster_merges(self, manifest: Manifest) -> dict[str, str]:
         """Every replaced cluster id -> the id it finally became (chains ``a->b, b->c`` give ``a->c, b->c``)."""

@@ -12,13 +12,15 @@ class Record(NamedTuple):
     """One accepted input record.
 
     ``source`` and ``position`` locate it (file path and 1-based line or row number); they order records
-    deterministically when two share an id.
+    deterministically when two share an id. ``time``: its event time in microseconds since the Unix epoch (UTC),
+    from ``--time-field``; None when not given.
     """
 
     id: str
     text: str
     source: str
     position: int
+    time: int | None = None
 
     @property
     def locator(self) -> str:

@@ -22,6 +22,7 @@ from transforms.history_commit import FAIL_BEFORE_COMMIT
 
 DAYS = 3
 COPIES = 4  # day-3 records that copy a day-1 text
+DAY_TIMES = ["2026-11-01T12:00:00Z", 1793620800, "2026-11-03T12:00:00"]  # ISO, Unix seconds, ISO without offset
 
 
 def _days(tmp_path: Path) -> list[Path]:
@@ -42,7 +43,7 @@ def _days(tmp_path: Path) -> list[Path]:
     days[2].extend(copies)
     paths = []
     for day, rows in enumerate(days, start=1):
-        dated = [{"id": f"d{day}-{row['id']}", "text": row["text"]} for row in rows]
+        dated = [{"id": f"d{day}-{row['id']}", "text": row["text"], "time": DAY_TIMES[day - 1]} for row in rows]
         paths.append(write_jsonl(tmp_path / f"day{day}.jsonl", dated))
     return paths
 
@@ -67,7 +68,9 @@ def _partition(clusters: pd.DataFrame) -> set[frozenset[str]]:
 
 
 def _run_day(out: Path, history: Path, day: Path, *flags: str):
-    return run_batch(out, "--input", str(day), "--history", str(history), "--cells", "4", *flags)
+    return run_batch(
+        out, "--input", str(day), "--history", str(history), "--cells", "4", "--time-field", "time", *flags
+    )
 
 
 def test_days_against_history_equal_one_full_run(tmp_path):
@@ -98,9 +101,14 @@ def test_days_against_history_equal_one_full_run(tmp_path):
     assert copies["id_a"].str.startswith("d1-").all()
     assert runs[2].summary.embedded == runs[2].summary.accepted - COPIES
 
-    # Ids stay stable: a record's cluster id is the one its stored cluster had, unless listed as changed.
     info = History(str(history)).info()
     assert info["records"] == full.summary.accepted and info["segments"] == DAYS
+    stored = History(str(history))
+    times = pd.concat(t.to_pandas() for t in stored.read_records(stored.manifest(), ["id", "event_time"]))
+    days_seen = times.groupby(times["id"].str[:2])["event_time"].unique()
+    assert {day: [str(t) for t in seen] for day, seen in days_seen.items()} == {
+        "d1": ["2026-11-01 12:00:00+00:00"], "d2": ["2026-11-02 12:00:00+00:00"], "d3": ["2026-11-03 12:00:00+00:00"]
+    }  # fmt: skip
 
 
 def _store_state(root: Path) -> tuple[bytes, set[frozenset[str]]]:
@@ -178,6 +186,8 @@ def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys):
     refused(lambda: write_manifest(dim=768), "dim")
     refused(lambda: write_manifest(model="other-model"), "other-model")
     refused(lambda: write_manifest(schema_version=99), "newer semsim")
+    refused(lambda: History(str(history)).lock("another run"), "locked by another run")
+    History(str(history)).unlock()
     part = history / manifest["segments"][0]["files"][0]
     saved = part.read_bytes()
     refused(part.unlink, "missing")
@@ -190,3 +200,43 @@ def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys):
             refused(lambda: None, "cannot write")
         finally:
             history.chmod(0o755)
+
+
+def _bridge(sentences: list[str], vectors, threshold: float) -> tuple[list[str], dict[str, float]]:
+    """Real STSb sentences a, b, c with b a duplicate of both a and c, which are not duplicates of each other (each
+    cosine at least 0.01 from the threshold, so every float kernel agrees), and the fp32 cosines of b with a and c."""
+    sims = vectors @ vectors.T
+    for b in range(len(sentences)):
+        near = [i for i in range(len(sentences)) if i != b and sims[b, i] >= threshold + 0.01]
+        for a in near:
+            for c in near:
+                if a < c and sims[a, c] < threshold - 0.01:
+                    return [sentences[i] for i in (a, b, c)], {"a": float(sims[a, b]), "c": float(sims[c, b])}
+    raise AssertionError("no bridging triple in the STSb test sentences")
+
+
+def test_a_record_that_joins_two_stored_clusters_merges_them(tmp_path, stsb_test_vectors):
+    """Also: with an approximate backend and a band that holds both pairs, the stored texts are embedded again with
+    fp32 and the pairs carry fp32 scores."""
+    (a, b, c), fp32 = _bridge(*stsb_test_vectors, 0.8)
+    history = tmp_path / "history"
+    first = write_jsonl(tmp_path / "day1.jsonl", [{"id": "a", "text": a}, {"id": "c", "text": c}])
+    second = write_jsonl(tmp_path / "day2.jsonl", [{"id": "b", "text": b}])
+    day1 = run_batch(tmp_path / "out1", "--input", str(first), "--history", str(history))
+    assert set(day1.clusters["cluster_id"]) == {"a", "c"}
+    band = ("--backend", "onnx-int8", "--rescore-band", "0.2")
+    day2 = run_batch(tmp_path / "out2", "--input", str(second), "--history", str(history), *band)
+    assert_invariants(day2)
+    assert day2.summary.rescored_pairs == 2 and day2.summary.rescored_texts == 3  # b, and the stored a and c
+    scores = dict(zip(day2.pairs["id_a"], day2.pairs["score"], strict=True))
+    assert abs(scores["a"] - fp32["a"]) < 1e-5 and abs(scores["b"] - fp32["c"]) < 1e-5
+    assert day2.clusters.to_dict("records") == [
+        {"id": "b", "cluster_id": "a", "is_representative": False, "cluster_size": 3}
+    ]
+    changes = pd.read_parquet(tmp_path / "out2" / "cluster_changes")
+    assert changes.to_dict("records") == [{"id": "c", "cluster_id": "a", "previous_cluster_id": "c"}]
+    assert day2.summary.history.cluster_changes == 1 and day2.summary.history.pairs_with_history == 2
+    assert _stored_partition(history) == {frozenset({"a", "b", "c"})}
+    History(str(history)).compact("test")
+    assert _stored_partition(history) == {frozenset({"a", "b", "c"})}
+    assert History(str(history)).cluster_merges(History(str(history)).manifest()) == {}

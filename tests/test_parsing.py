@@ -27,6 +27,7 @@ from semsim_core.formats import (
     read_rows,
     table_format,
 )
+from semsim_core.formats.base import record_from_mapping
 from semsim_core.records import DeadLetter, Record
 from tests.conftest import REPO, sample_titles
 from transforms import DEAD_LETTER
@@ -278,3 +279,22 @@ def test_read_records_on_a_tsv_glob(tmp_path):
         assert_that(read.records | "IdText" >> beam.Map(lambda r: (r.id, r.text)), equal_to(expected))
         dead = read[DEAD_LETTER] | "SourceError" >> beam.Map(lambda d: (d.source.rsplit("/", 1)[-1], d.error))
         assert_that(dead, equal_to([("b.tsv.gz:3", "malformed TSV: row has 1 fields, header has 2")]), label="Dead")
+
+
+def test_event_times_from_a_time_field():
+    config = ParseConfig(time_field="at")
+    rows = [
+        {"id": "a", "text": "x", "at": 1762084800},
+        {"id": "b", "text": "x", "at": "1762084800.5"},
+        {"id": "c", "text": "x", "at": "2025-11-02T12:00:00Z"},
+        {"id": "d", "text": "x", "at": "2025-11-02T13:00:00+01:00"},
+        {"id": "e", "text": "x", "at": "2025-11-02T12:00:00"},
+        {"id": "f", "text": "x"},
+        {"id": "g", "text": "x", "at": "yesterday"},
+    ]
+    parsed = [record_from_mapping(row, "p.jsonl", i, "", config) for i, row in enumerate(rows, start=1)]
+    noon = 1762084800 * 1_000_000
+    assert [p.time for p in parsed[:5]] == [noon, noon + 500_000, noon, noon, noon]
+    assert parsed[5].error == "missing time field 'at'"
+    assert "expected Unix seconds or an ISO 8601 time" in parsed[6].error
+    assert record_from_mapping(rows[0], "p.jsonl", 1, "", ParseConfig()).time is None

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 
 from semsim_core.clustering import singleton
+from semsim_core.history import Manifest
 from semsim_core.records import ClusterAssignment, ClusterChange, Pair
 from transforms.cluster import ConnectedComponents
+from transforms.history_read import CountStored, FindStored
 
 STORED, NEW = 0, 1
 MERGES = "merges"  # (stored cluster id, the stored cluster id it was merged into)
@@ -75,14 +77,22 @@ def _changes(stored, merges: dict[str, str]) -> Iterator[ClusterChange]:
 
 
 class ClusterWithHistory(beam.PTransform):
-    """``{"records": new Records, "pairs": every pair of the run, "stored": StoredRecords}`` -> ``clusters`` (one
-    :class:`ClusterAssignment` per new record; sizes count the stored members), ``changes`` (a
-    :class:`ClusterChange` per stored record whose cluster was merged into another), ``merges`` (``(from, to)``
-    stored cluster ids) and ``stored_pairs`` (the kind of each pair that has a stored record)."""
+    """``{"records": new Records, "pairs": every pair of the run}`` -> ``clusters`` (one :class:`ClusterAssignment`
+    per new record; sizes count the stored members), ``changes`` (a :class:`ClusterChange` per stored record whose
+    cluster was merged into another), ``merges`` (``(from, to)`` stored cluster ids) and ``stored_pairs`` (the kind
+    of each pair that has a stored record). The store is read by lookup (:class:`FindStored`): the clusters of the
+    stored records on pairs, the sizes of those clusters, and the members of merged ones."""
+
+    def __init__(self, root: str, manifest: Manifest | None):
+        super().__init__()
+        self._root = root
+        self._manifest = manifest
 
     def expand(self, inputs):
-        stored = inputs["stored"]
-        ends = inputs["pairs"] | "Ends" >> beam.FlatMap(_ends)
+        pairs = inputs["pairs"]
+        ends = pairs | "Ends" >> beam.FlatMap(_ends)
+        end_ids = pairs | "EndIds" >> beam.FlatMap(lambda p: (p.id_a, p.id_b))
+        stored = end_ids | "FindEnds" >> FindStored(self._root, self._manifest, "id")
         stored_clusters = stored | "StoredCluster" >> beam.Map(lambda s: (s.id, s.cluster_id))
         nodes = (
             {"end": ends, "stored": stored_clusters}
@@ -91,10 +101,11 @@ class ClusterWithHistory(beam.PTransform):
         )
         edges = nodes.nodes | "GroupEnds" >> beam.GroupByKey() | "Edges" >> beam.FlatMap(_edge)
         labels = edges | "Components" >> ConnectedComponents()
+        touched = stored_clusters | "TouchedClusters" >> beam.Values()
         sizes = (
-            stored
-            | "OnePerStored" >> beam.Map(lambda s: ((STORED, s.cluster_id), 1))
-            | "StoredSizes" >> beam.CombinePerKey(sum)
+            touched
+            | "CountStored" >> CountStored(self._root, self._manifest)
+            | "StoredNode" >> beam.MapTuple(lambda cluster, size: ((STORED, cluster), size))
         )
         assigned = (
             {"label": labels, "size": sizes}
@@ -110,5 +121,7 @@ class ClusterWithHistory(beam.PTransform):
             | "AssignOrSingleton" >> beam.FlatMap(_assign_or_singleton)
         )
         merges = assigned[MERGES]
-        changes = stored | "Changes" >> beam.FlatMap(_changes, beam.pvalue.AsDict(merges))
+        merged = merges | "MergedClusters" >> beam.Keys()
+        members = merged | "FindMerged" >> FindStored(self._root, self._manifest, "cluster_id")
+        changes = members | "Changes" >> beam.FlatMap(_changes, beam.pvalue.AsDict(merges))
         return {"clusters": clusters, "changes": changes, MERGES: merges, STORED_PAIRS: nodes[STORED_PAIRS]}

@@ -20,6 +20,10 @@ from semsim_core.run_layout import Summary
 FAIL_BEFORE_COMMIT = "SEMSIM_FAIL_BEFORE_COMMIT"  # fault injection for the commit-safety tests: set to 1 to fail there
 
 
+def _utc(micros: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=micros)
+
+
 def _stored_row(element: tuple[str, dict[str, Iterable]], seen: dt.datetime) -> Iterator[dict]:
     record_id, joined = element
     for record in joined["record"]:
@@ -27,7 +31,7 @@ def _stored_row(element: tuple[str, dict[str, Iterable]], seen: dt.datetime) -> 
         yield {
             "id": record_id,
             "text_hash": text_hash(record.text),
-            "event_time": seen,
+            "event_time": seen if record.time is None else _utc(record.time),
             "cluster_id": cluster.cluster_id,
             "embedded": bool(list(joined["embedded"])),
         }
@@ -35,8 +39,8 @@ def _stored_row(element: tuple[str, dict[str, Iterable]], seen: dt.datetime) -> 
 
 class WriteStoredRecords(beam.PTransform):
     """``{"records", "clusters", "embedded"}`` (new Records, their ClusterAssignments, the ids that were embedded) ->
-    the new segment's ``records/`` Parquet files; returns their paths. ``seen``: the event time of every record
-    (when this run first saw them)."""
+    the new segment's ``records/`` Parquet files; returns their paths. A record's event time is its own (from
+    ``--time-field``), else ``seen`` (when this run first saw it)."""
 
     def __init__(self, root: str, segment: str, seen: dt.datetime):
         super().__init__()

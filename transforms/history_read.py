@@ -1,14 +1,17 @@
-"""Reading a history store into a run: its records (id, text hash, cluster), and the new ids it already holds."""
+"""Reading a history store into a run by lookup: the stored records whose id, text hash or cluster a run's new data
+names. Each committed ``records/`` file is read by one worker, which keeps the matching rows only (the keys are a
+side input), so what crosses the shuffle follows the new data, not the size of the store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from semsim_core.history import History, Manifest
+from semsim_core.history import RECORDS, History, Manifest
+from semsim_core.normalize import text_hash
 from semsim_core.records import DeadLetter, Record
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
 
@@ -22,31 +25,64 @@ class StoredRecord(NamedTuple):
     embedded: bool
 
 
-def _stored_records(_, root: str, manifest: Manifest) -> Iterator[StoredRecord]:
-    history = History(root)
-    merges = history.cluster_merges(manifest)
-    for table in history.read_records(manifest, ["id", "text_hash", "cluster_id", "embedded"]):
-        columns = [table.column(name).to_pylist() for name in ("id", "text_hash", "cluster_id", "embedded")]
-        for record_id, text_hash, cluster_id, embedded in zip(*columns, strict=True):
-            yield StoredRecord(record_id, text_hash, merges.get(cluster_id, cluster_id), embedded)
+class _FindStoredFn(beam.DoFn):
+    def __init__(self, root: str, manifest: Manifest, column: str):
+        self._root = root
+        self._manifest = manifest
+        self._column = column
+
+    def setup(self) -> None:
+        self._history = History(self._root)
+        self._merges = self._history.cluster_merges(self._manifest) if self._manifest else {}
+
+    def process(self, relative: str, keys: list[str]) -> Iterator[StoredRecord]:
+        table = self._history.find_records(relative, self._column, set(keys), self._merges, list(StoredRecord._fields))
+        yield from (StoredRecord(*row.values()) for row in table.to_pylist())
 
 
-class ReadStoredRecords(beam.PTransform):
-    """PBegin -> every :class:`StoredRecord` of the committed segments of ``manifest`` (the store as the run found it
-    when it started: a segment committed later is not read). Only the small columns are read, never vectors."""
+def _per_records_file(keys, manifest: Manifest | None, fn: beam.DoFn):
+    """``fn`` applied to each committed ``records/`` file of ``manifest``, with every key as a side input."""
+    files = manifest.files(RECORDS) if manifest else []
+    return (
+        keys.pipeline
+        | "RecordsFiles" >> beam.Create(files, reshuffle=False)
+        | "Spread" >> beam.Reshuffle()
+        | "PerFile" >> beam.ParDo(fn, beam.pvalue.AsList(keys))
+    )
 
-    def __init__(self, root: str, manifest: Manifest):
+
+class FindStored(beam.PTransform):
+    """Keys (strings) -> the :class:`StoredRecord` values whose ``column`` (``id``, ``text_hash`` or ``cluster_id``,
+    resolved) is one of them, in the committed segments of ``manifest`` (the store as the run found it)."""
+
+    def __init__(self, root: str, manifest: Manifest | None, column: str):
+        super().__init__()
+        self._root = root
+        self._manifest = manifest
+        self._column = column
+
+    def expand(self, keys):
+        return _per_records_file(keys, self._manifest, _FindStoredFn(self._root, self._manifest, self._column))
+
+
+class _CountStoredFn(_FindStoredFn):
+    def process(self, relative: str, keys: list[str]) -> Iterator[tuple[str, int]]:
+        table = self._history.find_records(relative, "cluster_id", set(keys), self._merges, ["cluster_id"])
+        for count in table["cluster_id"].value_counts().to_pylist():
+            yield count["values"], count["counts"]
+
+
+class CountStored(beam.PTransform):
+    """Cluster ids -> ``(cluster id, stored records in it)`` for each of them the store holds."""
+
+    def __init__(self, root: str, manifest: Manifest | None):
         super().__init__()
         self._root = root
         self._manifest = manifest
 
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "Once" >> beam.Create([None])
-            | "ReadRecords" >> beam.FlatMap(_stored_records, self._root, self._manifest)
-            | "Spread" >> beam.Reshuffle()
-        )
+    def expand(self, keys):
+        count = _CountStoredFn(self._root, self._manifest, "cluster_id")
+        return _per_records_file(keys, self._manifest, count) | "Sum" >> beam.CombinePerKey(sum)
 
 
 class _DropStoredIdFn(beam.DoFn):
@@ -54,39 +90,46 @@ class _DropStoredIdFn(beam.DoFn):
         self._root = root
         self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
-    def process(self, element: tuple[str, dict[str, Iterable]]) -> Iterator:
-        record_id, joined = element
-        stored = list(joined["stored"])
-        for record in joined["records"]:
-            if not stored:
-                yield record
-                continue
-            self._dead_letters.inc()
-            error = f"id {record_id!r} is already in history {self._root} (an earlier run accepted it)"
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(record.locator, record.raw, error))
+    def process(self, record: Record, stored: dict[str, str]) -> Iterator:
+        if record.id not in stored:
+            yield record
+            return
+        self._dead_letters.inc()
+        error = f"id {record.id!r} is already in history {self._root} (an earlier run accepted it)"
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(record.locator, record.raw, error))
 
 
 class DropStoredIds(beam.PTransform):
-    """``{"records": Records with distinct ids, "stored": StoredRecords}`` -> ``records`` whose id the store does
-    not hold, and a ``dead_letter`` for each record whose id it does (an id names one record across runs)."""
+    """Records with distinct ids -> ``records`` whose id the store does not hold, and a ``dead_letter`` for each
+    record whose id it does (an id names one record across runs)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, manifest: Manifest | None):
         super().__init__()
         self._root = root
+        self._manifest = manifest
 
-    def expand(self, inputs):
-        records = inputs["records"] | "KeyById" >> beam.Map(lambda r: (r.id, r))
-        stored = inputs["stored"] | "StoredIds" >> beam.Map(lambda s: (s.id, None))
-        return (
-            {"records": records, "stored": stored}
-            | "JoinIds" >> beam.CoGroupByKey()
-            | "Split" >> beam.ParDo(_DropStoredIdFn(self._root)).with_outputs(DEAD_LETTER, main="records")
+    def expand(self, records):
+        ids = records | "Ids" >> beam.Map(lambda r: r.id)
+        stored = ids | "FindIds" >> FindStored(self._root, self._manifest, "id")
+        taken = stored | "TakenIds" >> beam.Map(lambda s: (s.id, s.cluster_id))
+        return records | "Split" >> beam.ParDo(_DropStoredIdFn(self._root), beam.pvalue.AsDict(taken)).with_outputs(
+            DEAD_LETTER, main="records"
         )
 
 
-def stored_texts(stored) -> beam.PCollection:
-    """``(text hash, id)`` of the stored records that were embedded: what :class:`ExactPrepass` pairs new copies to."""
-    return stored | "EmbeddedTexts" >> beam.FlatMap(lambda s: [(s.text_hash, s.id)] if s.embedded else [])
+class StoredTexts(beam.PTransform):
+    """Records -> ``(text hash, stored id)`` of the embedded stored records with the text of one of them: what
+    :class:`ExactPrepass` pairs new copies to."""
+
+    def __init__(self, root: str, manifest: Manifest | None):
+        super().__init__()
+        self._root = root
+        self._manifest = manifest
+
+    def expand(self, records):
+        hashes = records | "Hashes" >> beam.Map(lambda r: text_hash(r.text))
+        stored = hashes | "FindTexts" >> FindStored(self._root, self._manifest, "text_hash")
+        return stored | "Embedded" >> beam.FlatMap(lambda s: [(s.text_hash, s.id)] if s.embedded else [])
 
 
 def as_record(record_id: str, text: str) -> Record:

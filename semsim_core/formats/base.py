@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import IO, Any
 
 from semsim_core.records import DeadLetter, Record
@@ -19,11 +20,13 @@ Parsed = Record | DeadLetter
 
 @dataclass(frozen=True)
 class ParseConfig:
-    """How to read records: field names for structured formats and the size cap on one text (UTF-8 bytes)."""
+    """How to read records: field names for structured formats, the size cap on one text (UTF-8 bytes) and the
+    optional field that holds each record's event time."""
 
     id_field: str = "id"
     text_field: str = "text"
     max_text_bytes: int = 100_000
+    time_field: str | None = None
 
 
 FileParser = Callable[[str, IO[bytes], ParseConfig], Iterator[Parsed]]
@@ -116,7 +119,37 @@ def record_from_mapping(row: Mapping[str, Any], path: str, position: int, raw: s
     record_id, error = _id_or_error(row.get(config.id_field), config.id_field, derived_id(path, position))
     if error:
         return DeadLetter(locator, raw, error)
-    return Record(record_id, row[config.text_field], path, position)
+    time = None
+    if config.time_field:
+        time, error = event_time(row.get(config.time_field), config.time_field)
+        if error:
+            return DeadLetter(locator, raw, error)
+    return Record(record_id, row[config.text_field], path, position, time)
+
+
+def event_time(value: Any, field: str) -> tuple[int | None, str | None]:
+    """``(microseconds since the Unix epoch, None)`` for a time value, else ``(None, reason)``. Accepted: Unix
+    seconds (a number, or a string of one, as CSV holds them), an ISO 8601 string (UTC unless it names an offset) or
+    a datetime (Parquet timestamps)."""
+    if value is None:
+        return None, f"missing time field '{field}'"
+    moment = value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return round(float(value) * 1_000_000), None
+    if isinstance(value, str):
+        try:
+            return round(float(value) * 1_000_000), None
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None, f"field '{field}' is {value!r}: expected Unix seconds or an ISO 8601 time"
+    if not isinstance(moment, datetime):
+        return None, f"field '{field}' is {type(value).__name__}: expected Unix seconds or an ISO 8601 time"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return round(moment.timestamp() * 1_000_000), None
 
 
 def derived_id(path: str, position: int) -> str:
