@@ -30,10 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.measure import machine
 from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 from pipelines.batch_dedup import counters, run
 from pipelines.options import DEFAULT_THRESHOLD
-from semsim_core.backend_choice import choose_backend, cpu_profile, isa_flags
+from semsim_core.backend_choice import choose_backend
 from semsim_core.backends import AUTO, BACKENDS, CHOICES
 from semsim_core.embedder import EmbedConfig, Embedder, default_threads
 from semsim_core.evaluation import evaluate_stsb
@@ -60,13 +61,6 @@ def run_batch(data: Path, out: Path, *flags: str) -> tuple[float, dict, dict]:
     """One ``semsim batch``: whole-run seconds, its summary and its counters."""
     (summary, result), seconds = timed(run, ["--input", str(data), "--output", str(out), *flags])
     return seconds, summary, counters(result)
-
-
-def print_machine() -> None:
-    cpu = cpu_profile()
-    print(
-        f"CPU: {cpu['cpu']} ({cpu['machine']}), {default_threads()} threads; ISA: {' '.join(isa_flags(cpu['flags']))}"
-    )
 
 
 def compare_backends(titles: list[str], backends: list[str], folder: Path, repeat: int) -> None:
@@ -184,7 +178,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per backend measure; the best counts")
     parser.add_argument("--mining-repeat", type=int, default=1, help="runs per paraphrase_mining comparison")
     args = parser.parse_args()
-    print_machine()
+    print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         compare_backends(read_titles(args.titles, args.n), args.backends, Path(tmp), args.repeat)
         if args.mining:

@@ -12,35 +12,21 @@ process. Default: the committed 3,000-title sample (2,700 + 300).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.measure import run_measured
-from benchmarks.titles import SAMPLE_TITLES, read_titles
+from benchmarks.measure import machine, run_measured
+from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 
 SEMSIM = str(Path(sys.executable).with_name("semsim"))
-
-
-def _write(path: Path, titles: list[str], first_id: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"t{first_id + i:07d}", "text": t}) + "\n" for i, t in enumerate(titles)))
-    return path
 
 
 def _pairs(*folders: Path) -> set[tuple[str, str, str]]:
     pairs = pd.concat([pd.read_parquet(folder / "pairs") for folder in folders])
     return set(zip(pairs["id_a"], pairs["id_b"], pairs["kind"], strict=True))
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -55,10 +41,11 @@ def main() -> None:
     titles = read_titles(args.titles, args.history_size + args.new)
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
-    old = _write(args.workdir / "old.jsonl", titles[: args.history_size], 0)
-    new = _write(args.workdir / "new.jsonl", titles[args.history_size :], args.history_size)
+    old = write_titles(args.workdir, titles[: args.history_size], "old.jsonl")
+    new = write_titles(args.workdir, titles[args.history_size :], "new.jsonl", args.history_size)
     history = args.workdir / "history"
-    print(f"CPU: {_cpu()}, {len(titles) - args.history_size} new titles against {args.history_size} stored")
+    print(machine())
+    print(f"{len(titles) - args.history_size} new titles against {args.history_size} stored")
 
     def batch(name: str, *flags: str) -> float:
         out = args.workdir / name

@@ -6,6 +6,17 @@ import os
 import subprocess
 import time
 
+from semsim_core.backend_choice import cpu_profile, isa_flags
+from semsim_core.embedder import default_threads
+
+
+def machine() -> str:
+    """This machine's CPU, threads and vector ISA: the first line of every benchmark's figures."""
+    cpu = cpu_profile()
+    return (
+        f"CPU: {cpu['cpu']} ({cpu['machine']}), {default_threads()} threads; ISA: {' '.join(isa_flags(cpu['flags']))}"
+    )
+
 
 def run_measured(args: list[str]) -> tuple[float, float]:
     """Run ``args``; return (wall seconds, peak RSS in GiB of the child). Raises if the command fails."""

@@ -25,8 +25,9 @@ def read_titles(path: Path, n: int) -> list[str]:
         return [row["title"] for row, _ in zip(reader, range(n), strict=False)]
 
 
-def write_titles(folder: Path, titles: list[str]) -> Path:
-    """``titles`` as ``folder/titles.jsonl`` records with ids ``t0``, ``t1``, ..."""
-    path = folder / "titles.jsonl"
-    path.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(titles)))
+def write_titles(folder: Path, titles: list[str], name: str = "titles.jsonl", first_id: int = 0) -> Path:
+    """``titles`` as ``folder/name`` JSONL records with ids ``t0000000``, ``t0000001``, ... from ``first_id`` (ids
+    sort in title order, as time-ordered ids do)."""
+    path = folder / name
+    path.write_text("".join(json.dumps({"id": f"t{first_id + i:07d}", "text": t}) + "\n" for i, t in enumerate(titles)))
     return path

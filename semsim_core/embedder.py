@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -43,13 +47,32 @@ def model_error(model: str) -> str | None:
 
 
 def model_identity(model: str) -> tuple[str, int]:
-    """``(fingerprint, dimension)`` of a sentence-transformers model: what a history store checks a run against."""
+    """``(fingerprint, dimension)`` of a sentence-transformers model: what a history store checks a run against.
+
+    Loading the model to fingerprint it takes seconds, so for a model folder the answer is cached under
+    :func:`~semsim_core.backends.base.cache_dir`, keyed by the path, size and modification time of every file in it.
+    """
+    from semsim_core.backends.base import cache_dir
+
+    path = resolve_model(model)
+    files = sorted(Path(path).rglob("*")) if os.path.isdir(path) else []
+    stamp = "\n".join(f"{f}\t{f.stat().st_size}\t{f.stat().st_mtime_ns}" for f in files if f.is_file())
+    cached = cache_dir() / "identity" / f"{hashlib.sha256(stamp.encode()).hexdigest()[:24]}.json"
+    if files and cached.is_file():
+        known = json.loads(cached.read_text())
+        return known["fingerprint"], known["dim"]
     from sentence_transformers import SentenceTransformer
 
-    from semsim_core.backends.base import fingerprint
+    from semsim_core.backends.base import fingerprint, write_atomically
 
-    loaded = SentenceTransformer(resolve_model(model), device="cpu")
-    return fingerprint(loaded), loaded.get_embedding_dimension()
+    loaded = SentenceTransformer(path, device="cpu")
+    identity = fingerprint(loaded), loaded.get_embedding_dimension()
+    if files:
+        data = json.dumps({"model": path, "fingerprint": identity[0], "dim": identity[1]})
+        with contextlib.suppress(OSError):  # a read-only cache only costs the next run the same seconds
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(cached, lambda target: target.write_text(data))
+    return identity
 
 
 def default_threads(processes: int = 1) -> int:

@@ -428,12 +428,18 @@ class History:
 
     def write_table(self, relative_path: str, table: pa.Table) -> str:
         """Write ``table`` as Parquet (zstd) at ``relative_path``, creating folders; return ``relative_path``.
-        It stays invisible to readers until a committed segment lists it."""
+        It stays invisible to readers until a committed segment lists it. Embeddings are written plain: floats
+        neither compress nor dictionary-encode, and trying costs more than the write."""
         path = self._path(relative_path)
+        plain = [name for name in table.column_names if name == "embedding"]
+        columns = [name for name in table.column_names if name not in plain]
         try:
             self._fs.create_dir(posixpath.dirname(path), recursive=True)
             with self._fs.open_output_stream(path) as f:
-                pq.write_table(table, f, compression="zstd")
+                pq.write_table(
+                    table, f, compression={**dict.fromkeys(columns, "zstd"), **dict.fromkeys(plain, "none")},
+                    use_dictionary=columns, write_statistics=columns,
+                )  # fmt: skip
         except OSError as e:
             raise self._cannot_write(e) from None
         return relative_path
