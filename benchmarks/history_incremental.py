@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/semsim-bench-history"))
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="extra semsim batch flags for every run")
     args = parser.parse_args()
+    args.flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
 
     titles = read_titles(args.titles, args.history_size + args.new)
     shutil.rmtree(args.workdir, ignore_errors=True)

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/semsim-bench-scale"))
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="extra semsim batch flags for every run")
     args = parser.parse_args()
+    args.flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
 
     titles = read_titles(args.titles, max(args.sizes))
     print(f"{machine()}; {'with' if args.with_history else 'without'} --history")

@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from benchmarks.measure import run_measured
 from semsim_core.pairs import threshold_pairs
 from semsim_core.rescore import ScoreBand
-from transforms.cell_search import CELL_SIZES, SearchCells, largest
+from transforms.cell_search import CELL_SIZES, CellFiles, SearchCells, largest
 from transforms.cells import TrainCentroids
 from transforms.recall import MeasureRecall
 from transforms.write import CountEach
@@ -84,9 +84,8 @@ def run_pipeline(args: argparse.Namespace) -> None:
             0, args.target_cell_size, args.max_cell_size, args.margin, args.kmeans_sample
         )
         work = str(args.out.parent / "work")
-        search = SearchCells(
-            work, work, None, "synthetic", centroids, ScoreBand(args.threshold), args.margin, args.max_cell_size
-        )
+        files = CellFiles(work, work, None, "synthetic")
+        search = SearchCells(files, centroids, ScoreBand(args.threshold), args.margin, args.max_cell_size)
         found = vectors | "WithText" >> beam.Map(lambda v: (v[0], v[1], "")) | "FindPairs" >> search
         planted_true = generated[PLANTED] | "AboveThreshold" >> beam.Filter(lambda p: p[2] >= args.threshold)
         planted_keys = planted_true | "PlantedKey" >> beam.Map(lambda p: ((p[0], p[1]), "planted"))

@@ -37,7 +37,7 @@ from semsim_core.records import (
 from semsim_core.rescore import ScoreBand
 from semsim_core.run_layout import HistoryCounts, ReadSpec, Summary
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
-from transforms.cell_search import CELL_SIZES, STORED_TEXTS, SearchCells, largest
+from transforms.cell_search import CELL_SIZES, STORED_TEXTS, CellFiles, SearchCells, largest
 from transforms.cells import TrainCentroids
 from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
@@ -113,7 +113,10 @@ def _log_progress(counted: dict, embedded_input, seconds: float) -> None:
     total = embedded_input | "CountToEmbed" >> beam.combiners.Count.Globally()
     run = uuid.uuid4().hex
     counted["inputs"] | "ProgressRead" >> LogProgress("read", seconds, run)
-    counted["embedded"] | "ProgressEmbedded" >> LogProgress("embedded", seconds, run, total)
+    # The total is a side input, which keeps this step out of the embedding's fused stage: feed it one None per
+    # vector, not the vectors, so the runner buffers nothing heavy until the total is known.
+    embedded = counted["embedded"] | "EmbeddedMarks" >> beam.Map(lambda _: None)
+    embedded | "ProgressEmbedded" >> LogProgress("embedded", seconds, run, total)
     counted["semantic_pairs"] | "ProgressPairs" >> LogProgress("pairs", seconds, run)
 
 
@@ -165,11 +168,11 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
     work = FileSystems.join(out, layout.WORK)  # staged vectors; without a store, the cell files too
     if history:
         plan = history.plan
-        cells_in = (plan.root, plan.manifest, plan.segment, history.margin, history.dtype)
+        files = CellFiles(work, plan.root, plan.manifest, plan.segment, history.dtype)
     else:
-        cells_in = (work, None, new_segment_id(), opts.cell_margin, "float32")
-    store, manifest, segment, margin, dtype = cells_in
-    search = SearchCells(work, store, manifest, segment, centroids, band, margin, opts.max_cell_size, dtype)
+        files = CellFiles(work, work, None, new_segment_id())
+    margin = history.margin if history else opts.cell_margin
+    search = SearchCells(files, centroids, band, margin, opts.max_cell_size)
     found = with_text | "FindPairs" >> search
     semantic = found["pairs"]
     if band.band:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import apache_beam as beam
 import faiss
@@ -171,46 +172,41 @@ def _first(element: tuple[str, Iterable]) -> object:
     return next(iter(element[1]))
 
 
+@dataclass(frozen=True)
+class CellFiles:
+    """Where a run's vectors go: ``work``, a folder of the run, for staged vectors; ``store``, for the cell parts (a
+    history store, or a folder of the run); the store's committed ``manifest`` (searched too; None: nothing stored
+    yet); the ``segment`` that names the parts; ``dtype``, how embeddings are stored."""
+
+    work: str
+    store: str
+    manifest: Manifest | None
+    segment: str
+    dtype: str = "float32"
+
+
 class SearchCells(beam.PTransform):
     """``(id, vector, text)`` -> ``pairs`` (semantic :class:`Pair` at or above ``band.search_threshold``),
-    ``parts`` (``(cell, part path)``: the new vectors, written under ``store``), ``cell_sizes`` and
-    ``stored_texts`` (distinct stored :class:`Record` values in rescore-band pairs).
+    ``parts`` (``(cell, part path)``: the new vectors, written under ``files.store``), ``cell_sizes`` and
+    ``stored_texts`` (distinct stored :class:`Record` values in rescore-band pairs)."""
 
-    ``work``: a folder of this run for staged vectors; ``store``: where cell parts go, a history store (with its
-    committed ``manifest``, searched too; None when the run creates it) or a folder of this run.
-    """
-
-    def __init__(
-        self,
-        work: str,
-        store: str,
-        manifest: Manifest | None,
-        segment: str,
-        centroids,
-        band: ScoreBand,
-        margin: float,
-        max_cell_size: int,
-        dtype: str = "float32",
-    ):
+    def __init__(self, files: CellFiles, centroids, band: ScoreBand, margin: float, max_cell_size: int):
         super().__init__()
-        self._work = work
-        self._store = store
-        self._manifest = manifest
-        self._segment = segment
+        self._files = files
         self._centroids = centroids
         self._band = band
         self._margin = margin
         self._max_cell_size = max_cell_size
-        self._dtype = dtype
 
     def expand(self, vectors):
-        split = SplitByCellFn(self._work, self._store, self._segment, self._margin, self._dtype)
+        files = self._files
+        split = SplitByCellFn(files.work, files.store, files.segment, self._margin, files.dtype)
         parts = (
             vectors
-            | "Stage" >> beam.ParDo(StageVectorsFn(self._work, self._segment))
+            | "Stage" >> beam.ParDo(StageVectorsFn(files.work, files.segment))
             | "SplitByCell" >> beam.ParDo(split, beam.pvalue.AsSingleton(self._centroids))
         )
-        search = SearchCellFn(self._store, self._manifest, self._band, self._max_cell_size, self._margin)
+        search = SearchCellFn(files.store, files.manifest, self._band, self._max_cell_size, self._margin)
         found = (
             parts
             | "GroupPartsByCell" >> beam.GroupByKey()
