@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.1)
     parser.add_argument("--target-cell-size", type=int, default=2_000)
     parser.add_argument("--max-cell-size", type=int, default=20_000)
-    parser.add_argument("--kmeans-sample", type=int, default=100_000)
+    parser.add_argument("--kmeans-sample", type=int, default=50_000)
     parser.add_argument("--recall-sample", type=int, default=2_000)
     parser.add_argument("--exact-sample", type=int, default=50_000)
     parser.add_argument("--chunk", type=int, default=10_000)

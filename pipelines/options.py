@@ -137,7 +137,7 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
         _flag(parser, "target_cell_size", type=int, default=2_000, help="vectors per cell when --cells is 0")
         _flag(parser, "max_cell_size", type=int, default=20_000, help="larger cells are split again")
-        _flag(parser, "kmeans_sample", type=int, default=100_000, help="vectors to train the centroids on")
+        _flag(parser, "kmeans_sample", type=int, default=50_000, help="vectors to train the centroids on")
         _flag(
             parser,
             "recall_sample",

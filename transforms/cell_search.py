@@ -54,7 +54,7 @@ class StageVectorsFn(beam.DoFn):
     under ``work/staged/``; emits their paths. A retried bundle stages new files; the failed attempt's are never
     emitted, so nothing reads them."""
 
-    def __init__(self, work: str, segment: str, flush_rows: int = 50_000):
+    def __init__(self, work: str, segment: str, flush_rows: int = 20_000):
         self._work = work
         self._segment = segment
         self._flush_rows = flush_rows
