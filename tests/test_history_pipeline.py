@@ -12,16 +12,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
 
 from semsim_core.history import History
-from tests.conftest import REPO, SAMPLE_PARAPHRASES, assert_invariants, run_batch, sample_titles, write_jsonl
+from tests.conftest import (
+    REPO,
+    SAMPLE_PARAPHRASES,
+    assert_invariants,
+    run_batch,
+    sample_titles,
+    stsb_unique_sentences,
+    write_jsonl,
+)
 from transforms.history_commit import FAIL_BEFORE_COMMIT
 
 DAYS = 3
 COPIES = 4  # day-3 records that copy a day-1 text
+BRIDGE_SEARCH = 800  # STSb test sentences searched for a bridging triple
 DAY_TIMES = ["2026-11-01T12:00:00Z", 1793620800, "2026-11-03T12:00:00"]  # ISO, Unix seconds, ISO without offset
 
 
@@ -73,10 +83,33 @@ def _run_day(out: Path, history: Path, day: Path, *flags: str):
     )
 
 
-def test_days_against_history_equal_one_full_run(tmp_path):
-    days = _days(tmp_path)
-    history = tmp_path / "history"
-    runs = [_run_day(tmp_path / f"out{i}", history, day) for i, day in enumerate(days, start=1)]
+class Days(NamedTuple):
+    files: list[Path]  # the three days' inputs
+    after: list[Path]  # the store after day 1 and after day 2 (tests copy what they change)
+    runs: list  # the BatchRun of day 1 and day 2
+    outputs: list[Path]
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory) -> Days:
+    """Days 1 and 2 run once for this module's tests."""
+    root = tmp_path_factory.mktemp("days")
+    files = _days(root)
+    after = [root / "after-day1", root / "after-day2"]
+    outputs = [root / "out1", root / "out2"]
+    runs = [_run_day(outputs[0], after[0], files[0])]
+    shutil.copytree(after[0], after[1])
+    runs.append(_run_day(outputs[1], after[1], files[1]))
+    return Days(files, after, runs, outputs)
+
+
+def _copy(store: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(store, tmp_path / "history"))
+
+
+def test_days_against_history_equal_one_full_run(tmp_path, days):
+    history = _copy(days.after[1], tmp_path)
+    runs = [*days.runs, _run_day(tmp_path / "out3", history, days.files[2])]
     for run in runs:
         assert_invariants(run)
     first, _, third = (run.summary.history for run in runs)
@@ -84,7 +117,7 @@ def test_days_against_history_equal_one_full_run(tmp_path):
     assert third.records_before == runs[0].summary.accepted + runs[1].summary.accepted
 
     centroids = next(history.glob("centroids-*.npy"))
-    inputs = [flag for day in days for flag in ("--input", str(day))]
+    inputs = [flag for day in days.files for flag in ("--input", str(day))]
     full = run_batch(tmp_path / "full", *inputs, "--centroids", str(centroids))
     daily_pairs = pd.concat([run.pairs for run in runs])
     assert _pair_set(daily_pairs) == _pair_set(full.pairs)
@@ -119,13 +152,9 @@ def _outputs(out: Path) -> tuple[set, set]:
     return _pair_set(pd.read_parquet(out / "pairs")), _partition(pd.read_parquet(out / "clusters"))
 
 
-def test_killed_or_failed_runs_leave_the_store_as_it_was(tmp_path, monkeypatch):
-    day1, day2, _ = _days(tmp_path)
-    history = tmp_path / "history"
-    _run_day(tmp_path / "out1", history, day1)
-    reference = tmp_path / "reference"
-    shutil.copytree(history, reference)
-    _run_day(tmp_path / "uninterrupted", reference, day2)
+def test_killed_or_failed_runs_leave_the_store_as_it_was(tmp_path, monkeypatch, days):
+    day2 = days.files[1]
+    history = _copy(days.after[0], tmp_path)
     before = _store_state(history)
 
     # Killed once its new vectors are in the store's cells, not yet committed.
@@ -155,20 +184,17 @@ def test_killed_or_failed_runs_leave_the_store_as_it_was(tmp_path, monkeypatch):
     # The rerun (over the killed run's lock and outputs) equals the uninterrupted run.
     rerun = _run_day(tmp_path / "killed", history, day2, "--overwrite")
     assert_invariants(rerun)
-    assert _outputs(tmp_path / "killed") == _outputs(tmp_path / "uninterrupted")
-    assert _stored_partition(history) == _stored_partition(reference)
+    assert _outputs(tmp_path / "killed") == _outputs(days.outputs[1])
+    assert _stored_partition(history) == _stored_partition(days.after[1])
 
 
-def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys):
+def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys, days):
     from pipelines.cli import main
 
-    day1, day2, _ = _days(tmp_path)
-    history = tmp_path / "history"
-    _run_day(tmp_path / "out1", history, day1)
+    day2 = days.files[1]
+    history = _copy(days.after[0], tmp_path)
     before = _store_state(history)
     manifest = json.loads((history / "manifest.json").read_bytes())
-
-    capsys.readouterr()  # the first run's output
 
     def refused(change, expected: str) -> None:
         change()
@@ -215,10 +241,11 @@ def _bridge(sentences: list[str], vectors, threshold: float) -> tuple[list[str],
     raise AssertionError("no bridging triple in the STSb test sentences")
 
 
-def test_a_record_that_joins_two_stored_clusters_merges_them(tmp_path, stsb_test_vectors):
+def test_a_record_that_joins_two_stored_clusters_merges_them(tmp_path, embedder):
     """Also: with an approximate backend and a band that holds both pairs, the stored texts are embedded again with
     fp32 and the pairs carry fp32 scores."""
-    (a, b, c), fp32 = _bridge(*stsb_test_vectors, 0.8)
+    sentences = stsb_unique_sentences()[:BRIDGE_SEARCH]
+    (a, b, c), fp32 = _bridge(sentences, embedder.encode(sentences), 0.8)
     history = tmp_path / "history"
     first = write_jsonl(tmp_path / "day1.jsonl", [{"id": "a", "text": a}, {"id": "c", "text": c}])
     second = write_jsonl(tmp_path / "day2.jsonl", [{"id": "b", "text": b}])
