@@ -13,7 +13,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 
-from semsim_core.history import MERGES_SCHEMA, RECORDS_SCHEMA, History, Manifest, Segment
+from semsim_core.history import MERGES, MERGES_SCHEMA, RECORDS, RECORDS_SCHEMA, History, Manifest, Segment
 from semsim_core.normalize import text_hash
 from semsim_core.run_layout import Summary
 
@@ -44,7 +44,7 @@ class WriteStoredRecords(beam.PTransform):
 
     def __init__(self, root: str, segment: str, seen: dt.datetime):
         super().__init__()
-        self._prefix = FileSystems.join(root, "records", segment)
+        self._prefix = FileSystems.join(root, RECORDS + segment)
         self._seen = seen
 
     def expand(self, inputs):
@@ -65,7 +65,7 @@ class WriteMerges(beam.PTransform):
 
     def __init__(self, root: str, segment: str):
         super().__init__()
-        self._prefix = FileSystems.join(root, "merges", segment)
+        self._prefix = FileSystems.join(root, MERGES + segment)
 
     def expand(self, merges):
         return (
