@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 USAGE = """usage: semsim <command> [flags]
@@ -24,10 +25,10 @@ commands:
 
 
 def _quiet_model_loading() -> None:
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
+    """No transformers warnings or progress bars when a model loads, unless the user's environment asks for them
+    (read when transformers is imported, which a model loaded from the backend cache never does)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:

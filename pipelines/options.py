@@ -256,6 +256,8 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         plain = [path for path, fmt in formats.items() if fmt == "txt"]
         if plain and opts.time_field:
             raise OptionsError(f"--time-field needs records with fields; {plain[0]!r} is plain text")
+    if opts.history and "://" not in opts.history:  # the store's file list is relative to its root: fix the root
+        opts.history = os.path.abspath(opts.history)
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "FnApiRunner"
     if not options.view_as(TestOptions).dry_run:  # a dry run only describes the job: it reads and writes nothing

@@ -189,22 +189,41 @@ def _measure_all(model, threads: int, candidates: Sequence[str]) -> list[Measure
     return [reference_run, *others] if "torch" in candidates else others
 
 
-def choose_backend(model, threads: int, max_drift: float, candidates: Sequence[str] = BACKENDS) -> Choice:
-    """The fastest of ``candidates`` on this machine whose probe drift is at most ``max_drift``, measured on first
-    use and then read from the cache (a lock makes concurrent worker processes measure once, one at a time)."""
-    key = machine_key(fingerprint(model), threads)
+def _choice_file(model_fingerprint: str, threads: int, candidates: Sequence[str]) -> tuple[dict, Path]:
+    """The machine key of a measurement and the cache file that holds it."""
+    key = machine_key(model_fingerprint, threads)
     digest = hashlib.sha256(json.dumps({**key, "candidates": list(candidates)}, sort_keys=True).encode()).hexdigest()
-    path = cache_dir() / "auto" / f"{digest[:24]}.json"
-    with locked(path.with_suffix(".lock")):
-        cached = path.exists()
-        if cached:
-            measurements = [Measurement(**m) for m in json.loads(path.read_text())["measurements"]]
-        else:
-            measurements = _measure_all(model, threads, candidates)
-            record = {"key": key, "isa": isa_flags(key["flags"]), "measurements": [asdict(m) for m in measurements]}
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(record, indent=2))
-            tmp.replace(path)
+    return key, cache_dir() / "auto" / f"{digest[:24]}.json"
+
+
+def _chosen(path: Path, max_drift: float, measurements: list[Measurement] | None = None) -> Choice:
+    cached = measurements is None
+    if cached:
+        measurements = [Measurement(**m) for m in json.loads(path.read_text())["measurements"]]
     choice = Choice(pick(measurements, max_drift), max_drift, tuple(measurements), cached)
     _LOG.info(choice.describe())
     return choice
+
+
+def cached_choice(
+    model_fingerprint: str, threads: int, max_drift: float, candidates: Sequence[str] = BACKENDS
+) -> Choice | None:
+    """:func:`choose_backend`'s answer from the measurements cached for this machine and the model with this
+    fingerprint, without the model; None when they have not been taken yet."""
+    _, path = _choice_file(model_fingerprint, threads, candidates)
+    return _chosen(path, max_drift) if path.exists() else None
+
+
+def choose_backend(model, threads: int, max_drift: float, candidates: Sequence[str] = BACKENDS) -> Choice:
+    """The fastest of ``candidates`` on this machine whose probe drift is at most ``max_drift``, measured on first
+    use and then read from the cache (a lock makes concurrent worker processes measure once, one at a time)."""
+    key, path = _choice_file(fingerprint(model), threads, candidates)
+    with locked(path.with_suffix(".lock")):
+        if path.exists():
+            return _chosen(path, max_drift)
+        measurements = _measure_all(model, threads, candidates)
+        record = {"key": key, "isa": isa_flags(key["flags"]), "measurements": [asdict(m) for m in measurements]}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(path)
+    return _chosen(path, max_drift, measurements)

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from semsim_core.backends import AUTO, DEFAULT_BACKEND
+from semsim_core.model_inputs import ModelInputs
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+FP32_RESCORERS = ("openvino", "onnx", "torch")  # the backends rescoring embeds with, in order of preference
 _BUNDLED_NAMES = frozenset({DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"})
 
 
@@ -46,32 +48,51 @@ def model_error(model: str) -> str | None:
     return None
 
 
+def _identity_file(path: str) -> Path | None:
+    """Where the identity of the model folder ``path`` is cached: a name hashed from the path, size and modification
+    time of every file in it, so any change to the folder misses the cache. None when ``path`` is not a folder."""
+    from semsim_core.backends.base import cache_dir
+
+    files = sorted(Path(path).rglob("*")) if os.path.isdir(path) else []
+    stamp = "\n".join(f"{f}\t{f.stat().st_size}\t{f.stat().st_mtime_ns}" for f in files if f.is_file())
+    return cache_dir() / "identity" / f"{hashlib.sha256(stamp.encode()).hexdigest()[:24]}.json" if files else None
+
+
+def _cached_identity(path: str) -> tuple[str, int] | None:
+    cached = _identity_file(path)
+    if cached is None or not cached.is_file():
+        return None
+    known = json.loads(cached.read_text())
+    return known["fingerprint"], known["dim"]
+
+
+def _remember_identity(path: str, identity: tuple[str, int]) -> None:
+    from semsim_core.backends.base import write_atomically
+
+    cached = _identity_file(path)
+    if cached is not None:
+        data = json.dumps({"model": path, "fingerprint": identity[0], "dim": identity[1]})
+        with contextlib.suppress(OSError):  # a read-only cache only costs the next run the same seconds
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(cached, lambda target: target.write_text(data))
+
+
 def model_identity(model: str) -> tuple[str, int]:
     """``(fingerprint, dimension)`` of a sentence-transformers model: what a history store checks a run against.
 
     Loading the model to fingerprint it takes seconds, so for a model folder the answer is cached under
     :func:`~semsim_core.backends.base.cache_dir`, keyed by the path, size and modification time of every file in it.
     """
-    from semsim_core.backends.base import cache_dir
-
     path = resolve_model(model)
-    files = sorted(Path(path).rglob("*")) if os.path.isdir(path) else []
-    stamp = "\n".join(f"{f}\t{f.stat().st_size}\t{f.stat().st_mtime_ns}" for f in files if f.is_file())
-    cached = cache_dir() / "identity" / f"{hashlib.sha256(stamp.encode()).hexdigest()[:24]}.json"
-    if files and cached.is_file():
-        known = json.loads(cached.read_text())
-        return known["fingerprint"], known["dim"]
-    from sentence_transformers import SentenceTransformer
+    identity = _cached_identity(path)
+    if identity is None:
+        from sentence_transformers import SentenceTransformer
 
-    from semsim_core.backends.base import fingerprint, write_atomically
+        from semsim_core.backends.base import fingerprint
 
-    loaded = SentenceTransformer(path, device="cpu")
-    identity = fingerprint(loaded), loaded.get_embedding_dimension()
-    if files:
-        data = json.dumps({"model": path, "fingerprint": identity[0], "dim": identity[1]})
-        with contextlib.suppress(OSError):  # a read-only cache only costs the next run the same seconds
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(cached, lambda target: target.write_text(data))
+        loaded = SentenceTransformer(path, device="cpu")
+        identity = fingerprint(loaded), loaded.get_embedding_dimension()
+        _remember_identity(path, identity)
     return identity
 
 
@@ -97,18 +118,36 @@ class EmbedConfig:
     max_drift: float = ScoreBand(0.8, DEFAULT_RESCORE_BAND).max_drift
 
     def fp32(self) -> EmbedConfig:
-        """The same model as sentence-transformers runs it (PyTorch fp32): what rescoring embeds with."""
-        return replace(self, backend="torch")
+        """The same model with fp32 scores (to ~1e-6), what rescoring embeds with: OpenVINO fp32 on the exported graph
+        where it is installed (faster than PyTorch, and run without loading sentence-transformers once the graph
+        is built), else ONNX Runtime fp32, else PyTorch as loaded."""
+        from semsim_core.backends import backend_error
+
+        return replace(self, backend=next(b for b in FP32_RESCORERS if not backend_error(b)))
 
     def load(self) -> Embedder:
-        """Load the model on the CPU and prepare the backend (built and cached on first use)."""
+        """Load the model on the CPU and prepare the backend (built and cached on first use). Once a backend's graph
+        is built and ``auto``'s choice measured, a model folder loads from the cache (:meth:`Embedder.from_cache`)."""
+        cached = Embedder.from_cache(self)
+        if cached is not None:
+            return cached
         from sentence_transformers import SentenceTransformer
 
-        return Embedder(SentenceTransformer(resolve_model(self.model), device="cpu"), self)
+        from semsim_core import model_inputs
+        from semsim_core.backends import fingerprint, folder_of
+
+        path = resolve_model(self.model)
+        embedder = Embedder(SentenceTransformer(path, device="cpu"), self)
+        if embedder.backend != "torch":  # keep what the next load from the cache needs
+            identity = fingerprint(embedder.model), embedder.dim
+            _remember_identity(path, identity)
+            model_inputs.save(embedder.model, embedder.inputs, folder_of(identity[0]))
+        return embedder
 
 
 class Embedder:
-    """A loaded sentence-transformers model that turns texts into L2-normalised float32 vectors.
+    """A sentence-transformers model that turns texts into L2-normalised float32 vectors: the loaded model
+    (``model``), or, from the cache (:meth:`from_cache`), its built graph and kept tokenizer (``model`` None).
 
     ``encode`` tokenizes its texts once, orders them by token length and cuts batches of at most ``batch_size``
     texts and ``max_batch_tokens`` padded tokens, so short texts go in large batches, long ones in small ones, and
@@ -118,20 +157,51 @@ class Embedder:
 
     def __init__(self, model, config: EmbedConfig = EmbedConfig()):
         from semsim_core.backend_choice import choose_backend
-        from semsim_core.backends import input_names, load_runner
+        from semsim_core.backends import load_runner
+        from semsim_core.model_inputs import of_model
 
-        self.model = model
+        threads = config.threads or default_threads()
+        backend = config.backend
+        if backend == AUTO:
+            backend = choose_backend(model, threads, config.max_drift).backend
+        self._assemble(model, config, threads, backend, of_model(model), load_runner(model, backend, threads))
+
+    def _assemble(self, model, config: EmbedConfig, threads: int, backend: str, inputs: ModelInputs, run) -> None:
+        self.model = model  # None when loaded from the cache
         self.config = config
-        self.threads = config.threads or default_threads()
-        self.backend = config.backend
-        if self.backend == AUTO:
-            self.backend = choose_backend(model, self.threads, config.max_drift).backend
-        self.dim = int(model.get_embedding_dimension())
-        self.max_seq_length = int(model.max_seq_length)
-        self._special_tokens = int(model.tokenizer.num_special_tokens_to_add())
-        self._names = input_names(model)
-        self._pad_id = int(model.tokenizer.pad_token_id or 0)
-        self._run = load_runner(model, self.backend, self.threads)
+        self.threads = threads
+        self.backend = backend
+        self.inputs = inputs
+        self.dim = inputs.settings.dim
+        self.max_seq_length = inputs.settings.max_seq_length
+        self._run = run
+
+    @classmethod
+    def from_cache(cls, config: EmbedConfig) -> Embedder | None:
+        """The embedder of ``config`` without sentence-transformers (``model`` is None): the model folder's cached
+        fingerprint, ``auto``'s cached choice, the built graph and the tokenizer kept beside it (what
+        :meth:`EmbedConfig.load` keeps). None when any of them is missing, or the backend runs the model itself."""
+        from semsim_core.backend_choice import cached_choice
+        from semsim_core.backends import folder_of, graph_runner
+        from semsim_core.model_inputs import load
+
+        identity = _cached_identity(resolve_model(config.model))
+        if identity is None:
+            return None
+        threads = config.threads or default_threads()
+        backend = config.backend
+        if backend == AUTO:
+            choice = cached_choice(identity[0], threads, config.max_drift)
+            if choice is None:
+                return None
+            backend = choice.backend
+        inputs = load(folder_of(identity[0]))
+        run = graph_runner(identity[0], backend, threads) if inputs is not None else None
+        if run is None:
+            return None
+        embedder = cls.__new__(cls)
+        embedder._assemble(None, config, threads, backend, inputs, run)
+        return embedder
 
     @classmethod
     def load(cls, model: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND, **settings) -> Embedder:
@@ -160,8 +230,8 @@ class Embedder:
     def _padded(self, encoded: dict[str, list[list[int]]], rows: np.ndarray) -> dict[str, np.ndarray]:
         width = max(len(encoded["input_ids"][i]) for i in rows)
         batch = {}
-        for name in self._names:
-            fill = self._pad_id if name == "input_ids" else 0
+        for name in self.inputs.settings.names:
+            fill = self.inputs.settings.pad_id if name == "input_ids" else 0
             array = np.full((len(rows), width), fill, dtype=np.int64)
             for r, i in enumerate(rows):
                 ids = encoded[name][i]
@@ -172,7 +242,7 @@ class Embedder:
     def _prepared(self, texts: Sequence[str]) -> list[str]:
         """Texts as sentence-transformers' Transformer module hands them to its tokenizer (stripped, and lowercased
         when the model says so)."""
-        lower = bool(getattr(self.model[0], "do_lower_case", False))
+        lower = self.inputs.settings.lower
         return [t.strip().lower() if lower else t.strip() for t in texts]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -180,7 +250,7 @@ class Embedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        encoded = self.model.tokenizer(self._prepared(texts), truncation=True, max_length=self.max_seq_length)
+        encoded = self.inputs.encode(self._prepared(texts))
         batches = self.batches([len(ids) for ids in encoded["input_ids"]])
         for rows, vectors in zip(batches, self._run([self._padded(encoded, rows) for rows in batches]), strict=True):
             out[rows] = vectors
@@ -192,9 +262,6 @@ class Embedder:
 
         Every token covers at least one UTF-8 byte, so only texts with more bytes than the window are tokenized here.
         """
-        room = self.max_seq_length - self._special_tokens
+        room = self.max_seq_length - self.inputs.settings.special_tokens
         long = [t for t in texts if len(t.encode("utf-8")) > room]
-        if not long:
-            return 0
-        lengths = self.model.tokenizer(long, add_special_tokens=False, truncation=False)["input_ids"]
-        return sum(len(ids) > room for ids in lengths)
+        return sum(length > room for length in self.inputs.lengths(long)) if long else 0

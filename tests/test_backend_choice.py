@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from semsim_core import backend_choice
-from semsim_core.backend_choice import Measurement, choose_backend, isa_flags, pair_drift, pick
-from semsim_core.backends import BACKENDS, FP32_BACKENDS
+from semsim_core.backend_choice import Measurement, cached_choice, choose_backend, isa_flags, pair_drift, pick
+from semsim_core.backends import BACKENDS, FP32_BACKENDS, fingerprint
 from semsim_core.embedder import EmbedConfig, Embedder, default_threads
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand
 from tests.conftest import stsb_unique_sentences
@@ -64,6 +64,9 @@ def test_auto_choice_passes_the_gate_is_cached_and_measured_again_for_a_new_key(
     monkeypatch.setattr(backend_choice, "_measure_all", measure_again)
     again = choose_backend(embedder.model, default_threads(), LIMIT, CANDIDATES)
     assert again.cached and again.backend == choice.backend and again.measurements == choice.measurements
+    known = cached_choice(fingerprint(embedder.model), default_threads(), LIMIT, CANDIDATES)
+    assert known.cached and known.measurements == choice.measurements, "the same answer without the model"
+    assert cached_choice(fingerprint(embedder.model), default_threads() + 1, LIMIT, CANDIDATES) is None
     with pytest.raises(AssertionError, match="measured again"):
         choose_backend(embedder.model, default_threads() + 1, LIMIT, CANDIDATES)  # another thread count: another key
     monkeypatch.setattr(backend_choice, "cpu_profile", lambda: {"cpu": "Other CPU", "flags": "avx2", "machine": "x"})

@@ -99,7 +99,12 @@ def days(tmp_path_factory) -> Days:
     outputs = [root / "out1", root / "out2"]
     runs = [_run_day(outputs[0], after[0], files[0])]
     shutil.copytree(after[0], after[1])
-    runs.append(_run_day(outputs[1], after[1], files[1]))
+    cwd = os.getcwd()
+    os.chdir(root)  # day 2 names its store by a relative path
+    try:
+        runs.append(_run_day(outputs[1], Path(after[1].name), files[1]))
+    finally:
+        os.chdir(cwd)
     return Days(files, after, runs, outputs)
 
 

@@ -15,7 +15,16 @@ import importlib
 import importlib.util
 import pkgutil
 
-from semsim_core.backends.base import EXPORT_VERSION, Backend, Runner, cache_dir, fingerprint, input_names, locked
+from semsim_core.backends.base import (
+    EXPORT_VERSION,
+    Backend,
+    Runner,
+    cache_dir,
+    fingerprint,
+    folder_of,
+    input_names,
+    locked,
+)
 
 REFERENCE = "torch"  # the fp32 model as loaded: first in every listing
 
@@ -57,6 +66,15 @@ def load_runner(model, backend: str, threads: int) -> Runner:
     return REGISTRY[backend].load(model, threads)
 
 
+def graph_runner(model_fingerprint: str, backend: str, threads: int) -> Runner | None:
+    """``backend``'s runner from the graph already built for the model with this fingerprint, without the model
+    loaded; None when ``backend`` runs the model itself or its graph is not built yet."""
+    if backend == AUTO or backend_error(backend) or REGISTRY[backend].graph is None:
+        return None
+    path = folder_of(model_fingerprint) / REGISTRY[backend].graph
+    return REGISTRY[backend].run_graph(path, threads) if path.exists() else None
+
+
 __all__ = [
     "AUTO",
     "BACKENDS",
@@ -70,6 +88,8 @@ __all__ = [
     "backend_error",
     "cache_dir",
     "fingerprint",
+    "folder_of",
+    "graph_runner",
     "input_names",
     "load_runner",
     "locked",

@@ -23,13 +23,17 @@ Runner = Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]  # padded bat
 class Backend:
     """One way to run a sentence-transformers model: its ``--backend`` name, a one-line description, the packages it
     imports, whether its scores equal the model's fp32 scores (to ~1e-6), and ``load(model, threads)``, which builds
-    what it needs on first use (cached under :func:`cache_dir`) and returns its :data:`Runner`."""
+    what it needs on first use (cached under :func:`cache_dir`) and returns its :data:`Runner`. A backend that runs
+    a built graph also names its file in the model's cache folder (``graph``) and ``run_graph(path, threads)``, which
+    runs it without the model loaded."""
 
     name: str
     description: str
     needs: tuple[str, ...]
     fp32: bool
     load: Callable[[Any, int], Runner]
+    graph: str | None = None
+    run_graph: Callable[[Path, int], Runner] | None = None
 
 
 def cache_dir() -> Path:
@@ -50,7 +54,12 @@ def fingerprint(model) -> str:
 
 def model_folder(model) -> Path:
     """The cache folder of the graphs built from ``model``."""
-    return cache_dir() / "backends" / fingerprint(model)
+    return folder_of(fingerprint(model))
+
+
+def folder_of(model_fingerprint: str) -> Path:
+    """The cache folder of the graphs built from the model with this fingerprint."""
+    return cache_dir() / "backends" / model_fingerprint
 
 
 def input_names(model) -> list[str]:

@@ -48,6 +48,8 @@ BACKENDS = (
         NEEDS,
         True,
         lambda model, threads: _session_runner(onnx_graph(model), threads),
+        "model.onnx",
+        _session_runner,
     ),
     Backend(
         "onnx-int8",
@@ -55,5 +57,7 @@ BACKENDS = (
         NEEDS,
         False,
         lambda model, threads: _session_runner(_quantized(model), threads),
+        "model-int8.onnx",
+        _session_runner,
     ),
 )

@@ -98,15 +98,29 @@ def _load(graph, precision: str, model, threads: int) -> Runner:
     return _runner(graph(model), threads, precision)
 
 
+def _run_graph(precision: str, path: Path, threads: int) -> Runner:
+    return _runner(path, threads, precision)
+
+
 NEEDS = ("openvino", "onnx")
 BACKENDS = (
-    Backend("openvino", "OpenVINO on the exported graph (fp32).", NEEDS, True, partial(_load, onnx_graph, "f32")),
+    Backend(
+        "openvino",
+        "OpenVINO on the exported graph (fp32).",
+        NEEDS,
+        True,
+        partial(_load, onnx_graph, "f32"),
+        "model.onnx",
+        partial(_run_graph, "f32"),
+    ),
     Backend(
         "openvino-bf16",
         "OpenVINO, bf16 inference on CPUs that have it (AVX512-BF16, AMX), fp32 elsewhere.",
         NEEDS,
         False,
         partial(_load, onnx_graph, "bf16"),
+        "model.onnx",
+        partial(_run_graph, "bf16"),
     ),
     Backend(
         "openvino-int8",
@@ -114,5 +128,7 @@ BACKENDS = (
         (*NEEDS, "nncf"),
         False,
         partial(_load, _quantized, "f32"),
+        "openvino-int8.xml",
+        partial(_run_graph, "f32"),
     ),
 )
