@@ -1,6 +1,7 @@
 """Incremental runs against a history store vs one full run, on real titles, measured in one session.
 
     python -m benchmarks.history_incremental [--titles TITLES.tsv.gz] [--history-size 100000] [--new 10000]
+        [--history-dtype float16] [-- FLAGS]
 
 Builds a history store from the first ``--history-size`` titles (``semsim batch --history``, timed too), then
 deduplicates the next ``--new`` titles against it (the incremental run), then runs one full ``semsim batch`` over
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--titles", type=Path, default=SAMPLE_TITLES, help="titles file (default: the sample)")
     parser.add_argument("--history-size", type=int, default=2_700)
     parser.add_argument("--new", type=int, default=300)
+    parser.add_argument("--history-dtype", choices=("float32", "float16"), default="float32", help="the store's")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/semsim-bench-history"))
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="extra semsim batch flags for every run")
     args = parser.parse_args()
@@ -54,7 +56,7 @@ def main() -> None:
         print(f"{name:>12}: {seconds:7.1f} s, peak RSS {rss:5.2f} GiB")
         return seconds
 
-    batch("build", "--input", str(old), "--history", str(history))
+    batch("build", "--input", str(old), "--history", str(history), "--history-dtype", args.history_dtype)
     incremental = batch("incremental", "--input", str(new), "--history", str(history))
     centroids = next(history.glob("centroids-*.npy"))
     full = batch("full", "--input", str(old), "--input", str(new), "--centroids", str(centroids))

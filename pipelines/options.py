@@ -231,6 +231,8 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         raise OptionsError("give --input (a file glob) or --input-embeddings (an embeddings/ folder), not both")
     if opts.history and opts.input_embeddings:
         raise OptionsError("--history needs --input (text): a store keeps each record's text hash and text")
+    if opts.history_dtype != "float32" and not opts.history:
+        raise OptionsError(f"--history-dtype {opts.history_dtype} sets how a new --history store keeps embeddings")
     if opts.history and opts.cluster_method != "components":
         raise OptionsError("--history clusters by connected components; --cluster-method hdbscan cannot extend a store")
     if opts.cells < 0 or opts.recall_sample < 0:

@@ -24,6 +24,7 @@ SEMSIM = str(Path(sys.executable).with_name("semsim"))
         (["--input", "/nonexistent/*.jsonl"], "--input '/nonexistent/*.jsonl' matches no file"),
         (["--model", "/nonexistent/model"], "model path '/nonexistent/model' does not exist"),
         (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+        (["--history-dtype", "float16"], "--history-dtype float16 sets how a new --history store keeps embeddings"),
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
