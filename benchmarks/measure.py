@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 
 from semsim_core.backend_choice import cpu_profile, isa_flags
@@ -20,12 +21,19 @@ def machine() -> str:
 
 def run_measured(args: list[str]) -> tuple[float, float]:
     """Run ``args``; return (wall seconds, peak RSS in GiB of the child). Raises if the command fails."""
-    start = time.perf_counter()
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    stderr = child.stderr.read().decode(errors="replace")
-    child.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{stderr[-3000:]}")
-    return seconds, usage.ru_maxrss / 2**20
+    seconds, rss, _ = run_child(args)
+    return seconds, rss
+
+
+def run_child(args: list[str]) -> tuple[float, float, str]:
+    """Run ``args``; return (wall seconds, peak RSS in GiB of the child, its standard output). Raises if it fails."""
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(args, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        stdout.seek(0)
+        stderr.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{stderr.read().decode(errors='replace')[-3000:]}")
+        return seconds, usage.ru_maxrss / 2**20, stdout.read().decode(errors="replace")
