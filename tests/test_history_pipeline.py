@@ -225,6 +225,11 @@ def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys, day
     part.write_bytes(b"not parquet")
     refused(lambda: None, "corrupt")
     part.write_bytes(saved)
+    # A store that cannot be created (also as root, whom file modes do not stop): /proc takes no new folders.
+    argv = ["batch", "--input", str(day2), "--history", "/proc/semsim-history", "--output", str(tmp_path / "proc")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write to history /proc/semsim-history" in err[0], "\n".join(err)
     if os.geteuid() != 0:
         history.chmod(0o500)
         try:
