@@ -10,16 +10,13 @@ of the exact run's semantic pairs that the cell run finds. Each run is a child p
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.measure import run_measured
+from benchmarks.measure import SEMSIM, run_measured
 from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 from semsim_core.run_layout import SUMMARY, Summary
-
-SEMSIM = str(Path(sys.executable).with_name("semsim"))
 
 
 def semantic_pairs(folder: Path) -> set[tuple[str, str]]:

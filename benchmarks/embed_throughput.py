@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.measure import machine, run_child
+from benchmarks.measure import SEMSIM, machine, run_child
 from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 from pipelines.batch_dedup import counters, run
 from pipelines.options import DEFAULT_THRESHOLD
@@ -49,7 +48,6 @@ from semsim_core.run_layout import Summary
 REPO = Path(__file__).resolve().parents[1]
 STSB_TEST = REPO / "tests" / "data" / "stsbenchmark" / "sts-test.csv"
 MAX_DRIFT = ScoreBand(DEFAULT_THRESHOLD, DEFAULT_RESCORE_BAND).max_drift
-SEMSIM = str(Path(sys.executable).with_name("semsim"))
 
 
 def timed(fn, *args, repeat: int = 1):

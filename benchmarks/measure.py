@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from semsim_core.backend_choice import cpu_profile, isa_flags
 from semsim_core.embedder import default_threads
+
+SEMSIM = str(Path(sys.executable).with_name("semsim"))  # the command every benchmark runs as a child process
 
 
 def machine() -> str:

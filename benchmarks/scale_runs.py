@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
-from benchmarks.measure import machine, run_measured
+from benchmarks.measure import SEMSIM, machine, run_measured
 from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
-
-SEMSIM = str(Path(sys.executable).with_name("semsim"))
 
 
 def main() -> None:

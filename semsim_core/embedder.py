@@ -172,9 +172,17 @@ class Embedder:
         self.threads = threads
         self.backend = backend
         self.inputs = inputs
-        self.dim = inputs.settings.dim
-        self.max_seq_length = inputs.settings.max_seq_length
         self._run = run
+
+    @property
+    def dim(self) -> int:
+        """The length of each vector."""
+        return self.inputs.settings.dim
+
+    @property
+    def max_seq_length(self) -> int:
+        """The model's token window: longer texts are truncated to it."""
+        return self.inputs.settings.max_seq_length
 
     @classmethod
     def from_cache(cls, config: EmbedConfig) -> Embedder | None:
