@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from semsim_core.backends import BACKENDS, EXPORT_VERSION, backend_error, cache_dir, fingerprint, locked
+from semsim_core.backends import BACKENDS, EXPORT_VERSION, cache_dir, candidate_error, fingerprint, locked
 
 PROBE_PAIRS = Path(__file__).with_name("backend_probe_pairs.tsv")
-PROBE_VERSION = "1"  # bump when the probe or its measures change, so cached measurements are taken again
+PROBE_VERSION = "2"  # bump when the probe or its measures change, so cached measurements are taken again
 DRIFT_FLOOR = 0.5  # drift is measured on pairs at or above this cosine
 RUNTIMES = ("torch", "onnxruntime", "openvino", "nncf", "onnx", "transformers", "sentence-transformers", "numpy")
 # settings that change which kernels the runtimes pick (instruction-set caps, thread pools): part of the key
@@ -157,7 +157,7 @@ def measure(
     ``reference`` (its own first pass when None). Returns the measurement and that first pass's vectors."""
     from semsim_core.embedder import EmbedConfig, Embedder
 
-    error = backend_error(backend)
+    error = candidate_error(backend)
     if error:
         return Measurement(backend, None, None, error.split(" (pip")[0]), None
     try:

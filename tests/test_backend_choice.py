@@ -3,6 +3,7 @@ explicit backend."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from semsim_core import backend_choice
 from semsim_core.backend_choice import Measurement, cached_choice, choose_backend, isa_flags, pair_drift, pick
-from semsim_core.backends import BACKENDS, FP32_BACKENDS, fingerprint
+from semsim_core.backends import BACKENDS, FP32_BACKENDS, REGISTRY, fingerprint
 from semsim_core.embedder import EmbedConfig, Embedder, default_threads
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand
 from tests.conftest import stsb_unique_sentences
@@ -52,8 +53,11 @@ def test_auto_choice_passes_the_gate_is_cached_and_measured_again_for_a_new_key(
     choice = choose_backend(embedder.model, default_threads(), LIMIT, CANDIDATES)
     chosen = next(m for m in choice.measurements if m.backend == choice.backend)
     assert chosen.drift <= LIMIT
-    assert all(m.rate > 0 and m.error is None for m in choice.measurements)
-    assert chosen.rate == max(m.rate for m in choice.measurements if m.drift <= LIMIT)
+    # every candidate ran, except bf16 on a CPU without it (it would be fp32 openvino under another name)
+    no_bf16 = REGISTRY["openvino-bf16"].unsupported()
+    assert [m.backend for m in choice.measurements if m.error] == (["openvino-bf16"] if no_bf16 else [])
+    assert all(m.rate > 0 for m in choice.measurements if not m.error)
+    assert chosen.rate == max(m.rate for m in choice.measurements if not m.error and m.drift <= LIMIT)
     assert next(m for m in choice.measurements if m.backend == "onnx").drift < 1e-5, "fp32 runtimes agree"
     source = "cached measurements" if choice.cached else "measured now"  # cached if a test before measured
     assert caplog.records[-1].message.startswith(f"backend auto: {choice.backend} ({source}: torch ")
@@ -89,6 +93,17 @@ def test_missing_runtime_is_skipped_with_a_reason(embedder, monkeypatch, caplog)
     skipped = choice.measurements[1]
     assert skipped.rate is None and "needs onnxruntime" in skipped.error and choice.backend == "torch"
     assert "onnx-int8 skipped (backend onnx-int8 needs onnxruntime" in caplog.records[-1].message
+
+
+def test_backend_this_cpu_cannot_run_as_named_is_left_out(embedder, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="semsim.backend")
+    reason = "this CPU has no bf16 (AVX512-BF16 or AMX): it would run fp32, as openvino"
+    bf16 = dataclasses.replace(REGISTRY["openvino-bf16"], unsupported=lambda: reason)
+    monkeypatch.setitem(REGISTRY, "openvino-bf16", bf16)
+    choice = choose_backend(embedder.model, 1, LIMIT, ("torch", "openvino-bf16"))
+    assert choice.backend == "torch" and choice.measurements[1] == Measurement("openvino-bf16", None, None, reason)
+    assert f"openvino-bf16 skipped ({reason})" in caplog.records[-1].message
+    assert Embedder(embedder.model, EmbedConfig(backend="openvino-bf16", threads=1)).backend == "openvino-bf16"
 
 
 def test_explicit_backend_is_never_replaced(embedder, monkeypatch):

@@ -57,6 +57,14 @@ def backend_error(backend: str) -> str | None:
     return None
 
 
+def candidate_error(backend: str) -> str | None:
+    """Why ``auto`` cannot use ``backend`` here: :func:`backend_error`, or this CPU would not run it as named."""
+    error = backend_error(backend)
+    if error or REGISTRY[backend].unsupported is None:
+        return error
+    return REGISTRY[backend].unsupported()
+
+
 def load_runner(model, backend: str, threads: int) -> Runner:
     """A function from padded batches to their sentence embeddings, for ``model`` run by ``backend`` on ``threads``
     threads. Graphs other than ``torch`` are built on first use and then read from the cache."""
@@ -86,6 +94,7 @@ __all__ = [
     "Backend",
     "Runner",
     "backend_error",
+    "candidate_error",
     "cache_dir",
     "fingerprint",
     "folder_of",

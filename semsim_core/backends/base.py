@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-EXPORT_VERSION = "2"  # bump when an export or quantisation recipe changes, so caches are rebuilt
+EXPORT_VERSION = "3"  # bump when an export or quantisation recipe changes, so caches are rebuilt
 
 Runner = Callable[[list[dict[str, np.ndarray]]], list[np.ndarray]]  # padded batches -> their embeddings, in order
 
@@ -25,7 +25,8 @@ class Backend:
     imports, whether its scores equal the model's fp32 scores (to ~1e-6), and ``load(model, threads)``, which builds
     what it needs on first use (cached under :func:`cache_dir`) and returns its :data:`Runner`. A backend that runs
     a built graph also names its file in the model's cache folder (``graph``) and ``run_graph(path, threads)``, which
-    runs it without the model loaded."""
+    runs it without the model loaded. ``unsupported()``, where given, says why this CPU would not run the backend as
+    its name promises (bf16 without bf16 hardware runs fp32), so ``auto`` leaves it out; an explicit choice runs."""
 
     name: str
     description: str
@@ -34,6 +35,7 @@ class Backend:
     load: Callable[[Any, int], Runner]
     graph: str | None = None
     run_graph: Callable[[Path, int], Runner] | None = None
+    unsupported: Callable[[], str | None] | None = None
 
 
 def cache_dir() -> Path:

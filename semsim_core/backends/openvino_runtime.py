@@ -94,6 +94,13 @@ def _runner(path: Path, threads: int, precision: str) -> Runner:
     return run
 
 
+def _no_bf16() -> str | None:
+    """Why ``openvino-bf16`` would run fp32 here: OpenVINO lists no BF16 capability (AVX512-BF16, AMX) on this CPU."""
+    if "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return None
+    return "this CPU has no bf16 (AVX512-BF16 or AMX): it would run fp32, as openvino"
+
+
 def _load(graph, precision: str, model, threads: int) -> Runner:
     return _runner(graph(model), threads, precision)
 
@@ -121,6 +128,7 @@ BACKENDS = (
         partial(_load, onnx_graph, "bf16"),
         "model.onnx",
         partial(_run_graph, "bf16"),
+        _no_bf16,
     ),
     Backend(
         "openvino-int8",
