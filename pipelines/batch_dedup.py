@@ -31,6 +31,7 @@ from semsim_core.records import (
     DEAD_LETTER_SCHEMA,
     EXACT,
     PAIRS_SCHEMA,
+    REMOVED_SCHEMA,
     SEMANTIC,
     Pair,
 )
@@ -41,6 +42,7 @@ from transforms.cell_search import CELL_SIZES, STORED_TEXTS, CellFiles, SearchCe
 from transforms.cells import TrainCentroids
 from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
+from transforms.deduplicated import WriteDeduplicated
 from transforms.embed import BACKEND_USED, EmbedRecords
 from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
@@ -50,6 +52,7 @@ from transforms.history_read import DropStoredIds, StoredTexts
 from transforms.progress import LogProgress
 from transforms.read import ReadRecords
 from transforms.recall import MeasureRecall
+from transforms.removed import ExplainRemovals
 from transforms.rescore import IN_BAND, RESCORED_TEXTS, RescorePairs
 from transforms.vector_coder import IdVector, IdVectorText
 from transforms.write import CountEach, WriteRows, WriteSummary
@@ -196,7 +199,15 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
             edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(_edge), linked) | "AllEdges" >> beam.Flatten()
         else:
             edges = pairs | "PairEdges" >> beam.Map(_edge)
-        clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> ClusterRecords()
+        clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> ClusterRecords(opts.keep_policy())
+        removed = {"clusters": clusters, "pairs": pairs} | "ExplainRemovals" >> ExplainRemovals()
+        outputs[layout.REMOVED] = FileSystems.join(out, layout.REMOVED)
+        written.append(removed | "WriteRemoved" >> WriteRows(outputs[layout.REMOVED], REMOVED_SCHEMA))
+    if opts.write_deduplicated:
+        outputs[layout.DEDUPLICATED] = FileSystems.join(out, layout.DEDUPLICATED)
+        deduplicate = WriteDeduplicated(outputs[layout.DEDUPLICATED], opts.parse_config(), opts.format)
+        deduplicated = {"clusters": clusters, "records": front.accepted} | "WriteDeduplicated" >> deduplicate
+        written.append(deduplicated)
     dead_letters = front.rejected | "AllDeadLetters" >> beam.Flatten()
 
     written.append(pairs | "WritePairs" >> WriteRows(outputs[layout.PAIRS], PAIRS_SCHEMA))
@@ -215,7 +226,12 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
     }
     if band.band:
         counted.update(rescored_pairs=rescoring[IN_BAND], rescored_texts=rescoring[RESCORED_TEXTS])
+    if not history:
+        counted["removed"] = removed
     measured = counted | "Count" >> CountEach()
+    if opts.write_deduplicated:
+        rows = deduplicated | "DeduplicatedRows" >> beam.Map(lambda written_file: written_file[1])
+        measured["deduplicated"] = rows | "CountDeduplicated" >> beam.CombineGlobally(sum)
     if opts.progress_seconds > 0:
         _log_progress(counted, exact.representatives, opts.progress_seconds)
     measured["cells"] = centroids | "CountCells" >> beam.Map(len)
@@ -243,8 +259,9 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
         rescore_band=band.band,
         cluster_method=opts.cluster_method,
         runner=str(opts.view_as(StandardOptions).runner),
-        read=ReadSpec(opts.input, opts.format, opts.id_field, opts.text_field, opts.max_text_bytes),
+        read=ReadSpec(opts.input, opts.format, opts.id_field, opts.text_field, opts.max_text_bytes, opts.time_field),
         outputs=outputs,
+        keep=opts.keep_policy(),
     )
     done = measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings, after=written)
     if history:

@@ -13,6 +13,7 @@ from pipelines.run_files import run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.formats import FORMATS, ParseConfig, detect_format
+from semsim_core.keep import EARLIEST, FIRST_ID, POLICIES
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand, rescore_band
 from transforms.cluster import CLUSTER_METHODS
 from transforms.embed import DEFAULT_WINDOW
@@ -122,8 +123,21 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         _flag(
             parser,
             "time_field",
-            help="event-time field of structured input (Unix seconds or ISO 8601), kept in --history; default: "
-            "when the run first saw the record",
+            help="event-time field of structured input (Unix seconds or milliseconds, or ISO 8601), for --keep "
+            "earliest and kept in --history; a record without it is a dead letter",
+        )
+        _flag(
+            parser,
+            "keep",
+            choices=POLICIES,
+            help="the record each cluster keeps: earliest (by --time-field), longest (text), first-id (smallest "
+            "id); default: earliest with --time-field (except with --history), else first-id",
+        )
+        _flag(
+            parser,
+            "write_deduplicated",
+            action="store_true",
+            help="also write deduplicated/: each cluster's kept record with every field of its input record",
         )
         _flag(
             parser,
@@ -164,6 +178,11 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
 
     def parse_config(self) -> ParseConfig:
         return replace(super().parse_config(), time_field=self.time_field)
+
+    def keep_policy(self) -> str:
+        """``--keep``, or its default: ``earliest`` when records have a time field (and no ``--history``, whose store
+        keeps first ids), else ``first-id``."""
+        return self.keep or (EARLIEST if self.time_field and not self.history else FIRST_ID)
 
 
 class StreamingDedupOptions(SemsimOptions, PipelineOptions):
@@ -235,6 +254,15 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         raise OptionsError(f"--history-dtype {opts.history_dtype} sets how a new --history store keeps embeddings")
     if opts.history and opts.cluster_method != "components":
         raise OptionsError("--history clusters by connected components; --cluster-method hdbscan cannot extend a store")
+    if opts.keep == EARLIEST and not opts.time_field:
+        raise OptionsError("--keep earliest needs --time-field (the input field with each record's time)")
+    if opts.input_embeddings and (opts.keep_policy() != FIRST_ID or opts.write_deduplicated):
+        raise OptionsError("--keep earliest/longest and --write-deduplicated need --input: saved embeddings hold ids")
+    if opts.history and (opts.keep_policy() != FIRST_ID or opts.write_deduplicated):
+        raise OptionsError(
+            "--history keeps each cluster's first id; --keep earliest/longest and --write-deduplicated do not "
+            "extend a store yet"
+        )
     if opts.cells < 0 or opts.recall_sample < 0:
         raise OptionsError("--cells and --recall-sample must not be negative")
     positive = (

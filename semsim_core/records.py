@@ -13,7 +13,8 @@ class Record(NamedTuple):
 
     ``source`` and ``position`` locate it (file path and 1-based line or row number); they order records
     deterministically when two share an id. ``time``: its event time in microseconds since the Unix epoch (UTC),
-    from ``--time-field``; None when not given.
+    from ``--time-field``; None when not given. ``fields``: every field of the input record, as parsed, when the
+    parser was asked to keep them (``ParseConfig.keep_fields``, for ``deduplicated/``); else None.
     """
 
     id: str
@@ -21,6 +22,7 @@ class Record(NamedTuple):
     source: str
     position: int
     time: int | None = None
+    fields: dict | None = None
 
     @property
     def locator(self) -> str:
@@ -96,6 +98,15 @@ CLUSTERS_SCHEMA = pa.schema(
 )
 CLUSTER_CHANGES_SCHEMA = pa.schema(
     [("id", pa.string()), ("cluster_id", pa.string()), ("previous_cluster_id", pa.string())]
+)
+REMOVED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("kept_id", pa.string()),
+        ("score", pa.float32()),
+        ("kind", pa.string()),
+        ("via", pa.list_(pa.string())),
+    ]
 )
 DEAD_LETTER_SCHEMA = pa.schema([("source", pa.string()), ("raw", pa.string()), ("error", pa.string())])
 

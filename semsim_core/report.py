@@ -21,11 +21,19 @@ import pyarrow.dataset as ds
 
 from semsim_core import run_layout as layout
 from semsim_core.ranking import best_f1_index
-from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA, SEMANTIC, DeadLetter, Record
+from semsim_core.records import (
+    CLUSTERS_SCHEMA,
+    DEAD_LETTER_SCHEMA,
+    PAIRS_SCHEMA,
+    REMOVED_SCHEMA,
+    SEMANTIC,
+    DeadLetter,
+    Record,
+)
 from semsim_core.run_layout import Summary
 from semsim_core.svg_charts import Marker, bar_list_svg, calibration_svg, fmt, histogram_svg
 
-RUN_FIELDS = ("threshold", "model", "backend", "cluster_method", "runner", "input_embeddings")
+RUN_FIELDS = ("threshold", "model", "backend", "cluster_method", "keep", "runner", "input_embeddings")
 CALIBRATION_COLUMNS = ("threshold", "precision", "recall", "f1")
 TEXT_CHARS = 500  # longest text or raw input shown in full
 _REASON_REWRITES = (
@@ -78,6 +86,19 @@ class ClusterExample:
 
 
 @dataclass(frozen=True)
+class RemovalExample:
+    """A removed record beside the one kept in its place (texts None when not looked up or not found)."""
+
+    id: str
+    kept_id: str
+    score: float | None
+    kind: str
+    via: list[str]
+    text: str | None
+    kept_text: str | None
+
+
+@dataclass(frozen=True)
 class Reason:
     """A dead-letter reason (the error with its details generalised), how often it occurs and its first example."""
 
@@ -108,6 +129,8 @@ class RunReport:
     cluster_rows: int
     dead_letter_rows: int
     largest: list[ClusterExample]
+    removals: list[RemovalExample]
+    removed_rows: int | None  # rows of removed/; None when the run wrote none (--history)
     reasons: list[Reason]
     calibrations: list[Calibration]
     texts_looked_up: bool
@@ -271,6 +294,26 @@ def _cluster_examples(
     ]
 
 
+def spread_indices(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of ``n`` rows spread evenly over the score order, strongest first (a missing score sorts last)."""
+    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+    if len(order) <= n:
+        return order
+    return order[np.linspace(0, len(order) - 1, n).round().astype(int)]
+
+
+def _removal_examples(removed: ds.Dataset, n: int, texts: TextLookup | None) -> list[RemovalExample]:
+    scores = removed.to_table(columns=["score"])["score"].to_numpy(zero_copy_only=False).astype(np.float64)
+    rows = removed.take(pa.array(spread_indices(scores, n))).to_pylist()
+    text_of = texts({i for row in rows for i in (row["id"], row["kept_id"])}) if texts and rows else {}
+    return [
+        RemovalExample(
+            r["id"], r["kept_id"], r["score"], r["kind"], r["via"], text_of.get(r["id"]), text_of.get(r["kept_id"])
+        )
+        for r in rows
+    ]
+
+
 def load_run(
     out_dir: str | Path, examples: int = 5, top_clusters: int = 10, texts: TextLookup | None = None
 ) -> RunReport:
@@ -280,6 +323,7 @@ def load_run(
     pairs = _dataset(out, layout.PAIRS, PAIRS_SCHEMA)
     clusters = _dataset(out, layout.CLUSTERS, CLUSTERS_SCHEMA)
     dead = _dataset(out, layout.DEAD_LETTER, DEAD_LETTER_SCHEMA)
+    removed = _dataset(out, layout.REMOVED, REMOVED_SCHEMA) if (out / layout.REMOVED).is_dir() else None
     try:
         scores = pairs.to_table(columns=["score"], filter=ds.field("kind") == SEMANTIC)["score"].to_numpy()
         representatives = clusters.to_table(
@@ -294,6 +338,8 @@ def load_run(
             cluster_rows=clusters.count_rows(),
             dead_letter_rows=dead.count_rows(),
             largest=_cluster_examples(clusters, pairs, top, examples, texts),
+            removals=_removal_examples(removed, 2 * examples, texts) if removed else [],
+            removed_rows=removed.count_rows() if removed else None,
             reasons=dead_letter_reasons(dead),
             calibrations=[read_calibration(p) for p in sorted(out.glob("*calibration*.csv"))],
             texts_looked_up=texts is not None,
@@ -328,7 +374,7 @@ def _summary_section(run: RunReport) -> str:
     counts = [(name.replace("_", " "), fmt(value)) for name, value in layout.counts(s).items()]
     if s.accepted:
         duplicates = s.accepted - s.clusters
-        counts.append(("duplicate records", f"{duplicates:,} ({duplicates / s.accepted:.1%})"))
+        counts.append(("removed (duplicates)", f"{duplicates:,} ({duplicates / s.accepted:.1%})"))
     info = "".join(
         f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k in RUN_FIELDS if (v := getattr(s, k)) not in (None, "")
     )
@@ -337,13 +383,16 @@ def _summary_section(run: RunReport) -> str:
         (f"clusters/ has one row per accepted record ({run.cluster_rows:,} rows)", run.cluster_rows == s.accepted),
         (f"dead_letter/ has {run.dead_letter_rows:,} rows", run.dead_letter_rows == s.dead_letters),
     ]
+    if run.removed_rows is not None:
+        kept_and_removed = f"kept + removed = accepted ({s.clusters:,} + {run.removed_rows:,} rows of removed/)"
+        checks.append((kept_and_removed, s.clusters + run.removed_rows == s.accepted))
     check_items = "".join(
         f'<li class="{"ok" if good else "bad"}">{"✓" if good else "✗"} {escape(text)}</li>' for text, good in checks
     )
     return (
         f'<section id="summary"><h2>Summary</h2>{_figures(counts)}<dl class="run">{info}</dl>'
         f'<ul class="checks">{check_items}</ul>'
-        '<p class="note">Duplicate records: accepted records that are not the representative of their cluster.</p>'
+        '<p class="note">Removed: accepted records that are not the kept record (representative) of their cluster.</p>'
         "</section>"
     )
 
@@ -387,13 +436,16 @@ def _sizes_section(run: RunReport) -> str:
 
 def _member_row(member: ClusterMember, texts_looked_up: bool) -> str:
     badge = ' <span class="badge">representative</span>' if member.is_representative else ""
-    if member.text is not None:
-        text = escape(_clip(member.text))
-    else:
-        text = '<span class="note">not found in --input</span>' if texts_looked_up else '<span class="note">—</span>'
     link = member.link
     link_cell = f"{escape(link.other)} ({link.score:.3f}, {escape(link.kind)})" if link else "—"
-    return f'<tr><td>{escape(member.id)}{badge}</td><td class="text">{text}</td><td>{link_cell}</td></tr>'
+    text = _text_cell(member.text, texts_looked_up)
+    return f"<tr><td>{escape(member.id)}{badge}</td>{text}<td>{link_cell}</td></tr>"
+
+
+def _text_cell(text: str | None, texts_looked_up: bool) -> str:
+    if text is not None:
+        return f'<td class="text">{escape(_clip(text))}</td>'
+    return '<td class="note">not found in --input</td>' if texts_looked_up else '<td class="note">—</td>'
 
 
 def _clusters_section(run: RunReport) -> str:
@@ -420,6 +472,34 @@ def _clusters_section(run: RunReport) -> str:
     if not run.largest:
         parts.append('<p class="note">No cluster has more than one record.</p>')
     return "".join(parts) + "</section>"
+
+
+def _removals_section(run: RunReport) -> str:
+    if run.removed_rows is None:
+        return ""
+    share = run.removed_rows / run.summary.accepted if run.summary.accepted else 0.0
+    head = (
+        f'<section id="removed"><h2>Removed records</h2><p class="note">{run.removed_rows:,} of '
+        f"{run.summary.accepted:,} accepted records ({share:.1%}) were removed, each in favour of its cluster's "
+        f"kept record (--keep {escape(run.summary.keep)}). Examples spread over the scores, strongest first; "
+        '"via" is the chain of pairs when the two records are not a pair themselves.</p>'
+    )
+    if not run.removals:
+        return head + '<p class="note">Nothing was removed.</p></section>'
+    rows = []
+    for r in run.removals:
+        score = "—" if r.score is None else f"{r.score:.3f}"
+        via = escape(" ~ ".join(r.via)) if len(r.via) > 2 else ""
+        rows.append(
+            f"<tr><td>{escape(r.kept_id)}</td>{_text_cell(r.kept_text, run.texts_looked_up)}<td>{escape(r.id)}</td>"
+            f'{_text_cell(r.text, run.texts_looked_up)}<td class="num">{score}</td><td>{escape(r.kind)}</td>'
+            f"<td>{via}</td></tr>"
+        )
+    return (
+        f'{head}<table class="removals"><thead><tr><th>kept</th><th>kept text</th><th>removed</th>'
+        '<th>removed text</th><th class="num">score</th><th>kind</th><th>via</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
 
 
 def _dead_letters_section(run: RunReport) -> str:
@@ -501,7 +581,10 @@ def _quality_section(run: RunReport) -> str:
 def render_html(run: RunReport) -> str:
     """The report as one HTML page: no script, no external resource (a CSP forbids both), inline SVG charts."""
     title = escape(f"semsim report: {run.out_dir}")
-    sections = (_summary_section, _scores_section, _sizes_section, _clusters_section, _dead_letters_section)
+    sections = (
+        _summary_section, _scores_section, _sizes_section, _clusters_section, _removals_section,
+        _dead_letters_section,
+    )  # fmt: skip
     body = "".join(section(run) for section in sections) + _quality_section(run)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -5,6 +5,8 @@ A batch run writes::
     OUT/pairs/*.parquet        PAIRS_SCHEMA        every duplicate pair (exact and semantic)
     OUT/clusters/*.parquet     CLUSTERS_SCHEMA     one row per accepted record
     OUT/dead_letter/*.parquet  DEAD_LETTER_SCHEMA  one row per rejected input
+    OUT/removed/*.parquet      REMOVED_SCHEMA      without --history: each accepted record its cluster did not keep
+    OUT/deduplicated/*.parquet the input's fields  with --write-deduplicated: each cluster's kept record
     OUT/cluster_changes/*.parquet  CLUSTER_CHANGES_SCHEMA  with --history: history records whose cluster id changed
     OUT/embeddings/*.parquet   embeddings_schema   with --write-embeddings: one vector per accepted record
     OUT/centroids.npy          the cells' centroids (float32, one row per cell)
@@ -25,12 +27,20 @@ from typing import Any
 
 import pyarrow as pa
 
-from semsim_core.records import CLUSTER_CHANGES_SCHEMA, CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
+from semsim_core.records import (
+    CLUSTER_CHANGES_SCHEMA,
+    CLUSTERS_SCHEMA,
+    DEAD_LETTER_SCHEMA,
+    PAIRS_SCHEMA,
+    REMOVED_SCHEMA,
+)
 
 PAIRS = "pairs"
 CLUSTERS = "clusters"
 DEAD_LETTER = "dead_letter"
 CLUSTER_CHANGES = "cluster_changes"
+REMOVED = "removed"
+DEDUPLICATED = "deduplicated"
 EMBEDDINGS = "embeddings"
 CENTROIDS = "centroids.npy"
 WORK = "_work"
@@ -38,8 +48,12 @@ SUMMARY = "summary.json"
 REPORT = "report.html"  # written by `semsim report` beside the run it shows
 OUTPUT_SCHEMAS: dict[str, pa.Schema] = {PAIRS: PAIRS_SCHEMA, CLUSTERS: CLUSTERS_SCHEMA, DEAD_LETTER: DEAD_LETTER_SCHEMA}
 HISTORY_OUTPUT_SCHEMAS = {CLUSTER_CHANGES: CLUSTER_CHANGES_SCHEMA}  # written by --history runs only
+REMOVAL_SCHEMAS = {REMOVED: REMOVED_SCHEMA}  # written by batch runs without --history
 # a run's own entries; nothing else is
-RUN_ENTRIES = (*OUTPUT_SCHEMAS, *HISTORY_OUTPUT_SCHEMAS, EMBEDDINGS, CENTROIDS, WORK, SUMMARY, REPORT)
+RUN_ENTRIES = (
+    *OUTPUT_SCHEMAS, *HISTORY_OUTPUT_SCHEMAS, *REMOVAL_SCHEMAS, DEDUPLICATED, EMBEDDINGS, CENTROIDS, WORK, SUMMARY,
+    REPORT,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ class ReadSpec:
     id_field: str
     text_field: str
     max_text_bytes: int
+    time_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,7 @@ class Summary:
     runner: str
     read: ReadSpec
     outputs: dict[str, str]  # output name -> folder
+    keep: str = "first-id"  # the --keep policy that chose each cluster's kept record
     backend: str | None = None  # the concrete backends the workers ran, comma-separated
     inputs: int = 0  # records read, accepted or not
     accepted: int = 0
@@ -98,13 +114,16 @@ class Summary:
     semantic_pairs: int = 0
     embedded: int = 0  # vectors embedded (one per exact group)
     clusters: int = 0
+    removed: int | None = None  # accepted records their cluster did not keep (rows of removed/)
+    deduplicated: int | None = None  # with --write-deduplicated: rows of deduplicated/
     cells: int = 0
     largest_cell: int = 0
     rescored_pairs: int | None = None  # with a rescore band: pairs in it, rescored with fp32
     rescored_texts: int | None = None
     recall: Recall | None = None
     history: HistoryCounts | None = None
-    _OPTIONAL = ("rescored_pairs", "rescored_texts", "recall", "history")  # left out of the JSON when not measured
+    # left out of the JSON when not measured
+    _OPTIONAL = ("removed", "deduplicated", "rescored_pairs", "rescored_texts", "recall", "history")
 
     def measured(self, **values: Any) -> Summary:
         """This summary with measured fields set (``recall`` given as a dict)."""

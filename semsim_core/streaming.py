@@ -9,8 +9,9 @@ score falls in the band are scored again with fp32 vectors before the post's clu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import NamedTuple
 
 import faiss
@@ -41,11 +42,22 @@ fp32 vector."""
 
 @dataclass
 class Match:
-    """A stored post at or above the threshold: its id, the cosine, and its cluster."""
+    """A stored post at or above the threshold: its id, the cosine, its cluster and its event time (seconds)."""
 
     id: str
     score: float
     cluster_id: str
+    timestamp: float
+
+
+def earliest(matches: Iterable[Match]) -> Match | None:
+    """The match a notification points to: the earliest post by event time, ties to the smaller id."""
+    return min(matches, key=lambda m: (m.timestamp, m.id), default=None)
+
+
+def utc_iso(seconds: float) -> str:
+    """An event time in seconds as ISO 8601 UTC, to the millisecond."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -88,7 +100,7 @@ class CellIndex:
             self._index.add(np.stack(self._vectors))
         _, scores, rows = range_search_at_least(self._index, vector[None, :].astype(np.float32), band.search_threshold)
         found = [
-            Match(self.ids[r], min(float(s), 1.0), self.clusters[self.ids[r]])
+            Match(self.ids[r], min(float(s), 1.0), self.clusters[self.ids[r]], self.seen[self.ids[r]])
             for s, r in zip(scores, rows, strict=True)
         ]
         kept = [m for m in found if band.settled(m.score)]
@@ -100,7 +112,7 @@ class CellIndex:
             if score is None and match.score >= band.threshold:
                 kept.append(match)
             elif score is not None and band.keeps(score):
-                kept.append(Match(match.id, score, match.cluster_id))
+                kept.append(Match(match.id, score, match.cluster_id, match.timestamp))
         return sorted(kept, key=lambda m: (-m.score, m.id)), rescored
 
     def probe(self, vector: np.ndarray, band: ScoreBand, fp32: Fp32Scores | None = None) -> Outcome:
@@ -128,7 +140,8 @@ class CellIndex:
         if original is not None:
             cluster = self.clusters[original]
             self.insert(Entry(post_id, None, text_hash, timestamp, cluster))
-            return Outcome([Match(original, 1.0, cluster)], cluster, self.sizes[cluster], exact_of=original)
+            match = Match(original, 1.0, cluster, self.seen[original])
+            return Outcome([match], cluster, self.sizes[cluster], exact_of=original)
         matches, rescored = self._search(vector, band, fp32)
         cluster = matches[0].cluster_id if matches else post_id
         stored = np.ascontiguousarray(vector, dtype=np.float32)

@@ -94,6 +94,7 @@ class BatchRun:
     pairs: pd.DataFrame
     clusters: pd.DataFrame
     dead_letters: pd.DataFrame
+    removed: pd.DataFrame | None  # None on --history runs, which write none
 
 
 def fp32_unless_named(flags: Sequence[str]) -> list[str]:
@@ -112,6 +113,7 @@ def run_batch(output: Path, *flags: str) -> BatchRun:
         pd.read_parquet(output / "pairs"),
         pd.read_parquet(output / "clusters"),
         pd.read_parquet(output / "dead_letter"),
+        pd.read_parquet(output / "removed") if (output / "removed").exists() else None,
     )
 
 
@@ -128,6 +130,11 @@ def assert_invariants(batch: BatchRun) -> None:
     assert not batch.pairs.duplicated(["id_a", "id_b"]).any()
     reps = batch.clusters[batch.clusters["is_representative"]]
     assert (reps["id"] == reps["cluster_id"]).all()
+    if batch.removed is not None:  # every accepted record is kept (its cluster's representative) or removed, once
+        assert s.removed == len(batch.removed) == s.accepted - s.clusters
+        assert batch.removed["id"].is_unique and not batch.removed["id"].isin(reps["id"]).any()
+        cluster_of = batch.clusters.set_index("id")["cluster_id"]
+        assert (batch.removed["kept_id"] == batch.removed["id"].map(cluster_of)).all()
     sizes = batch.clusters.groupby("cluster_id")["id"].count()
     if s.history and s.history.records_before:  # sizes count the stored members too
         assert (batch.clusters["cluster_size"] >= batch.clusters["cluster_id"].map(sizes)).all()

@@ -86,8 +86,8 @@ def test_a_second_run_into_an_output_is_refused_unless_overwrite(tmp_path, capsy
     assert main(flags) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        f"semsim batch: error: --output {out} already holds a semsim run (pairs, clusters, dead_letter, centroids.npy, "
-        "summary.json, report.html); pass --overwrite"
+        f"semsim batch: error: --output {out} already holds a semsim run (pairs, clusters, dead_letter, removed, "
+        "centroids.npy, summary.json, report.html); pass --overwrite"
     ]
     assert (out / "summary.json").read_text() == summary, "a refused run changes nothing"
 

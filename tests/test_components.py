@@ -25,7 +25,7 @@ def assert_clusters(ids: list[str], edges: list[tuple[str, str]], rounds: int, e
     with beam.Pipeline("FnApiRunner", options=PipelineOptions([])) as p:
         records = p | "Records" >> beam.Create([Record(i, "text", "test", n) for n, i in enumerate(ids)])
         edge_pcoll = p | "Edges" >> beam.Create(edges)
-        clusters = {"records": records, "edges": edge_pcoll} | ClusterRecords(rounds)
+        clusters = {"records": records, "edges": edge_pcoll} | ClusterRecords(rounds=rounds)
         assert_that(clusters, equal_to(expected))
 
 

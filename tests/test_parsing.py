@@ -289,12 +289,16 @@ def test_event_times_from_a_time_field():
         {"id": "c", "text": "x", "at": "2025-11-02T12:00:00Z"},
         {"id": "d", "text": "x", "at": "2025-11-02T13:00:00+01:00"},
         {"id": "e", "text": "x", "at": "2025-11-02T12:00:00"},
+        {"id": "h", "text": "x", "at": 1762084800500},  # milliseconds
+        {"id": "i", "text": "x", "at": "1762084800000"},
         {"id": "f", "text": "x"},
         {"id": "g", "text": "x", "at": "yesterday"},
+        {"id": "j", "text": "x", "at": "nan"},
     ]
     parsed = [record_from_mapping(row, "p.jsonl", i, "", config) for i, row in enumerate(rows, start=1)]
     noon = 1762084800 * 1_000_000
-    assert [p.time for p in parsed[:5]] == [noon, noon + 500_000, noon, noon, noon]
-    assert parsed[5].error == "missing time field 'at'"
-    assert "expected Unix seconds or an ISO 8601 time" in parsed[6].error
+    assert [p.time for p in parsed[:7]] == [noon, noon + 500_000, noon, noon, noon, noon + 500_000, noon]
+    assert parsed[7].error == "missing time field 'at'"
+    assert "expected Unix seconds or an ISO 8601 time" in parsed[8].error
+    assert parsed[9].error == "field 'at' is nan: expected Unix seconds or milliseconds"
     assert record_from_mapping(rows[0], "p.jsonl", 1, "", ParseConfig()).time is None

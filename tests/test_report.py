@@ -26,6 +26,7 @@ from semsim_core.report import (
     Histogram,
     Link,
     Reason,
+    RemovalExample,
     RunReport,
     load_run,
     log2_edges,
@@ -143,6 +144,22 @@ def test_report_of_a_real_run_renders_in_chromium(run_dir, chromium, capsys):
     assert spam.find_element(By.CSS_SELECTOR, "td.text").text == INJECTED
     assert "pair recall" in chromium.find_element(By.ID, "quality").text
 
+    removed = batch.summary.accepted - batch.summary.clusters
+    note = chromium.find_element(By.CSS_SELECTOR, "#removed p.note").text
+    share = f"{removed} of {batch.summary.accepted} accepted records ({removed / batch.summary.accepted:.1%})"
+    assert note.startswith(share)
+    rows = chromium.find_elements(By.CSS_SELECTOR, "#removed table.removals tbody tr")
+    assert len(rows) == 8, "twice --examples, spread over the scores"
+    scores = [float(row.find_elements(By.TAG_NAME, "td")[4].text) for row in rows]
+    assert scores == sorted(scores, reverse=True) and scores[0] == 1.0 and scores[-1] < 0.9
+    text_of: dict[str, str] = {}
+    for line in data.read_text(encoding="utf-8").splitlines()[:-1]:  # the last line is broken JSON
+        record = json.loads(line)
+        text_of.setdefault(record["id"], " ".join(record.get("text", "").split()))  # a repeated id: the first
+    for row in rows:  # kept text and removed text side by side, both read back from --input
+        cells = [" ".join(td.text.split()) for td in row.find_elements(By.TAG_NAME, "td")]
+        assert cells[1] == text_of[cells[0]] and cells[3] == text_of[cells[2]]
+
 
 def test_example_texts_come_from_the_input_recorded_in_the_summary(run_dir, tmp_path, capsys):
     _, out, _ = run_dir
@@ -236,12 +253,14 @@ def test_user_text_is_escaped():
         cluster_rows=1,
         dead_letter_rows=1,
         largest=[ClusterExample(script, 2, [ClusterMember(script, True, script, Link(f"{script}2", 0.9, "semantic"))])],
+        removals=[RemovalExample(script, script, 0.9, "semantic", [script, "b", script], script, script)],
+        removed_rows=1,
         reasons=[Reason(script, 1, script, script, script)],
         calibrations=[],
         texts_looked_up=True,
     )
     page = render_html(run)
-    assert "<script" not in page and page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;") >= 8
+    assert "<script" not in page and page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;") >= 12
     assert "<script" not in bar_list_svg([script], [3], title=script, x_label=script)
 
 

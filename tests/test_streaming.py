@@ -150,12 +150,19 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
 
     later_ids = {r["id"] for r in later}
     notes = pull_all(pubsub, notify_subscription)
-    assert len(notes) == len(stream_pairs)
-    assert {tuple(sorted((n["id"], n["duplicate_of"]))) for n in notes} == pair_set(stream_pairs)
-    for note in notes:
-        if (note["id"] in later_ids) != (note["duplicate_of"] in later_ids):
-            assert note["id"] in later_ids, "the later post is the one notified"
-        assert note["score"] >= 0.8
+    notified = {n["id"]: n for n in notes}
+    assert len(notified) == len(notes), "one notification per post that matched"
+    scores = {frozenset((r.id_a, r.id_b)): r.score for r in stream_pairs.itertuples()}
+    for note in notes:  # it names the earliest of the post's matches, with both times
+        partners = [next(iter(pair - {note["id"]})) for pair in scores if note["id"] in pair]
+        assert 1 <= note["matches"] <= len(partners) and note["score"] >= 0.8
+        assert note["score"] == pytest.approx(scores[frozenset((note["id"], note["duplicate_of"]))])
+        assert note["duplicate_of_time"] <= note["time"]
+        earlier = [notified[p]["time"] for p in partners if p in notified and notified[p]["time"] <= note["time"]]
+        assert all(note["duplicate_of_time"] <= time for time in earlier)
+    for pair in stream_pairs.itertuples():
+        if (pair.id_a in later_ids) != (pair.id_b in later_ids):
+            assert (pair.id_a if pair.id_a in later_ids else pair.id_b) in notified, "the later post is notified"
     cluster_of = dict(zip(clusters["id"], clusters["cluster_id"], strict=True))
     assert all(cluster_of[n["id"]] == n["cluster_id"] for n in notes)
     assert not [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]

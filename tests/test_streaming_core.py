@@ -10,9 +10,11 @@ import pytest
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.evaluation import read_stsb
 from semsim_core.normalize import text_hash
+from semsim_core.records import ClusterAssignment
 from semsim_core.rescore import ScoreBand
-from semsim_core.streaming import CellIndex, Entry
+from semsim_core.streaming import CellIndex, Entry, Match, Outcome
 from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST
+from transforms.stream_match import NOTIFICATIONS, PAIRS, Answer, ResolveFn
 
 AT_08 = ScoreBand(0.8)
 
@@ -87,3 +89,52 @@ def test_matches_near_the_threshold_are_decided_by_fp32(embedder):
         seeded.insert(Entry("a", approx[0][k], "", 1.0, "a"))
         unscored = seeded.add("b", approx[1][k], text_hash(b), 2.0, band, fp32, text=b)
         assert unscored.rescored == 0 and (unscored.cluster_id == "a") == (int8_scores[k] >= 0.8)
+
+
+class Bag:
+    """In-memory stand-ins for the Beam state and timer a DoFn is handed (what the runner keeps per key)."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, item):
+        self.items.append(item)
+
+    def read(self):
+        return list(self.items)
+
+    def clear(self):
+        self.items = []
+
+
+class Value(Bag):
+    def write(self, item):
+        self.items = [item]
+
+    def read(self):
+        return self.items[0] if self.items else None
+
+
+class Timer:
+    def set(self, at):
+        self.at = at
+
+
+def test_a_post_is_notified_once_with_the_earliest_match_and_both_times():
+    resolve = ResolveFn()
+    state = {"answers": Bag(), "done": Value(), "forget": Timer()}
+    primary = Outcome([Match("late", 0.95, "orig", 300.0), Match("orig", 0.85, "orig", 100.0)], "orig", 3)
+    probe = Outcome([Match("other", 0.9, "x", 100.0)])  # as early as "orig": the smaller id wins
+    answers = [Answer(4, False, 2, probe), Answer(7, True, 2, primary)]
+    out = [list(resolve.process(("new", a), 500.0, **state)) for a in answers]
+    assert out[0] == [], "waits for every cell"
+    assignment, *tagged = out[1]
+    assert assignment == ClusterAssignment("new", "orig", False, 3)
+    pairs = [t.value for t in tagged if t.tag == PAIRS]
+    assert sorted((p.id_a, p.id_b) for p in pairs) == [("late", "new"), ("new", "orig"), ("new", "other")]
+    [note] = [t.value for t in tagged if t.tag == NOTIFICATIONS]
+    assert note == {
+        "id": "new", "duplicate_of": "orig", "score": 0.85, "kind": "semantic", "cluster_id": "orig",
+        "time": "1970-01-01T00:08:20.000+00:00", "duplicate_of_time": "1970-01-01T00:01:40.000+00:00", "matches": 3,
+    }  # fmt: skip
+    assert list(resolve.process(("new", answers[1]), 500.0, **state)) == [], "a re-delivered post resolves once"

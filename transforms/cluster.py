@@ -9,10 +9,12 @@ import apache_beam as beam
 import numpy as np
 
 from semsim_core.clustering import UnionFind, hdbscan_edges, large_star, singleton, small_star
+from semsim_core.keep import FIRST_ID, KeepKey, keep_key
 from semsim_core.records import ClusterAssignment
 from transforms.cells import AssignCells, Member
 
 CLUSTER_METHODS = ("components", "hdbscan")
+SINGLETONS = "singletons"
 
 
 def _both_directions(edge: tuple[str, str]) -> Iterator[tuple[str, str]]:
@@ -57,17 +59,28 @@ def _relabel(labelled: tuple[str, str], merged: dict[str, str]) -> tuple[str, st
     return node, merged.get(label, label)
 
 
-def _assignment(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, ClusterAssignment]]:
-    label, joined = element
-    size = sum(joined["size"])
-    for node in joined["node"]:
-        yield node, ClusterAssignment(node, label, node == label, size)
+def _keyed_member(record, keep: str) -> tuple[str, KeepKey]:
+    """``(id, keep key)`` of a :class:`Record` (or, keeping first ids, of an embedded record, which has no text)."""
+    return record.id, keep_key(keep, record.id, getattr(record, "text", None), getattr(record, "time", None))
 
 
-def _assign_or_singleton(element: tuple[str, dict[str, list]]) -> Iterator[ClusterAssignment]:
+def _by_label(element: tuple[str, dict[str, list]]) -> Iterator:
+    """A record on an edge as ``(label, (id, keep key))``; a record on none as its own cluster (``singletons``),
+    which needs no grouping."""
     record_id, joined = element
-    if joined["record"]:
-        yield next(iter(joined["cluster"]), None) or singleton(record_id)
+    for key in joined["key"]:
+        label = next(iter(joined["label"]), None)
+        if label is None:
+            yield beam.pvalue.TaggedOutput(SINGLETONS, singleton(record_id))
+        else:
+            yield label, (record_id, key)
+
+
+def _assign(label: str, members: Iterable[tuple[str, KeepKey]]) -> Iterator[ClusterAssignment]:
+    members = list(members)
+    kept = min(members, key=lambda member: member[1])[0]
+    for record_id, _ in members:
+        yield ClusterAssignment(record_id, kept, record_id == kept, len(members))
 
 
 class ConnectedComponents(beam.PTransform):
@@ -114,24 +127,24 @@ class ConnectedComponents(beam.PTransform):
 
 class ClusterRecords(beam.PTransform):
     """Takes ``{"records", "edges"}`` and returns one :class:`ClusterAssignment` per record: connected components of
-    the ``(id, id)`` edges, representative = smallest id; a record on no edge is its own cluster of size 1."""
+    the ``(id, id)`` edges, each represented by the record its ``keep`` policy keeps (:mod:`semsim_core.keep`),
+    whose id is the ``cluster_id``; a record on no edge is its own cluster of size 1."""
 
-    def __init__(self, rounds: int = 6):
+    def __init__(self, keep: str = FIRST_ID, rounds: int = 6):
         super().__init__()
+        self._keep = keep
         self._rounds = rounds
 
     def expand(self, inputs):
         labels = inputs["edges"] | "Components" >> ConnectedComponents(self._rounds)
-        by_label = labels | "ByLabel" >> beam.MapTuple(lambda node, label: (label, node))
-        sizes = labels | "One" >> beam.MapTuple(lambda node, label: (label, 1)) | "Size" >> beam.CombinePerKey(sum)
-        clusters = {"node": by_label, "size": sizes} | "JoinSize" >> beam.CoGroupByKey()
-        assigned = clusters | "Assignments" >> beam.FlatMap(_assignment)
-        records = inputs["records"] | "ById" >> beam.Map(lambda r: (r.id, None))
-        return (
-            {"record": records, "cluster": assigned}
-            | "JoinRecords" >> beam.CoGroupByKey()
-            | "AssignOrSingleton" >> beam.FlatMap(_assign_or_singleton)
+        keys = inputs["records"] | "KeepKeys" >> beam.Map(_keyed_member, self._keep)
+        members = (
+            {"key": keys, "label": labels}
+            | "JoinLabels" >> beam.CoGroupByKey()
+            | "ByLabel" >> beam.FlatMap(_by_label).with_outputs(SINGLETONS, main="members")
         )
+        clustered = members.members | "GroupClusters" >> beam.GroupByKey() | "Assign" >> beam.FlatMapTuple(_assign)
+        return (clustered, members[SINGLETONS]) | "AllAssignments" >> beam.Flatten()
 
 
 class HdbscanEdges(beam.PTransform):

@@ -30,7 +30,7 @@ from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.normalize import text_hash
 from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, Record, make_pair
 from semsim_core.rescore import ScoreBand, cosine
-from semsim_core.streaming import CellIndex, Entry, Fp32Scores, Outcome
+from semsim_core.streaming import CellIndex, Entry, Fp32Scores, Outcome, earliest, utc_iso
 from transforms import METRICS_NAMESPACE
 from transforms.embed import EmbedBatchFn
 
@@ -231,8 +231,9 @@ class CellStateFn(beam.DoFn):
 
 class ResolveFn(beam.DoFn):
     """Keyed by post id: waits for every cell's :class:`Answer`, then emits the post's cluster assignment, its pairs
-    (``pairs``) and one notification per pair (``notifications``). A re-delivered post is resolved once; with a
-    retention horizon, that memory is dropped by a timer when the post itself is forgotten."""
+    (``pairs``) and, when it matched, one notification naming the earliest matching post (``notifications``). A
+    re-delivered post is resolved once; with a retention horizon, that memory is dropped by a timer when the post
+    itself is forgotten."""
 
     ANSWERS = BagStateSpec("answers", PickleCoder())
     DONE = ReadModifyWriteStateSpec("done", BooleanCoder())
@@ -265,12 +266,23 @@ class ResolveFn(beam.DoFn):
             return
         cluster = primary.cluster_id
         yield ClusterAssignment(post_id, cluster, cluster == post_id, primary.cluster_size)
-        for a in received:
-            for match in a.outcome.matches:
-                kind = EXACT if match.id == primary.exact_of else SEMANTIC
-                yield beam.pvalue.TaggedOutput(PAIRS, make_pair(post_id, match.id, match.score, kind))
-                notification = {"id": post_id, "duplicate_of": match.id, "score": match.score, "cluster_id": cluster}
-                yield beam.pvalue.TaggedOutput(NOTIFICATIONS, notification)
+        matches = [match for a in received for match in a.outcome.matches]
+        for match in matches:
+            kind = EXACT if match.id == primary.exact_of else SEMANTIC
+            yield beam.pvalue.TaggedOutput(PAIRS, make_pair(post_id, match.id, match.score, kind))
+        first = earliest(matches)
+        if first is not None:
+            notification = {
+                "id": post_id,
+                "duplicate_of": first.id,
+                "score": first.score,
+                "kind": EXACT if first.id == primary.exact_of else SEMANTIC,
+                "cluster_id": cluster,
+                "time": utc_iso(float(timestamp)),
+                "duplicate_of_time": utc_iso(first.timestamp),
+                "matches": len(matches),
+            }
+            yield beam.pvalue.TaggedOutput(NOTIFICATIONS, notification)
 
     @on_timer(FORGET)
     def forget_post(self, done=beam.DoFn.StateParam(DONE)) -> None:

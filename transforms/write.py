@@ -54,6 +54,14 @@ def rows_table(schema: pa.Schema, rows: list[NamedTuple]) -> pa.Table:
     return pa.Table.from_pylist([row._asdict() for row in rows], schema=schema)
 
 
+def write_table(path: str, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` (snappy Parquet, any Beam filesystem) under a temporary name and rename it, so
+    readers never see a partial file and a retried bundle rewrites the same file."""
+    with FileSystems.create(path + ".tmp") as f:
+        pq.write_table(table, f, compression="snappy")
+    FileSystems.rename([path + ".tmp"], [path])
+
+
 def _stamp_now(row: NamedTuple) -> window.TimestampedValue:
     return window.TimestampedValue((0, row), Timestamp.now())
 
@@ -63,8 +71,7 @@ def _window_time(at: Timestamp) -> str:
 
 
 class _WriteWindowFn(beam.DoFn):
-    """One window's rows -> one Parquet file named by the window and pane, written under a temporary name and
-    renamed, so readers never see a partial file and a retried bundle rewrites the same file."""
+    """One window's rows -> one Parquet file named by the window and pane (:func:`write_table`)."""
 
     def __init__(self, folder: str, schema: pa.Schema):
         self._folder = folder
@@ -74,9 +81,7 @@ class _WriteWindowFn(beam.DoFn):
         _, rows = keyed_rows
         name = f"part-{_window_time(window.start)}-{_window_time(window.end)}-{pane.index}.parquet"
         path = FileSystems.join(self._folder, name)
-        with FileSystems.create(path + ".tmp") as f:
-            pq.write_table(rows_table(self._schema, list(rows)), f, compression="snappy")
-        FileSystems.rename([path + ".tmp"], [path])
+        write_table(path, rows_table(self._schema, list(rows)))
         yield path
 
 

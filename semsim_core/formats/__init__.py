@@ -9,8 +9,10 @@ Adding a format is one module defining its ``Format`` and one entry in :data:`RE
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import IO
+
+import pyarrow as pa
 
 from semsim_core.formats import delimited, jsonl, parquet, txt
 from semsim_core.formats.base import Format, ParseConfig, Parsed, TableError, decode_line, message_source, printable
@@ -27,6 +29,7 @@ __all__ = [
     "detect_format",
     "parse_file",
     "parse_message",
+    "read_fields",
     "read_rows",
     "table_format",
 ]
@@ -70,6 +73,11 @@ def table_format(path: str) -> str | None:
 def parse_file(path: str, file: IO[bytes], fmt: str, config: ParseConfig) -> Iterator[Parsed]:
     """Parse one opened (already decompressed) binary file of format ``fmt``."""
     return _format(fmt).parse(path, file, config)
+
+
+def read_fields(path: str, file: IO[bytes], fmt: str, config: ParseConfig, positions: Collection[int]) -> pa.Table:
+    """Every input field of the records at ``positions`` of one opened file of format ``fmt``, typed as read."""
+    return _format(fmt).fields(path, file, config, positions)
 
 
 def parse_message(data: bytes, attributes: Mapping[str, str], message_id: str, config: ParseConfig) -> Parsed:

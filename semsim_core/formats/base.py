@@ -8,25 +8,29 @@ dead_letters`` holds by construction. No parser raises on bad input.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import IO, Any
 
+import pyarrow as pa
+
 from semsim_core.records import DeadLetter, Record
+from semsim_core.tables import rows_table
 
 Parsed = Record | DeadLetter
 
 
 @dataclass(frozen=True)
 class ParseConfig:
-    """How to read records: field names for structured formats, the size cap on one text (UTF-8 bytes) and the
-    optional field that holds each record's event time."""
+    """How to read records: field names for structured formats, the size cap on one text (UTF-8 bytes), the
+    optional field that holds each record's event time, and whether records keep all their fields."""
 
     id_field: str = "id"
     text_field: str = "text"
     max_text_bytes: int = 100_000
     time_field: str | None = None
+    keep_fields: bool = False
 
 
 FileParser = Callable[[str, IO[bytes], ParseConfig], Iterator[Parsed]]
@@ -36,6 +40,10 @@ LineParser = Callable[[str, Iterable[bytes], ParseConfig], Iterator[Parsed]]
 MessageParser = Callable[[str, Mapping[str, str], str, ParseConfig], Parsed | None]
 """``(UTF-8 payload, attributes, message id, config)``: the message as one value, or None when the payload is not of
 this format."""
+FieldsReader = Callable[[str, IO[bytes], ParseConfig, Collection[int]], pa.Table]
+"""``(path, opened and decompressed binary file, config, positions)``: every input field of the file's records at
+``positions`` (as the format's parser numbers them), one row each in file order, typed as read
+(:mod:`semsim_core.tables`)."""
 RowReader = Callable[[str, IO[str], Sequence[str], str], Iterator[tuple[str, dict]]]
 """``(path, opened text file, required columns, hint)``: ``(location, row)`` per row of a table file; raises
 :class:`TableError` (``hint`` ends a missing-column message)."""
@@ -52,6 +60,23 @@ class Format:
     parse: FileParser
     parse_message: MessageParser | None = None
     read_rows: RowReader | None = None
+    read_fields: FieldsReader | None = None  # None: the parser's records, with fields kept (:func:`parsed_fields`)
+
+    def fields(self, path: str, file: IO[bytes], config: ParseConfig, positions: Collection[int]) -> pa.Table:
+        """The fields of the records at ``positions`` of one opened file (:data:`FieldsReader`)."""
+        return (self.read_fields or parsed_fields(self.parse))(path, file, config, positions)
+
+
+def parsed_fields(parse: FileParser) -> FieldsReader:
+    """The :data:`FieldsReader` of a format whose values carry no types of their own: its parser's accepted
+    records at the positions, with their fields kept."""
+
+    def read(path: str, file: IO[bytes], config: ParseConfig, positions: Collection[int]) -> pa.Table:
+        wanted = set(positions)
+        parsed = parse(path, file, replace(config, keep_fields=True))
+        return rows_table([r.fields for r in parsed if isinstance(r, Record) and r.position in wanted])
+
+    return read
 
 
 class TableError(ValueError):
@@ -124,23 +149,25 @@ def record_from_mapping(row: Mapping[str, Any], path: str, position: int, raw: s
         time, error = event_time(row.get(config.time_field), config.time_field)
         if error:
             return DeadLetter(locator, raw, error)
-    return Record(record_id, row[config.text_field], path, position, time)
+    return Record(record_id, row[config.text_field], path, position, time, dict(row) if config.keep_fields else None)
 
 
 def event_time(value: Any, field: str) -> tuple[int | None, str | None]:
     """``(microseconds since the Unix epoch, None)`` for a time value, else ``(None, reason)``. Accepted: Unix
-    seconds (a number, or a string of one, as CSV holds them), an ISO 8601 string (UTC unless it names an offset) or
-    a datetime (Parquet timestamps)."""
+    seconds or milliseconds (a number, or a string of one, as CSV holds them; :func:`epoch_micros` tells them
+    apart), an ISO 8601 string (UTC unless it names an offset) or a datetime (Parquet timestamps)."""
     if value is None:
         return None, f"missing time field '{field}'"
     moment = value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return round(float(value) * 1_000_000), None
+        return epoch_micros(float(value), field)
     if isinstance(value, str):
         try:
-            return round(float(value) * 1_000_000), None
+            number = float(value)
         except ValueError:
             pass
+        else:
+            return epoch_micros(number, field)
         try:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
@@ -150,6 +177,19 @@ def event_time(value: Any, field: str) -> tuple[int | None, str | None]:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return round(moment.timestamp() * 1_000_000), None
+
+
+MILLISECONDS_FROM = 1e11  # as seconds: the year 5138; as milliseconds: 1973-03-03
+
+
+def epoch_micros(number: float, field: str) -> tuple[int | None, str | None]:
+    """A Unix time in seconds, or in milliseconds when its magnitude is at least :data:`MILLISECONDS_FROM` (no
+    record of this era is that many seconds from 1970, and milliseconds reach it from March 1973 on), as
+    microseconds; NaN and infinities are refused."""
+    if number != number or number in (float("inf"), float("-inf")):
+        return None, f"field '{field}' is {number}: expected Unix seconds or milliseconds"
+    scale = 1_000 if abs(number) >= MILLISECONDS_FROM else 1_000_000
+    return round(number * scale), None
 
 
 def derived_id(path: str, position: int) -> str:

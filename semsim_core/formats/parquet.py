@@ -1,11 +1,14 @@
-"""Parquet (``.parquet``, ``.pq``): one record per row, read whole-file by column (only the id and text columns)."""
+"""Parquet (``.parquet``, ``.pq``): one record per row, read whole-file by column (only the id, text and time
+columns); ``deduplicated/`` rows keep every column with the file's own types."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import IO
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from semsim_core.formats.base import Format, ParseConfig, Parsed, record_from_mapping
@@ -13,12 +16,14 @@ from semsim_core.records import DeadLetter
 
 
 def parse_parquet(path: str, file: IO[bytes], config: ParseConfig) -> Iterator[Parsed]:
-    """One record per Parquet row, positioned at its 1-based row number; only the id and text columns are read."""
+    """One record per Parquet row, positioned at its 1-based row number; only the id, text and time columns are
+    read."""
     number = 0
     try:
         parquet = pq.ParquetFile(file)
         names = set(parquet.schema_arrow.names)
-        columns = [c for c in dict.fromkeys((config.id_field, config.text_field)) if c in names] or None
+        wanted = (config.id_field, config.text_field, config.time_field)
+        columns = [c for c in dict.fromkeys(wanted) if c in names] or None
         for batch in parquet.iter_batches(columns=columns):
             for row in batch.to_pylist():
                 number += 1
@@ -29,4 +34,19 @@ def parse_parquet(path: str, file: IO[bytes], config: ParseConfig) -> Iterator[P
         yield DeadLetter(path, "", f"cannot read Parquet file ({where}): {type(e).__name__}: {e}")
 
 
-FORMAT = Format("parquet", (".parquet", ".pq"), parse_parquet)
+def read_parquet_fields(path: str, file: IO[bytes], config: ParseConfig, positions: Collection[int]) -> pa.Table:
+    """Every column of the rows at ``positions`` (1-based row numbers, as :func:`parse_parquet` numbers them), with
+    the file's types."""
+    parquet = pq.ParquetFile(file)
+    wanted = np.sort(np.fromiter(positions, dtype=np.int64, count=len(positions))) - 1
+    pieces, start = [], 0
+    for batch in parquet.iter_batches():
+        end = start + batch.num_rows
+        inside = wanted[(wanted >= start) & (wanted < end)] - start
+        if len(inside):
+            pieces.append(pa.Table.from_batches([batch]).take(inside))
+        start = end
+    return pa.concat_tables(pieces) if pieces else parquet.schema_arrow.empty_table()
+
+
+FORMAT = Format("parquet", (".parquet", ".pq"), parse_parquet, read_fields=read_parquet_fields)

@@ -30,7 +30,8 @@ def parse_txt(path: str, lines: Iterable[bytes], config: ParseConfig) -> Iterato
         if error:
             yield DeadLetter(locator, printable(line), error)
         else:
-            yield Record(derived_id(path, number), text, path, number)
+            fields = {config.text_field: text} if config.keep_fields else None
+            yield Record(derived_id(path, number), text, path, number, fields=fields)
 
 
 def parse_txt_message(text: str, attributes: Mapping[str, str], message_id: str, config: ParseConfig) -> Parsed:
