@@ -187,7 +187,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
 
     outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     if history:
-        cluster = ClusterWithHistory(plan.root, plan.manifest)
+        cluster = ClusterWithHistory(plan.root, plan.manifest, opts.keep_policy())
         clustered = {"records": front.accepted, "pairs": pairs} | "Cluster" >> cluster
         clusters = clustered["clusters"]
         outputs[layout.CLUSTER_CHANGES] = FileSystems.join(out, layout.CLUSTER_CHANGES)

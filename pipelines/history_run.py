@@ -11,6 +11,7 @@ import numpy as np
 from pipelines.options import BatchDedupOptions, OptionsError
 from semsim_core.embedder import model_identity
 from semsim_core.history import History, HistoryError, Manifest, check_compatible, new_segment_id
+from semsim_core.keep import EARLIEST
 from transforms.history_commit import CommitPlan
 
 
@@ -36,11 +37,14 @@ def open_history(opts: BatchDedupOptions) -> HistoryRun:
         fingerprint, dim = model_identity(opts.model)
         manifest = history.manifest() if history.exists() else None
         if manifest is None:
-            created = Manifest(opts.model, fingerprint, dim, opts.history_dtype, opts.cell_margin, "", 0)
+            created = Manifest(
+                opts.model, fingerprint, dim, opts.history_dtype, opts.cell_margin, "", 0, keep=opts.keep_policy()
+            )
             centroids, margin, dtype, before = None, opts.cell_margin, opts.history_dtype, 0
         else:
             check_compatible(manifest, opts.model, fingerprint, dim, root=opts.history)
             history.verify(manifest)
+            _adopt_keep(opts, manifest)
             if opts.centroids:
                 raise OptionsError(
                     f"--centroids cannot be given with an existing --history {opts.history}: its own centroids are used"
@@ -53,6 +57,18 @@ def open_history(opts: BatchDedupOptions) -> HistoryRun:
         raise OptionsError(str(e)) from None
     plan = CommitPlan(opts.history, new_segment_id(), owner, opts.output, manifest, created)
     return HistoryRun(plan, centroids, dim, dtype, margin, before, dt.datetime.now(dt.timezone.utc))
+
+
+def _adopt_keep(opts: BatchDedupOptions, manifest: Manifest) -> None:
+    """The store keeps one policy for all its runs: without ``--keep`` a run takes the store's; another is refused."""
+    opts.keep = opts.keep or manifest.keep
+    if opts.keep != manifest.keep:
+        raise OptionsError(
+            f"history {opts.history} keeps the {manifest.keep} record of each cluster; --keep {opts.keep} would choose "
+            "differently across days (omit --keep, or start a new store)"
+        )
+    if opts.keep == EARLIEST and not opts.time_field:
+        raise OptionsError(f"history {opts.history} keeps the earliest record: give --time-field")
 
 
 def release(run: HistoryRun) -> None:

@@ -13,7 +13,7 @@ from pipelines.run_files import run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.formats import FORMATS, ParseConfig, detect_format
-from semsim_core.keep import EARLIEST, FIRST_ID, POLICIES
+from semsim_core.keep import EARLIEST, FIRST_ID, LONGEST, POLICIES
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand, rescore_band
 from transforms.cluster import CLUSTER_METHODS
 from transforms.embed import DEFAULT_WINDOW
@@ -131,7 +131,7 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
             "keep",
             choices=POLICIES,
             help="the record each cluster keeps: earliest (by --time-field), longest (text), first-id (smallest "
-            "id); default: earliest with --time-field (except with --history), else first-id",
+            "id); default: a --history store's, else earliest with --time-field, else first-id",
         )
         _flag(
             parser,
@@ -180,9 +180,9 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         return replace(super().parse_config(), time_field=self.time_field)
 
     def keep_policy(self) -> str:
-        """``--keep``, or its default: ``earliest`` when records have a time field (and no ``--history``, whose store
-        keeps first ids), else ``first-id``."""
-        return self.keep or (EARLIEST if self.time_field and not self.history else FIRST_ID)
+        """``--keep``, or its default: ``earliest`` when records have a time field, else ``first-id`` (a ``--history``
+        store's own policy, once :func:`pipelines.history_run.open_history` has read it)."""
+        return self.keep or (EARLIEST if self.time_field else FIRST_ID)
 
 
 class StreamingDedupOptions(SemsimOptions, PipelineOptions):
@@ -258,11 +258,8 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         raise OptionsError("--keep earliest needs --time-field (the input field with each record's time)")
     if opts.input_embeddings and (opts.keep_policy() != FIRST_ID or opts.write_deduplicated):
         raise OptionsError("--keep earliest/longest and --write-deduplicated need --input: saved embeddings hold ids")
-    if opts.history and (opts.keep_policy() != FIRST_ID or opts.write_deduplicated):
-        raise OptionsError(
-            "--history keeps each cluster's first id; --keep earliest/longest and --write-deduplicated do not "
-            "extend a store yet"
-        )
+    if opts.history and (opts.keep == LONGEST or opts.write_deduplicated):
+        raise OptionsError("--keep longest and --write-deduplicated do not extend a --history store yet")
     if opts.cells < 0 or opts.recall_sample < 0:
         raise OptionsError("--cells and --recall-sample must not be negative")
     positive = (

@@ -37,6 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from semsim_core.keep import FIRST_ID, POLICIES
+
 SCHEMA_VERSION = 1
 FORMAT = "semsim-history"
 MANIFEST = "manifest.json"
@@ -145,6 +147,7 @@ class Manifest:
     cells: int
     version: int = 0  # +1 per commit
     segments: tuple[Segment, ...] = ()
+    keep: str = FIRST_ID  # the --keep policy every run on the store uses (stores before it was kept: first-id)
 
     def to_json(self) -> bytes:
         data = {"format": FORMAT, "schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -187,6 +190,7 @@ class Manifest:
                 cells=int(raw["cells"]),
                 version=int(raw["version"]),
                 segments=segments,
+                keep=str(raw.get("keep", FIRST_ID)),
             )
         except KeyError as e:
             raise HistoryError(f"history {where}: {MANIFEST} is corrupt: no key {e}") from None
@@ -194,6 +198,8 @@ class Manifest:
             raise HistoryError(f"history {where}: {MANIFEST} is corrupt: {e}") from None
         if manifest.dtype not in DTYPES:
             raise HistoryError(f"history {where}: {MANIFEST} is corrupt: dtype {manifest.dtype!r}")
+        if manifest.keep not in POLICIES:
+            raise HistoryError(f"history {where}: {MANIFEST} is corrupt: keep {manifest.keep!r}")
         return manifest
 
     def files(self, prefix: str) -> list[str]:

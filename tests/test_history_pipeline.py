@@ -166,6 +166,7 @@ def test_killed_or_failed_runs_leave_the_store_as_it_was(tmp_path, monkeypatch, 
     committed = set(History(str(history)).manifest().files("cell="))
     command = [sys.executable, "-m", "pipelines.batch_dedup", "--backend", "torch", "--cells", "4"]
     command += ["--input", str(day2), "--history", str(history), "--output", str(tmp_path / "killed")]
+    command += ["--time-field", "time"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:
@@ -205,6 +206,7 @@ def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys, day
         change()
         out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
         argv = ["batch", "--input", str(day2), "--history", str(history), "--output", str(out), "--backend", "torch"]
+        argv += ["--time-field", "time"]
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], "\n".join(err)
@@ -277,3 +279,37 @@ def test_a_record_that_joins_two_stored_clusters_merges_them(tmp_path, embedder)
     History(str(history)).compact("test")
     assert _stored_partition(history) == {frozenset({"a", "b", "c"})}
     assert History(str(history)).cluster_merges(History(str(history)).manifest()) == {}
+
+
+def test_the_kept_record_is_the_earliest_across_days(tmp_path, capsys):
+    """Real reposts over two days: a day-2 post that is older than the day-1 cluster it joins becomes the kept
+    record, while the stored cluster keeps its id; the store holds its policy for every later run."""
+    from pipelines.cli import main
+
+    posts = {row["id"]: row for row in map(json.loads, (REPO / "tests/data/reddit_reposts.jsonl").open())}
+    late = ["nn8r5", "ui51l"]  # 2011 and June 2012: older than what they join
+    day1 = write_jsonl(tmp_path / "day1.jsonl", [row for key, row in posts.items() if key not in late])
+    day2 = write_jsonl(tmp_path / "day2.jsonl", [posts[key] for key in late])
+    history = tmp_path / "history"
+    flags = ("--history", str(history), "--text-field", "title", "--time-field", "created_utc")
+    first = run_batch(tmp_path / "out1", "--input", str(day1), *flags)
+    assert first.summary.keep == json.loads((history / "manifest.json").read_text())["keep"] == "earliest"
+    cluster_of = first.clusters.set_index("id")["cluster_id"]
+    assert cluster_of["18uj93"] == cluster_of["vll13"] == "vll13" and cluster_of["12771e"] == "12771e"
+
+    second = run_batch(tmp_path / "out2", "--input", str(day2), *flags)  # no --keep: the store's
+    assert_invariants(second)
+    rows = second.clusters.set_index("id")
+    # the stored clusters keep their ids; their kept records are now the older posts of day 2 (first-id would
+    # have kept the stored 18uj93 and 12771e, whose ids sort first)
+    assert rows.loc["nn8r5", "cluster_id"] == "vll13" and rows.loc["ui51l", "cluster_id"] == "12771e"
+    assert rows.loc["nn8r5", "is_representative"] and rows.loc["ui51l", "is_representative"]
+    assert rows.loc["nn8r5", "cluster_size"] == 3
+
+    out = tmp_path / "out3"
+    capsys.readouterr()
+    argv = ["batch", "--input", str(day2), "--output", str(out), "--backend", "torch", *flags, "--keep", "first-id"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"semsim batch: error: history {history} keeps the earliest record of each cluster; --keep "
+                   "first-id would choose differently across days (omit --keep, or start a new store)"]  # fmt: skip

@@ -59,7 +59,7 @@ def _relabel(labelled: tuple[str, str], merged: dict[str, str]) -> tuple[str, st
     return node, merged.get(label, label)
 
 
-def _keyed_member(record, keep: str) -> tuple[str, KeepKey]:
+def keyed_member(record, keep: str) -> tuple[str, KeepKey]:
     """``(id, keep key)`` of a :class:`Record` (or, keeping first ids, of an embedded record, which has no text)."""
     return record.id, keep_key(keep, record.id, getattr(record, "text", None), getattr(record, "time", None))
 
@@ -137,7 +137,7 @@ class ClusterRecords(beam.PTransform):
 
     def expand(self, inputs):
         labels = inputs["edges"] | "Components" >> ConnectedComponents(self._rounds)
-        keys = inputs["records"] | "KeepKeys" >> beam.Map(_keyed_member, self._keep)
+        keys = inputs["records"] | "KeepKeys" >> beam.Map(keyed_member, self._keep)
         members = (
             {"key": keys, "label": labels}
             | "JoinLabels" >> beam.CoGroupByKey()

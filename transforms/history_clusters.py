@@ -3,8 +3,10 @@
 The graph's nodes are the new records and the stored clusters (a stored cluster is one node, whatever its size):
 ``(NEW, id)`` and ``(STORED, cluster id)``. Its components are labelled by their smallest node, and STORED sorts
 first, so a component keeps the smallest stored cluster id it holds; other stored clusters in it are merged into
-that one and their records are listed as cluster changes. A component of new records only is labelled by its
-smallest id, as in a run without history.
+that one and their records are listed as cluster changes. A component of new records only takes its kept record's
+id, as in a run without history. The kept record (``is_representative``) is the component's smallest keep key
+(:mod:`semsim_core.keep`) over its new records and every stored record of its stored clusters, so under ``earliest``
+it is the earliest across days, whichever run saw it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import apache_beam as beam
 
 from semsim_core.clustering import singleton
 from semsim_core.history import Manifest
+from semsim_core.keep import FIRST_ID, KeepKey
 from semsim_core.records import ClusterAssignment, ClusterChange, Pair
-from transforms.cluster import ConnectedComponents
-from transforms.history_read import CountStored, FindStored
+from transforms.cluster import ConnectedComponents, keyed_member
+from transforms.history_read import FindStored, SummarizeStored
 
 STORED, NEW = 0, 1
 MERGES = "merges"  # (stored cluster id, the stored cluster id it was merged into)
@@ -47,20 +50,24 @@ def _edge(element: tuple[tuple, Iterable[tuple[int, str]]]) -> Iterator[tuple[tu
 
 
 def _weighted(element: tuple[tuple[int, str], dict[str, Iterable]]) -> Iterator:
+    """A labelled node as ``(label, (node, records it stands for, keep key of the record it would keep))``."""
     node, joined = element
-    weight = sum(joined["size"]) if node[0] == STORED else 1
-    for label in joined["label"]:
-        yield label, (node, weight)
+    for label in joined["label"]:  # a labelled node is on a pair: a record of this run, or a stored cluster
+        count, key = next(iter(joined["stored"])) if node[0] == STORED else (1, next(iter(joined["key"])))
+        yield label, (node, count, key)
 
 
-def _assign(element: tuple[tuple[int, str], Iterable[tuple[tuple[int, str], int]]]) -> Iterator:
+def _assign(element: tuple[tuple[int, str], Iterable[tuple[tuple[int, str], int, KeepKey]]]) -> Iterator:
+    """A component's assignments: its kept record is the one with the smallest keep key, stored or new; its
+    ``cluster_id`` is its smallest stored cluster id (stable across runs), else the kept record's id."""
     label, members = element
     members = list(members)
-    size = sum(weight for _, weight in members)
-    cluster_id = label[1]
-    for (kind, name), _ in members:
+    size = sum(weight for _, weight, _ in members)
+    kept_id = min(key for _, _, key in members)[-1]
+    cluster_id = label[1] if label[0] == STORED else kept_id
+    for (kind, name), _, _ in members:
         if kind == NEW:
-            yield name, ClusterAssignment(name, cluster_id, name == cluster_id, size)
+            yield name, ClusterAssignment(name, cluster_id, name == kept_id, size)
         elif name != cluster_id:
             yield beam.pvalue.TaggedOutput(MERGES, (name, cluster_id))
 
@@ -83,10 +90,11 @@ class ClusterWithHistory(beam.PTransform):
     of each pair that has a stored record). The store is read by lookup (:class:`FindStored`): the clusters of the
     stored records on pairs, the sizes of those clusters, and the members of merged ones."""
 
-    def __init__(self, root: str, manifest: Manifest | None):
+    def __init__(self, root: str, manifest: Manifest | None, keep: str = FIRST_ID):
         super().__init__()
         self._root = root
         self._manifest = manifest
+        self._keep = keep
 
     def expand(self, inputs):
         pairs = inputs["pairs"]
@@ -102,14 +110,15 @@ class ClusterWithHistory(beam.PTransform):
         edges = nodes.nodes | "GroupEnds" >> beam.GroupByKey() | "Edges" >> beam.FlatMap(_edge)
         labels = edges | "Components" >> ConnectedComponents()
         touched = stored_clusters | "TouchedClusters" >> beam.Values()
-        sizes = (
+        stored_summaries = (
             touched
-            | "CountStored" >> CountStored(self._root, self._manifest)
-            | "StoredNode" >> beam.MapTuple(lambda cluster, size: ((STORED, cluster), size))
+            | "SummarizeStored" >> SummarizeStored(self._root, self._manifest, self._keep)
+            | "StoredNode" >> beam.MapTuple(lambda cluster, summary: ((STORED, cluster), summary))
         )
+        keys = inputs["records"] | "NewNode" >> beam.Map(lambda r: ((NEW, r.id), keyed_member(r, self._keep)[1]))
         assigned = (
-            {"label": labels, "size": sizes}
-            | "JoinSizes" >> beam.CoGroupByKey()
+            {"label": labels, "stored": stored_summaries, "key": keys}
+            | "JoinSummaries" >> beam.CoGroupByKey()
             | "Weighted" >> beam.FlatMap(_weighted)
             | "GroupByLabel" >> beam.GroupByKey()
             | "Assign" >> beam.FlatMap(_assign).with_outputs(MERGES, main="assigned")

@@ -4,13 +4,15 @@ side input), so what crosses the shuffle follows the new data, not the size of t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from semsim_core.history import RECORDS, History, Manifest
+from semsim_core.keep import KeepKey, keep_key
 from semsim_core.normalize import text_hash
 from semsim_core.records import DeadLetter, Record
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
@@ -65,24 +67,46 @@ class FindStored(beam.PTransform):
         return _per_records_file(keys, self._manifest, _FindStoredFn(self._root, self._manifest, self._column))
 
 
-class _CountStoredFn(_FindStoredFn):
-    def process(self, relative: str, keys: list[str]) -> Iterator[tuple[str, int]]:
-        table = self._history.find_records(relative, "cluster_id", set(keys), self._merges, ["cluster_id"])
-        for count in table["cluster_id"].value_counts().to_pylist():
-            yield count["values"], count["counts"]
+class _SummarizeStoredFn(_FindStoredFn):
+    def __init__(self, root: str, manifest: Manifest, keep: str):
+        super().__init__(root, manifest, "cluster_id")
+        self._keep = keep
+
+    def process(self, relative: str, keys: list[str]) -> Iterator[tuple[str, tuple[int, KeepKey]]]:
+        columns = ["id", "cluster_id", "event_time"]
+        table = self._history.find_records(relative, "cluster_id", set(keys), self._merges, columns)
+        rows = zip(
+            table["id"].to_pylist(),
+            table["cluster_id"].to_pylist(),
+            table["event_time"].cast(pa.int64()).to_pylist(),
+            strict=True,
+        )
+        found: dict[str, tuple[int, KeepKey]] = {}
+        for record_id, cluster_id, time in rows:
+            count, kept = found.get(cluster_id, (0, None))
+            key = keep_key(self._keep, record_id, None, time)
+            found[cluster_id] = (count + 1, key if kept is None else min(kept, key))
+        yield from found.items()
 
 
-class CountStored(beam.PTransform):
-    """Cluster ids -> ``(cluster id, stored records in it)`` for each of them the store holds."""
+def _merge_summaries(summaries: Iterable[tuple[int, KeepKey]]) -> tuple[int, KeepKey]:
+    summaries = list(summaries)
+    return sum(count for count, _ in summaries), min(kept for _, kept in summaries)
 
-    def __init__(self, root: str, manifest: Manifest | None):
+
+class SummarizeStored(beam.PTransform):
+    """Cluster ids -> ``(cluster id, (stored records in it, keep key of the one ``keep`` keeps))`` for each of them
+    the store holds (:mod:`semsim_core.keep`; the stored event time orders ``earliest``)."""
+
+    def __init__(self, root: str, manifest: Manifest | None, keep: str):
         super().__init__()
         self._root = root
         self._manifest = manifest
+        self._keep = keep
 
     def expand(self, keys):
-        count = _CountStoredFn(self._root, self._manifest, "cluster_id")
-        return _per_records_file(keys, self._manifest, count) | "Sum" >> beam.CombinePerKey(sum)
+        summarize = _SummarizeStoredFn(self._root, self._manifest, self._keep)
+        return _per_records_file(keys, self._manifest, summarize) | "Merge" >> beam.CombinePerKey(_merge_summaries)
 
 
 class _DropStoredIdFn(beam.DoFn):
