@@ -181,7 +181,10 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
     if band.band:
         rescore = RescorePairs(band, opts.embed_config().fp32(), opts.batch_window)
         texts = (exact.representatives, found[STORED_TEXTS]) | "RescoreTexts" >> beam.Flatten()
-        rescoring = {"pairs": semantic, "records": texts} | "Rescore" >> rescore
+        rescore_inputs = {"pairs": semantic, "records": texts}
+        if not history:  # stored vectors may come from another backend: rescore whatever this run's workers ran
+            rescore_inputs["backends"] = front.embedded[BACKEND_USED]
+        rescoring = rescore_inputs | "Rescore" >> rescore
         semantic = rescoring["pairs"]
     pairs = (exact[EXACT_PAIRS], semantic) | "AllPairs" >> beam.Flatten()
 

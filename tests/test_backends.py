@@ -11,7 +11,7 @@ import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import BatchDedupOptions
-from semsim_core.backends import BACKENDS, fingerprint, load_runner
+from semsim_core.backends import BACKENDS, FP32_BACKENDS, fingerprint, load_runner
 from semsim_core.embedder import EmbedConfig, Embedder, default_threads
 from tests.conftest import SAMPLE_PARAPHRASES, run_batch, stsb_unique_sentences
 
@@ -119,3 +119,7 @@ def test_batch_pipeline_on_the_default_auto_backend_reports_the_fp32_pairs(tmp_p
     assert auto.counters["model_loads"] == 1 and len(expected) > 50
     assert set(found) - borderline == set(expected) - borderline
     assert max(abs(found[p] - expected[p]) for p in found.keys() & expected.keys()) <= auto.summary.rescore_band
+    if auto.summary.backend in FP32_BACKENDS:  # auto chose fp32 (no bf16 or VNNI here): nothing to rescore
+        assert auto.summary.rescored_pairs == 0 and auto.counters.get("rescore_model_loads", 0) == 0
+    else:
+        assert auto.summary.rescored_pairs > 0

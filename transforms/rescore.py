@@ -8,6 +8,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from semsim_core.backends import FP32_BACKENDS
 from semsim_core.embedder import EmbedConfig
 from semsim_core.records import Pair
 from semsim_core.rescore import ScoreBand, cosine
@@ -19,13 +20,19 @@ RESCORED_TEXTS = "rescored_texts"
 
 
 class SplitByBandFn(beam.DoFn):
-    """Candidate pairs -> kept as they are (far enough above the threshold) or ``in_band`` (to rescore)."""
+    """Candidate pairs -> kept as they are (far enough above the threshold) or ``in_band`` (to rescore). When
+    ``backends`` (the backends the workers embedded with) are all fp32, as ``auto`` may choose, every score is
+    already the fp32 one: pairs are kept by the threshold and nothing is rescored."""
 
     def __init__(self, band: ScoreBand):
         self._band = band
 
-    def process(self, pair: Pair) -> Iterator:
-        if self._band.in_band(pair.score):
+    def process(self, pair: Pair, backends: Iterable[str] = ()) -> Iterator:
+        backends = list(backends)
+        if backends and all(b in FP32_BACKENDS for b in backends):
+            if self._band.keeps(pair.score):
+                yield pair
+        elif self._band.in_band(pair.score):
             yield beam.pvalue.TaggedOutput(IN_BAND, pair)
         elif self._band.settled(pair.score):
             yield pair
@@ -58,8 +65,9 @@ class ScoreWithSecondVectorFn(beam.DoFn):
 
 class RescorePairs(beam.PTransform):
     """``{"pairs": candidate semantic Pairs at or above the band's search threshold, "records": the Records they
-    name}`` -> ``pairs`` (the fp32 model's pairs at the threshold), ``in_band`` (the candidates that were rescored)
-    and ``rescored_texts`` (the records embedded again).
+    name, optionally "backends": the backend names the vectors came from}`` -> ``pairs`` (the fp32 model's pairs at
+    the threshold), ``in_band`` (the candidates that were rescored) and ``rescored_texts`` (the records embedded
+    again).
 
     Only the texts of in-band pairs are embedded, with ``fp32`` (a config of an fp32 backend; its counters are
     ``rescore_embedded``, ``rescore_model_loads``, ...): their ids reach the records as a side input (a small share
@@ -74,7 +82,8 @@ class RescorePairs(beam.PTransform):
         self._window = window
 
     def expand(self, inputs):
-        split = inputs["pairs"] | "SplitByBand" >> beam.ParDo(SplitByBandFn(self._band)).with_outputs(
+        backends = beam.pvalue.AsList(inputs["backends"]) if "backends" in inputs else ()
+        split = inputs["pairs"] | "SplitByBand" >> beam.ParDo(SplitByBandFn(self._band), backends).with_outputs(
             IN_BAND, main="settled"
         )
         in_band = split[IN_BAND]
