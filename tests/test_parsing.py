@@ -24,6 +24,7 @@ from semsim_core.formats import (
     detect_format,
     parse_file,
     parse_message,
+    read_fields,
     read_rows,
     table_format,
 )
@@ -302,3 +303,33 @@ def test_event_times_from_a_time_field():
     assert "expected Unix seconds or an ISO 8601 time" in parsed[8].error
     assert parsed[9].error == "field 'at' is nan: expected Unix seconds or milliseconds"
     assert record_from_mapping(rows[0], "p.jsonl", 1, "", ParseConfig()).time is None
+
+
+def test_fields_of_chosen_records_in_every_format(tmp_path):
+    """``read_fields``: the records at the parser's positions, every field, typed as the format reads it."""
+    tsv = REPO / "tests" / "data" / "reddit_titles.tsv"
+    with open(tsv, "rb") as f:  # rows 2 and 4 of the file: its first and third records
+        table = read_fields(str(tsv), f, "tsv", ParseConfig(), {2, 4})
+    assert table.column_names == ["id", "text", "subreddit"] and table.schema.field("id").type == pa.string()
+    assert table["id"].to_pylist() == ["reddit-thbv1", "reddit-12ey6x"] and table["subreddit"][1].as_py() == "ArtCrit"
+    assert table["text"][0].as_py().startswith("Should be front page news!!! Romney shuns reporter who asks him")
+
+    txt = tmp_path / "posts.txt"
+    txt.write_text("first\n\nthird\n", encoding="utf-8")
+    with open(txt, "rb") as f:
+        assert read_fields(str(txt), f, "txt", ParseConfig(), {3}).to_pylist() == [{"text": "third"}]
+
+    rows = [{"id": "a", "text": "x", "n": 1}, {"id": "b", "text": "y", "n": 2.5, "tags": ["t"]}, {"id": "c"}]
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with open(jsonl, "rb") as f:  # row 3 has no text: a dead letter, never a field row
+        table = read_fields(str(jsonl), f, "jsonl", ParseConfig(), {1, 2, 3})
+    assert table.to_pylist() == [{"id": "a", "text": "x", "n": 1.0, "tags": None}, {**rows[1]}]
+
+    parquet = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["x", "y", "z"], "n": pa.array([1, 2, 3], pa.int16())}),
+                   parquet, row_group_size=2)  # fmt: skip
+    with open(parquet, "rb") as f:  # rows 1 and 3, across two row groups, with the file's types
+        table = read_fields(str(parquet), f, "parquet", ParseConfig(), [3, 1])
+    assert table.to_pylist() == [{"id": "a", "text": "x", "n": 1}, {"id": "c", "text": "z", "n": 3}]
+    assert table.schema.field("n").type == pa.int16()
