@@ -1,7 +1,8 @@
 """Which record of a cluster is kept (``--keep``), and why each other record was removed.
 
 A cluster's kept record is its representative: ``is_representative`` in ``clusters/``, its row in ``deduplicated/``,
-and its id is the ``cluster_id`` of every member. The policies order records by a key and keep the smallest:
+and its id is the ``cluster_id`` of every member (with a history store, a stored cluster keeps its first id). The
+policies order records by a key and keep the smallest:
 
 - ``first-id``: the smallest id (string order);
 - ``earliest``: the earliest event time (``--time-field``), ties to the smallest id;
