@@ -191,7 +191,7 @@ class StreamingDedupOptions(SemsimOptions, PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         _flag(parser, "subscription", help="Pub/Sub subscription, projects/P/subscriptions/S")
-        _flag(parser, "notify_topic", help="Pub/Sub topic for one JSON message per detected duplicate")
+        _flag(parser, "notify_topic", help="Pub/Sub topic: a JSON message per matched post, naming its earliest match")
         _flag(parser, "dead_letter_topic", help="Pub/Sub topic that also receives dead letters as JSON")
         _flag(parser, "retention", help="forget posts older than this (e.g. 30d, 12h, 90m, 3600s)")
         _flag(parser, "max_per_cell", type=int, help="keep at most this many posts per cell (newest)")
