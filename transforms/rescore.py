@@ -82,8 +82,8 @@ class RescorePairs(beam.PTransform):
         self._window = window
 
     def expand(self, inputs):
-        backends = beam.pvalue.AsList(inputs["backends"]) if "backends" in inputs else ()
-        split = inputs["pairs"] | "SplitByBand" >> beam.ParDo(SplitByBandFn(self._band), backends).with_outputs(
+        backends = [beam.pvalue.AsList(inputs["backends"])] if "backends" in inputs else []
+        split = inputs["pairs"] | "SplitByBand" >> beam.ParDo(SplitByBandFn(self._band), *backends).with_outputs(
             IN_BAND, main="settled"
         )
         in_band = split[IN_BAND]

@@ -267,16 +267,16 @@ class ResolveFn(beam.DoFn):
         cluster = primary.cluster_id
         yield ClusterAssignment(post_id, cluster, cluster == post_id, primary.cluster_size)
         matches = [match for a in received for match in a.outcome.matches]
+        kinds = {match.id: EXACT if match.id == primary.exact_of else SEMANTIC for match in matches}
         for match in matches:
-            kind = EXACT if match.id == primary.exact_of else SEMANTIC
-            yield beam.pvalue.TaggedOutput(PAIRS, make_pair(post_id, match.id, match.score, kind))
+            yield beam.pvalue.TaggedOutput(PAIRS, make_pair(post_id, match.id, match.score, kinds[match.id]))
         first = earliest(matches)
         if first is not None:
             notification = {
                 "id": post_id,
                 "duplicate_of": first.id,
                 "score": first.score,
-                "kind": EXACT if first.id == primary.exact_of else SEMANTIC,
+                "kind": kinds[first.id],
                 "cluster_id": cluster,
                 "time": utc_iso(float(timestamp)),
                 "duplicate_of_time": utc_iso(first.timestamp),

@@ -7,6 +7,7 @@ dead_letters`` holds by construction. No parser raises on bad input.
 
 from __future__ import annotations
 
+import math
 import posixpath
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -186,7 +187,7 @@ def epoch_micros(number: float, field: str) -> tuple[int | None, str | None]:
     """A Unix time in seconds, or in milliseconds when its magnitude is at least :data:`MILLISECONDS_FROM` (no
     record of this era is that many seconds from 1970, and milliseconds reach it from March 1973 on), as
     microseconds; NaN and infinities are refused."""
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         return None, f"field '{field}' is {number}: expected Unix seconds or milliseconds"
     scale = 1_000 if abs(number) >= MILLISECONDS_FROM else 1_000_000
     return round(number * scale), None
