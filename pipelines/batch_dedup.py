@@ -46,7 +46,7 @@ from transforms.deduplicated import WriteDeduplicated
 from transforms.embed import BACKEND_USED, EmbedRecords
 from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
-from transforms.history_clusters import MERGES, STORED_PAIRS, ClusterWithHistory
+from transforms.history_clusters import DEMOTED, MERGES, REMOVED, STORED_PAIRS, ClusterWithHistory
 from transforms.history_commit import CommitSegment, WriteMerges, WriteStoredRecords
 from transforms.history_read import DropStoredIds, StoredTexts
 from transforms.progress import LogProgress
@@ -136,6 +136,7 @@ def _count_history(pipeline: beam.Pipeline, history: HistoryRun, accepted, clust
         "exact_matches": stored_pairs | "StoredExact" >> beam.Filter(lambda kind: kind == EXACT),
         "pairs_with_history": stored_pairs | "StoredSemantic" >> beam.Filter(lambda kind: kind == SEMANTIC),
         "cluster_changes": clustered["changes"],
+        "demoted": clustered[DEMOTED],
     }
     counts = {name: beam.pvalue.AsSingleton(n) for name, n in (counted | "CountHistory" >> CountEach()).items()}
     return (
@@ -196,6 +197,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
         outputs[layout.CLUSTER_CHANGES] = FileSystems.join(out, layout.CLUSTER_CHANGES)
         changes = WriteRows(outputs[layout.CLUSTER_CHANGES], CLUSTER_CHANGES_SCHEMA)
         written.append(clustered["changes"] | "WriteClusterChanges" >> changes)
+        removed = (clustered[REMOVED], clustered[DEMOTED]) | "Removals" >> beam.Flatten()
     else:
         if opts.cluster_method == "hdbscan":
             linked = vectors | "Hdbscan" >> HdbscanEdges(centroids, opts.pca_dims, opts.hdbscan_min_cluster_size)
@@ -204,8 +206,8 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
             edges = pairs | "PairEdges" >> beam.Map(_edge)
         clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> ClusterRecords(opts.keep_policy())
         removed = {"clusters": clusters, "pairs": pairs} | "ExplainRemovals" >> ExplainRemovals()
-        outputs[layout.REMOVED] = FileSystems.join(out, layout.REMOVED)
-        written.append(removed | "WriteRemoved" >> WriteRows(outputs[layout.REMOVED], REMOVED_SCHEMA))
+    outputs[layout.REMOVED] = FileSystems.join(out, layout.REMOVED)
+    written.append(removed | "WriteRemoved" >> WriteRows(outputs[layout.REMOVED], REMOVED_SCHEMA))
     if opts.write_deduplicated:
         outputs[layout.DEDUPLICATED] = FileSystems.join(out, layout.DEDUPLICATED)
         deduplicate = WriteDeduplicated(outputs[layout.DEDUPLICATED], opts.parse_config(), opts.format)
@@ -226,11 +228,10 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
         "semantic_pairs": semantic,
         "embedded": vectors,
         "clusters": clusters | "Representatives" >> beam.Filter(lambda c: c.is_representative),
+        "removed": removed,
     }
     if band.band:
         counted.update(rescored_pairs=rescoring[IN_BAND], rescored_texts=rescoring[RESCORED_TEXTS])
-    if not history:
-        counted["removed"] = removed
     measured = counted | "Count" >> CountEach()
     if opts.write_deduplicated:
         rows = deduplicated | "DeduplicatedRows" >> beam.Map(lambda written_file: written_file[1])

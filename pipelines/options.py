@@ -13,7 +13,7 @@ from pipelines.run_files import run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.formats import FORMATS, ParseConfig, detect_format
-from semsim_core.keep import EARLIEST, FIRST_ID, LONGEST, POLICIES
+from semsim_core.keep import EARLIEST, FIRST_ID, POLICIES
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand, rescore_band
 from transforms.cluster import CLUSTER_METHODS
 from transforms.embed import DEFAULT_WINDOW
@@ -258,8 +258,6 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         raise OptionsError("--keep earliest needs --time-field (the input field with each record's time)")
     if opts.input_embeddings and (opts.keep_policy() != FIRST_ID or opts.write_deduplicated):
         raise OptionsError("--keep earliest/longest and --write-deduplicated need --input: saved embeddings hold ids")
-    if opts.history and (opts.keep == LONGEST or opts.write_deduplicated):
-        raise OptionsError("--keep longest and --write-deduplicated do not extend a --history store yet")
     if opts.cells < 0 or opts.recall_sample < 0:
         raise OptionsError("--cells and --recall-sample must not be negative")
     positive = (

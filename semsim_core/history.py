@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from semsim_core.keep import FIRST_ID, POLICIES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: records/ text_length
 FORMAT = "semsim-history"
 MANIFEST = "manifest.json"
 LOCK = "_lock"
@@ -54,8 +54,10 @@ RECORDS_SCHEMA = pa.schema(
         ("event_time", pa.timestamp("us", tz="UTC")),
         ("cluster_id", pa.string()),
         ("embedded", pa.bool_()),  # False for exact copies: their vector is their representative's
+        ("text_length", pa.int64()),  # characters (Unicode code points): --keep longest; schema 2 on, else null
     ]
 )
+LATER_COLUMNS = {"text_length"}  # columns a file of an older schema lacks: read as nulls
 MERGES_SCHEMA = pa.schema([("from_cluster_id", pa.string()), ("to_cluster_id", pa.string())])
 
 
@@ -319,8 +321,15 @@ class History:
             raise HistoryError(f"history {self.root}: {kind} {relative} is corrupt: {e}") from None
 
     def _read_table(self, relative: str, columns: list[str] | None = None, kind: str = "committed file") -> pa.Table:
+        """``columns`` of ``relative`` (all by default); one of :data:`LATER_COLUMNS` that the file lacks is null."""
         with self._reading(relative, kind) as f:
-            return pq.read_table(f, columns=columns)
+            file = pq.ParquetFile(f)
+            names = file.schema_arrow.names
+            missing = [c for c in columns or () if c in LATER_COLUMNS and c not in names]
+            table = file.read(columns=[c for c in columns if c not in missing] if columns else None)
+        for column in missing:
+            table = table.append_column(column, pa.nulls(table.num_rows))
+        return table
 
     def _read_as(
         self, relative: str, schema: pa.Schema, columns: list[str] | None, kind: str = "committed file"

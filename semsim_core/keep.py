@@ -29,13 +29,14 @@ EARLIEST = "earliest"
 LONGEST = "longest"
 POLICIES = (EARLIEST, LONGEST, FIRST_ID)
 LINKED_BY_CLUSTERING = "hdbscan"  # a removal's kind when no chain of pairs joins it to the kept record
+_LINK = float("inf")  # the width of a link between records of one stored cluster: it never narrows a chain
 
 KeepKey = tuple
 
 
-def keep_key(policy: str, record_id: str, text: str | None, time: int | None) -> KeepKey:
+def keep_key(policy: str, record_id: str, length: int | None, time: int | None) -> KeepKey:
     """The order of ``policy``: the record with the smallest key in a cluster is kept. ``time`` is microseconds
-    since the epoch (required by ``earliest``); ``text`` the record's text (required by ``longest``)."""
+    since the epoch (required by ``earliest``); ``length`` the record's text length in characters (``longest``)."""
     if policy == FIRST_ID:
         return (record_id,)
     if policy == EARLIEST:
@@ -43,9 +44,9 @@ def keep_key(policy: str, record_id: str, text: str | None, time: int | None) ->
             raise ValueError(f"record {record_id!r} has no event time; --keep earliest needs --time-field")
         return (time, record_id)
     if policy == LONGEST:
-        if text is None:
-            raise ValueError(f"record {record_id!r} has no text; --keep longest needs the input texts")
-        return (-len(text), record_id)
+        if length is None:
+            raise ValueError(f"record {record_id!r} has no text length; --keep longest needs the input texts")
+        return (-length, record_id)
     raise ValueError(f"unknown keep policy {policy!r}; expected one of {', '.join(POLICIES)}")
 
 
@@ -61,34 +62,44 @@ class Removal(NamedTuple):
     via: list[str]
 
 
-def removals(kept_id: str, members: Iterable[str], pairs: Iterable[Pair]) -> Iterator[Removal]:
+def removals(
+    kept_id: str, members: Iterable[str], pairs: Iterable[Pair], links: Iterable[tuple[str, str]] = ()
+) -> Iterator[Removal]:
     """One :class:`Removal` for every member of a cluster other than ``kept_id``, in id order, from the cluster's
-    pairs (pairs with a record outside the cluster, which HDBSCAN clusters can have, are ignored)."""
+    pairs (pairs with a record outside the cluster, which HDBSCAN clusters can have, are ignored).
+
+    ``links`` join records an earlier run put in one cluster (a history store keeps clusters, not their pairs): a
+    chain may pass through one at no cost to its width, and shows it in ``via``; ``score`` and ``kind`` come from the
+    pairs alone, and a chain with a link keeps its whole path even when its pairs are exact."""
     members = set(members) - {kept_id}
-    inside = members | {kept_id}
-    links: dict[str, list[tuple[float, str, str]]] = {}
-    for pair in pairs:
-        if pair.id_a not in inside or pair.id_b not in inside:
+    links = [tuple(link) for link in links]
+    inside = members | {kept_id} | {record for link in links for record in link}
+    adjacent: dict[str, list[tuple[float, str, str]]] = {}
+    for a, b, score, kind in [
+        *((p.id_a, p.id_b, p.score, p.kind) for p in pairs),
+        *((a, b, _LINK, "") for a, b in links),
+    ]:
+        if a not in inside or b not in inside:
             continue
-        links.setdefault(pair.id_a, []).append((pair.score, pair.id_b, pair.kind))
-        links.setdefault(pair.id_b, []).append((pair.score, pair.id_a, pair.kind))
+        adjacent.setdefault(a, []).append((score, b, kind))
+        adjacent.setdefault(b, []).append((score, a, kind))
     # widest path from the kept record: a Dijkstra that maximises the weakest pair; the first time a record is
     # popped its path is final. Entries order by width, then pairs on the path, then ids: no dependence on input order.
     step: dict[str, tuple[str, float, str] | None] = {}  # record -> (next record towards the kept one, score, kind)
-    heap: list[tuple[float, int, str, str, float, str]] = [(-float("inf"), 0, kept_id, "", 0.0, "")]
+    heap: list[tuple[float, int, str, str, float, str]] = [(-_LINK, 0, kept_id, "", 0.0, "")]
     while heap:
         width, hops, node, towards, score, kind = heapq.heappop(heap)
         if node in step:
             continue
         step[node] = (towards, score, kind) if towards else None
-        for pair_score, other, pair_kind in links.get(node, ()):
+        for pair_score, other, pair_kind in adjacent.get(node, ()):
             if other not in step:
                 heapq.heappush(heap, (max(width, -pair_score), hops + 1, other, node, pair_score, pair_kind))
     for member in sorted(members):
         if member not in step:
             yield Removal(member, kept_id, None, LINKED_BY_CLUSTERING, [member, kept_id])
             continue
-        path, kinds, weakest = [member], set(), float("inf")
+        path, kinds, weakest = [member], set(), _LINK
         while path[-1] != kept_id:
             towards, score, kind = step[path[-1]]
             path.append(towards)
@@ -96,5 +107,7 @@ def removals(kept_id: str, members: Iterable[str], pairs: Iterable[Pair]) -> Ite
             weakest = min(weakest, score)
         if kinds == {EXACT}:
             yield Removal(member, kept_id, 1.0, EXACT, [member, kept_id])
+        elif kinds == {EXACT, ""}:
+            yield Removal(member, kept_id, 1.0, EXACT, path)
         else:
             yield Removal(member, kept_id, weakest, SEMANTIC, path)

@@ -130,7 +130,7 @@ class RunReport:
     dead_letter_rows: int
     largest: list[ClusterExample]
     removals: list[RemovalExample]
-    removed_rows: int | None  # rows of removed/; None when the run wrote none (--history)
+    removed_rows: int | None  # rows of removed/; None when the run wrote none (an older semsim's --history run)
     reasons: list[Reason]
     calibrations: list[Calibration]
     texts_looked_up: bool
@@ -384,8 +384,14 @@ def _summary_section(run: RunReport) -> str:
         (f"dead_letter/ has {run.dead_letter_rows:,} rows", run.dead_letter_rows == s.dead_letters),
     ]
     if run.removed_rows is not None:
+        demoted = _demoted(s)
         kept_and_removed = f"kept + removed = accepted ({s.clusters:,} + {run.removed_rows:,} rows of removed/)"
-        checks.append((kept_and_removed, s.clusters + run.removed_rows == s.accepted))
+        if demoted:
+            kept_and_removed = (
+                f"kept + removed = accepted + stored records no longer kept ({s.clusters:,} + {run.removed_rows:,} "
+                f"rows of removed/ = {s.accepted:,} + {demoted:,})"
+            )
+        checks.append((kept_and_removed, s.clusters + run.removed_rows == s.accepted + demoted))
     check_items = "".join(
         f'<li class="{"ok" if good else "bad"}">{"✓" if good else "✗"} {escape(text)}</li>' for text, good in checks
     )
@@ -474,14 +480,22 @@ def _clusters_section(run: RunReport) -> str:
     return "".join(parts) + "</section>"
 
 
+def _demoted(summary: Summary) -> int:
+    """Stored records a --history run replaced as kept (they are in its removed/ too)."""
+    return summary.history.demoted if summary.history else 0
+
+
 def _removals_section(run: RunReport) -> str:
     if run.removed_rows is None:
         return ""
-    share = run.removed_rows / run.summary.accepted if run.summary.accepted else 0.0
+    demoted = _demoted(run.summary)
+    own = run.removed_rows - demoted
+    share = own / run.summary.accepted if run.summary.accepted else 0.0
+    replaced = f", and {demoted:,} stored records that earlier runs kept are kept no longer" if demoted else ""
     head = (
-        f'<section id="removed"><h2>Removed records</h2><p class="note">{run.removed_rows:,} of '
-        f"{run.summary.accepted:,} accepted records ({share:.1%}) were removed, each in favour of its cluster's "
-        f"kept record (--keep {escape(run.summary.keep)}). Examples spread over the scores, strongest first; "
+        f'<section id="removed"><h2>Removed records</h2><p class="note">{own:,} of '
+        f"{run.summary.accepted:,} accepted records ({share:.1%}) were removed{replaced}, each in favour of its "
+        f"cluster's kept record (--keep {escape(run.summary.keep)}). Examples spread over the scores, strongest first; "
         '"via" is the chain of pairs when the two records are not a pair themselves.</p>'
     )
     if not run.removals:

@@ -90,6 +90,7 @@ class HistoryCounts:
     exact_matches: int  # new records whose normalised text was already in the store (exact pairs, not embedded)
     pairs_with_history: int  # semantic pairs between a new record and a stored one
     cluster_changes: int  # stored records whose cluster id changed (their cluster was merged into another)
+    demoted: int = 0  # stored records their cluster kept until this run, now in removed/ (an earlier record joined)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ class BatchRun:
     pairs: pd.DataFrame
     clusters: pd.DataFrame
     dead_letters: pd.DataFrame
-    removed: pd.DataFrame | None  # None on --history runs, which write none
+    removed: pd.DataFrame
 
 
 def fp32_unless_named(flags: Sequence[str]) -> list[str]:
@@ -113,7 +113,7 @@ def run_batch(output: Path, *flags: str) -> BatchRun:
         pd.read_parquet(output / "pairs"),
         pd.read_parquet(output / "clusters"),
         pd.read_parquet(output / "dead_letter"),
-        pd.read_parquet(output / "removed") if (output / "removed").exists() else None,
+        pd.read_parquet(output / "removed"),
     )
 
 
@@ -131,11 +131,16 @@ def assert_invariants(batch: BatchRun) -> None:
     reps = batch.clusters[batch.clusters["is_representative"]]
     if not s.history:  # a stored cluster keeps its id when a new record becomes the one it keeps
         assert (reps["id"] == reps["cluster_id"]).all()
-    if batch.removed is not None:  # every accepted record is kept (its cluster's representative) or removed, once
-        assert s.removed == len(batch.removed) == s.accepted - s.clusters
-        assert batch.removed["id"].is_unique and not batch.removed["id"].isin(reps["id"]).any()
-        cluster_of = batch.clusters.set_index("id")["cluster_id"]
-        assert (batch.removed["kept_id"] == batch.removed["id"].map(cluster_of)).all()
+    # every accepted record is kept (its cluster's representative) or removed, once; with history, removed/ also
+    # lists the stored records that this run's earlier ones replaced as kept
+    removed = batch.removed
+    demoted = s.history.demoted if s.history else 0
+    assert s.removed == len(removed) == s.accepted - s.clusters + demoted
+    assert removed["id"].is_unique and not removed["id"].isin(reps["id"]).any()
+    if not s.history:
+        assert (removed["kept_id"] == removed["id"].map(batch.clusters.set_index("id")["cluster_id"])).all()
+    assert (removed["via"].map(lambda via: via[0]) == removed["id"]).all()
+    assert (removed["via"].map(lambda via: via[-1]) == removed["kept_id"]).all()
     sizes = batch.clusters.groupby("cluster_id")["id"].count()
     if s.history and s.history.records_before:  # sizes count the stored members too
         assert (batch.clusters["cluster_size"] >= batch.clusters["cluster_id"].map(sizes)).all()

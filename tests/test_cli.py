@@ -26,10 +26,6 @@ SEMSIM = str(Path(sys.executable).with_name("semsim"))
         (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
         (["--history-dtype", "float16"], "--history-dtype float16 sets how a new --history store keeps embeddings"),
         (["--keep", "earliest"], "--keep earliest needs --time-field (the input field with each record's time)"),
-        (
-            ["--history", "h", "--write-deduplicated"],
-            "--keep longest and --write-deduplicated do not extend a --history store yet",
-        ),
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):

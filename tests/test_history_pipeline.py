@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from semsim_core.history import History
+from semsim_core.report import load_run, render_html
 from tests.conftest import (
     REPO,
     SAMPLE_PARAPHRASES,
@@ -281,9 +282,16 @@ def test_a_record_that_joins_two_stored_clusters_merges_them(tmp_path, embedder)
     assert History(str(history)).cluster_merges(History(str(history)).manifest()) == {}
 
 
+def _kept_so_far(outputs: list[Path]) -> set[str]:
+    """The deduplicated corpus after several history runs: every run's deduplicated/ ids less every run's removed/."""
+    kept = set().union(*(pd.read_parquet(out / "deduplicated", columns=["id"])["id"] for out in outputs))
+    return kept - set().union(*(pd.read_parquet(out / "removed", columns=["id"])["id"] for out in outputs))
+
+
 def test_the_kept_record_is_the_earliest_across_days(tmp_path, capsys):
     """Real reposts over two days: a day-2 post that is older than the day-1 cluster it joins becomes the kept
-    record, while the stored cluster keeps its id; the store holds its policy for every later run."""
+    record, while the stored cluster keeps its id; the stored record it replaces is in day 2's removed/, so the days'
+    deduplicated/ less their removed/ is one full run's deduplicated/. The store holds its policy for every run."""
     from pipelines.cli import main
 
     posts = {row["id"]: row for row in map(json.loads, (REPO / "tests/data/reddit_reposts.jsonl").open())}
@@ -291,8 +299,10 @@ def test_the_kept_record_is_the_earliest_across_days(tmp_path, capsys):
     day1 = write_jsonl(tmp_path / "day1.jsonl", [row for key, row in posts.items() if key not in late])
     day2 = write_jsonl(tmp_path / "day2.jsonl", [posts[key] for key in late])
     history = tmp_path / "history"
-    flags = ("--history", str(history), "--text-field", "title", "--time-field", "created_utc")
+    fields = ("--text-field", "title", "--time-field", "created_utc", "--write-deduplicated")
+    flags = ("--history", str(history), *fields)
     first = run_batch(tmp_path / "out1", "--input", str(day1), *flags)
+    assert_invariants(first)
     assert first.summary.keep == json.loads((history / "manifest.json").read_text())["keep"] == "earliest"
     cluster_of = first.clusters.set_index("id")["cluster_id"]
     assert cluster_of["18uj93"] == cluster_of["vll13"] == "vll13" and cluster_of["12771e"] == "12771e"
@@ -305,6 +315,25 @@ def test_the_kept_record_is_the_earliest_across_days(tmp_path, capsys):
     assert rows.loc["nn8r5", "cluster_id"] == "vll13" and rows.loc["ui51l", "cluster_id"] == "12771e"
     assert rows.loc["nn8r5", "is_representative"] and rows.loc["ui51l", "is_representative"]
     assert rows.loc["nn8r5", "cluster_size"] == 3
+    # the records they replace as kept: vll13 reaches nn8r5 through 18uj93, its stored cluster-mate (nn8r5 and
+    # vll13 score under the threshold); 12771e is an exact copy of ui51l
+    assert second.summary.history.demoted == 2 and second.summary.deduplicated == 2
+    removed = second.removed.set_index("id")
+    assert removed.loc["vll13", "kept_id"] == "nn8r5" and list(removed.loc["vll13", "via"]) == [
+        "vll13",
+        "18uj93",
+        "nn8r5",
+    ]
+    assert removed.loc["vll13", "kind"] == "semantic"
+    assert removed.loc["vll13", "score"] == second.pairs.set_index(["id_a", "id_b"]).loc[("18uj93", "nn8r5"), "score"]
+    assert removed.loc["12771e"].to_dict() | {"via": list(removed.loc["12771e", "via"])} == {
+        "kept_id": "ui51l", "score": 1.0, "kind": "exact", "via": ["12771e", "ui51l"]
+    }  # fmt: skip
+    full = run_batch(tmp_path / "full", "--input", str(day1), "--input", str(day2), *fields)
+    assert _kept_so_far([tmp_path / "out1", tmp_path / "out2"]) == set(full.clusters.query("is_representative")["id"])
+    page = render_html(load_run(tmp_path / "out2", examples=4, top_clusters=2))
+    assert "0 of 2 accepted records (0.0%) were removed, and 2 stored records that earlier runs kept are kept" in page
+    assert 'class="bad"' not in page, "every check of the report holds"
 
     out = tmp_path / "out3"
     capsys.readouterr()
@@ -313,3 +342,27 @@ def test_the_kept_record_is_the_earliest_across_days(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"semsim batch: error: history {history} keeps the earliest record of each cluster; --keep "
                    "first-id would choose differently across days (omit --keep, or start a new store)"]  # fmt: skip
+
+
+def test_the_kept_record_is_the_longest_across_days(tmp_path):
+    """A store created with --keep longest keeps each record's text length: a longer near copy on day 2 replaces
+    the stored record as kept."""
+    posts = {row["id"]: row for row in map(json.loads, (REPO / "tests/data/reddit_reposts.jsonl").open())}
+    short, longer = "vj200", "1edyye"  # "There once was a man from Nantucket", and the same with "..."
+    history = tmp_path / "history"
+    flags = ("--history", str(history), "--text-field", "title", "--keep", "longest")
+    run_batch(tmp_path / "out1", "--input", str(write_jsonl(tmp_path / "day1.jsonl", [posts[short]])), *flags)
+    second = run_batch(
+        tmp_path / "out2", "--input", str(write_jsonl(tmp_path / "day2.jsonl", [posts[longer]])), *flags[:4]
+    )
+    assert_invariants(second)
+    assert second.summary.keep == "longest" and second.summary.history.demoted == 1
+    assert second.clusters.to_dict("records") == [
+        {"id": longer, "cluster_id": short, "is_representative": True, "cluster_size": 2}
+    ]
+    assert second.removed[["id", "kept_id"]].to_dict("records") == [{"id": short, "kept_id": longer}]
+    stored = History(str(history))
+    lengths = pd.concat(t.to_pandas() for t in stored.read_records(stored.manifest(), ["id", "text_length"]))
+    assert dict(zip(lengths["id"], lengths["text_length"], strict=True)) == {
+        short: len(posts[short]["title"]), longer: len(posts[longer]["title"])
+    }  # fmt: skip

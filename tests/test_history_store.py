@@ -15,6 +15,7 @@ import pytest
 
 from pipelines import history_cli
 from semsim_core.history import (
+    LATER_COLUMNS,
     MERGES_SCHEMA,
     RECORDS_SCHEMA,
     SCHEMA_VERSION,
@@ -45,7 +46,10 @@ def _cell_table(ids: list[str], cells: list[list[int]], dtype: str = "float32", 
     return pa.Table.from_arrays(columns, schema=cell_schema(DIM, dtype))
 
 
-def _records_table(ids: list[str], clusters: list[str], embedded: list[bool] | None = None) -> pa.Table:
+def _records_table(
+    ids: list[str], clusters: list[str], embedded: list[bool] | None = None, lengths: list[int] | None = None
+) -> pa.Table:
+    """Records rows; without ``lengths``, as schema 1 wrote them (no ``text_length`` column)."""
     moment = datetime(2026, 1, 2, tzinfo=timezone.utc)
     data = {
         "id": ids,
@@ -54,7 +58,9 @@ def _records_table(ids: list[str], clusters: list[str], embedded: list[bool] | N
         "cluster_id": clusters,
         "embedded": embedded if embedded is not None else [True] * len(ids),
     }
-    return pa.Table.from_pydict(data, schema=RECORDS_SCHEMA)
+    if lengths is None:
+        return pa.Table.from_pydict(data, schema=pa.schema([f for f in RECORDS_SCHEMA if f.name not in LATER_COLUMNS]))
+    return pa.Table.from_pydict({**data, "text_length": lengths}, schema=RECORDS_SCHEMA)
 
 
 def _write_segment(
@@ -93,7 +99,7 @@ def _second(history: History, manifest: Manifest) -> Manifest:
     segment = _write_segment(
         history,
         {0: _cell_table(["d"], [[0, 2]], dtype, seed=2), 2: _cell_table(["d"], [[0, 2]], dtype, seed=2)},
-        _records_table(["d", "e"], ["a", "a"], [True, False]),
+        _records_table(["d", "e"], ["a", "a"], [True, False], [6, 6]),
         merges=[("c", "a")],
     )
     return history.commit(manifest, segment, manifest.version)
@@ -200,7 +206,10 @@ def test_newer_and_corrupt_manifests_are_refused(tmp_path):
     path = tmp_path / "h" / "manifest.json"
     raw = json.loads(path.read_bytes())
     path.write_text(json.dumps({**raw, "schema_version": SCHEMA_VERSION + 1}))
-    with pytest.raises(HistoryError, match=r"written by a newer semsim \(schema 2; this one reads 1\)"):
+    with pytest.raises(
+        HistoryError,
+        match=rf"written by a newer semsim \(schema {SCHEMA_VERSION + 1}; this one reads {SCHEMA_VERSION}\)",
+    ):
         history.manifest()
     path.write_text('{"format": "semsim-history", "schema_ver')
     with pytest.raises(HistoryError, match="manifest.json is corrupt"):
@@ -305,6 +314,7 @@ def test_compact(tmp_path):
     records = pa.concat_tables(history.read_records(after)).sort_by("id")
     assert records["cluster_id"].to_pylist() == ["a", "a", "a", "a", "a"]  # c -> a resolved
     assert records["embedded"].to_pylist() == [True, True, True, True, False]
+    assert records["text_length"].to_pylist() == [None, None, None, 6, 6]  # schema 1 files had no lengths
     assert history.cluster_merges(after) == {}
     on_disk = {str(p.relative_to(tmp_path / "h")) for p in (tmp_path / "h").rglob("*") if p.is_file()}
     assert orphan in on_disk and history.info()["orphans"] == [orphan]

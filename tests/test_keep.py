@@ -13,7 +13,7 @@ from semsim_core.tables import conform, rows_table, unify
 
 
 def kept(policy: str, records: list[tuple[str, str, int]]) -> str:
-    return min(records, key=lambda r: keep_key(policy, *r))[0]
+    return min(records, key=lambda r: keep_key(policy, r[0], len(r[1]), r[2]))[0]
 
 
 def test_policies_and_their_ties():
@@ -23,9 +23,9 @@ def test_policies_and_their_ties():
     assert kept(LONGEST, records) == "c"
     assert kept(LONGEST, [("z", "same", 1), ("y", "same", 2)]) == "y", "equal lengths: the smaller id"
     with pytest.raises(ValueError, match="needs --time-field"):
-        keep_key(EARLIEST, "a", "x", None)
+        keep_key(EARLIEST, "a", 1, None)
     with pytest.raises(ValueError, match="unknown keep policy"):
-        keep_key("latest", "a", "x", 1)
+        keep_key("latest", "a", 1, 1)
 
 
 def test_direct_transitive_exact_and_clustering_only_removals():
@@ -57,6 +57,22 @@ def test_removals_do_not_depend_on_the_order_of_pairs():
     first, *others = [list(removals("k", "kabc", order)) for order in itertools.permutations(pairs)]
     assert all(other == first for other in others)
     assert first[2] == Removal("c", "k", 0.9, SEMANTIC, ["c", "a", "k"])
+
+
+def test_removals_through_stored_clusters():
+    """A history store keeps clusters, not pairs: a chain steps from a stored record on a pair to its stored
+    cluster's kept record by a link, which takes nothing from the score and shows in ``via``."""
+    pairs = [
+        make_pair("new", "s1", 0.9, SEMANTIC),  # s1 is stored, in the cluster kept as k1
+        make_pair("new", "s2", 0.85, SEMANTIC),  # s2 is stored, in the cluster kept as k2
+        make_pair("copy", "s3", 1.0, EXACT),  # s3 is stored, in k1's cluster
+    ]
+    links = [("s1", "k1"), ("s2", "k2"), ("s3", "k1")]
+    found = {r.id: r for r in removals("k1", ["new", "copy", "k2"], pairs, links)}
+    assert found["new"] == Removal("new", "k1", 0.9, SEMANTIC, ["new", "s1", "k1"])
+    assert found["k2"] == Removal("k2", "k1", 0.85, SEMANTIC, ["k2", "s2", "new", "s1", "k1"]), "a demoted record"
+    assert found["copy"] == Removal("copy", "k1", 1.0, EXACT, ["copy", "s3", "k1"]), "exact, through a link"
+    assert sorted(found) == ["copy", "k2", "new"]
 
 
 def test_tables_keep_types_and_unify_by_name():

@@ -61,7 +61,8 @@ def _relabel(labelled: tuple[str, str], merged: dict[str, str]) -> tuple[str, st
 
 def keyed_member(record, keep: str) -> tuple[str, KeepKey]:
     """``(id, keep key)`` of a :class:`Record` (or, keeping first ids, of an embedded record, which has no text)."""
-    return record.id, keep_key(keep, record.id, getattr(record, "text", None), getattr(record, "time", None))
+    text = getattr(record, "text", None)
+    return record.id, keep_key(keep, record.id, None if text is None else len(text), getattr(record, "time", None))
 
 
 def _by_label(element: tuple[str, dict[str, list]]) -> Iterator:

@@ -34,6 +34,7 @@ def _stored_row(element: tuple[str, dict[str, Iterable]], seen: dt.datetime) -> 
             "event_time": seen if record.time is None else _utc(record.time),
             "cluster_id": cluster.cluster_id,
             "embedded": bool(list(joined["embedded"])),
+            "text_length": len(record.text),
         }
 
 

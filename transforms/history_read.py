@@ -73,18 +73,19 @@ class _SummarizeStoredFn(_FindStoredFn):
         self._keep = keep
 
     def process(self, relative: str, keys: list[str]) -> Iterator[tuple[str, tuple[int, KeepKey]]]:
-        columns = ["id", "cluster_id", "event_time"]
+        columns = ["id", "cluster_id", "event_time", "text_length"]
         table = self._history.find_records(relative, "cluster_id", set(keys), self._merges, columns)
         rows = zip(
             table["id"].to_pylist(),
             table["cluster_id"].to_pylist(),
             table["event_time"].cast(pa.int64()).to_pylist(),
+            table["text_length"].to_pylist(),
             strict=True,
         )
         found: dict[str, tuple[int, KeepKey]] = {}
-        for record_id, cluster_id, time in rows:
+        for record_id, cluster_id, time, length in rows:
             count, kept = found.get(cluster_id, (0, None))
-            key = keep_key(self._keep, record_id, None, time)
+            key = keep_key(self._keep, record_id, length, time)
             found[cluster_id] = (count + 1, key if kept is None else min(kept, key))
         yield from found.items()
 
@@ -96,7 +97,8 @@ def _merge_summaries(summaries: Iterable[tuple[int, KeepKey]]) -> tuple[int, Kee
 
 class SummarizeStored(beam.PTransform):
     """Cluster ids -> ``(cluster id, (stored records in it, keep key of the one ``keep`` keeps))`` for each of them
-    the store holds (:mod:`semsim_core.keep`; the stored event time orders ``earliest``)."""
+    the store holds (:mod:`semsim_core.keep`; the stored event time orders ``earliest``, the stored text length
+    ``longest``)."""
 
     def __init__(self, root: str, manifest: Manifest | None, keep: str):
         super().__init__()
