@@ -44,7 +44,7 @@ from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
 from transforms.deduplicated import WriteDeduplicated
 from transforms.embed import BACKEND_USED, EmbedRecords
-from transforms.embeddings_io import ReadEmbeddings, WriteEmbeddings
+from transforms.embeddings_io import VECTORS, LookUpVectors, ReadEmbeddings, WithTexts, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
 from transforms.history_clusters import DEMOTED, MERGES, REMOVED, STORED_PAIRS, ClusterWithHistory
 from transforms.history_commit import CommitSegment, WriteMerges, WriteStoredRecords
@@ -93,6 +93,20 @@ def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, h
         IdVectorText
     )
     return Front(parsed, unique.records, [parsed[DEAD_LETTER], unique[DEAD_LETTER]], exact, {"vectors": vectors})
+
+
+def _vectors_from_text_and_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: None):
+    """``--input`` is the record set; each record's vector comes from ``--input-embeddings`` by id."""
+    parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
+    unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
+    saved = pipeline | "ReadEmbeddings" >> ReadEmbeddings(opts.input_embeddings)
+    found = {"records": unique.records, "saved": saved.records, "problems": saved[DEAD_LETTER]} | (
+        "LookUpVectors" >> LookUpVectors(opts.input_embeddings)
+    )
+    rejected = [parsed[DEAD_LETTER], unique[DEAD_LETTER], found[DEAD_LETTER]]
+    exact = found.records | "ExactPrepass" >> ExactPrepass(text_key)
+    vectors = {"records": exact.representatives, "vectors": found[VECTORS]} | "Vectors" >> WithTexts()
+    return Front(parsed, found.records, rejected, exact, {"vectors": vectors})
 
 
 class Front(NamedTuple):
@@ -150,7 +164,10 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
     """Add the batch dedup steps to ``pipeline``, from text (``--input``) or saved embeddings; with ``history``
     (``--history``), against the store it opened, which the run's new records are committed to at the end."""
     out = opts.output
-    front = (_vectors_from_embeddings if opts.input_embeddings else _vectors_from_text)(pipeline, opts, history)
+    if opts.input and opts.input_embeddings:
+        front = _vectors_from_text_and_embeddings(pipeline, opts, history)
+    else:
+        front = (_vectors_from_embeddings if opts.input_embeddings else _vectors_from_text)(pipeline, opts, history)
     exact = front.exact
     with_text = front.embedded["vectors"]
     vectors = with_text | "IdVector" >> beam.Map(lambda v: v[:2]).with_output_types(IdVector)

@@ -105,7 +105,11 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         _flag(parser, "input", action="append", help="file glob (repeatable); local, gs:// or any Beam filesystem")
-        _flag(parser, "input_embeddings", help="embeddings/ of an earlier run, instead of --input: no model is loaded")
+        _flag(
+            parser,
+            "input_embeddings",
+            help="embeddings/ of an earlier run (no model loaded): alone, its records; with --input, vectors by id",
+        )
         _flag(parser, "write_embeddings", action="store_true", help="also write embeddings/ (one row per record)")
         _flag(
             parser,
@@ -246,8 +250,8 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     Also sets the default runner, FnApiRunner (Beam's DirectRunner first tries to download Prism).
     """
     opts = options.view_as(BatchDedupOptions)
-    if bool(opts.input) == bool(opts.input_embeddings):
-        raise OptionsError("give --input (a file glob) or --input-embeddings (an embeddings/ folder), not both")
+    if not opts.input and not opts.input_embeddings:
+        raise OptionsError("give --input (a file glob), --input-embeddings (an embeddings/ folder), or both")
     if opts.history and opts.input_embeddings:
         raise OptionsError("--history needs --input (text): a store keeps each record's text hash and text")
     if opts.history_dtype != "float32" and not opts.history:
@@ -256,8 +260,10 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         raise OptionsError("--history clusters by connected components; --cluster-method hdbscan cannot extend a store")
     if opts.keep == EARLIEST and not opts.time_field:
         raise OptionsError("--keep earliest needs --time-field (the input field with each record's time)")
-    if opts.input_embeddings and (opts.keep_policy() != FIRST_ID or opts.write_deduplicated):
-        raise OptionsError("--keep earliest/longest and --write-deduplicated need --input: saved embeddings hold ids")
+    if opts.input_embeddings and not opts.input and (opts.keep_policy() != FIRST_ID or opts.write_deduplicated):
+        raise OptionsError(
+            "--keep earliest/longest and --write-deduplicated need --input (saved embeddings hold ids): give both"
+        )
     if opts.cells < 0 or opts.recall_sample < 0:
         raise OptionsError("--cells and --recall-sample must not be negative")
     positive = (

@@ -55,12 +55,17 @@ def parse_embeddings(path: str, file: IO[bytes]) -> Iterator[EmbeddedRecord | De
                 dim = dim or (len(vector) if not nulls[i] and len(vector) else None)
                 error = _embedding_error(record_id, vector, bool(nulls[i]), dim)
                 if error:
-                    yield DeadLetter(locator, f"embedding of {record_id!r}", error)
+                    yield DeadLetter(locator, saved_vector_label(record_id), error)
                 else:
                     yield EmbeddedRecord(record_id, _unit(vector), path, row)
     except Exception as e:  # noqa: BLE001 - a corrupt file becomes a dead letter, never a crashed job
         where = f"after row {row}" if row else "at open"
         yield DeadLetter(path, "", f"cannot read embeddings file ({where}): {type(e).__name__}: {e}")
+
+
+def saved_vector_label(record_id) -> str:
+    """The ``raw`` of a saved embeddings row's dead letter: names the record whose vector it held."""
+    return f"embedding of {record_id!r}"
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

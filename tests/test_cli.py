@@ -46,7 +46,7 @@ def test_bad_option_in_the_installed_command_prints_one_line_and_exits_2(tmp_pat
 
 def test_missing_input_and_unknown_format(tmp_path, capsys):
     assert main(["batch", "--output", str(tmp_path / "out")]) == 2
-    assert "give --input (a file glob) or --input-embeddings" in capsys.readouterr().err
+    assert "give --input (a file glob), --input-embeddings (an embeddings/ folder), or both" in capsys.readouterr().err
     (tmp_path / "notes.md").write_text("A girl is styling her hair.\n", encoding="utf-8")
     assert main(["batch", "--input", str(tmp_path / "notes.md"), "--output", str(tmp_path / "out")]) == 2
     assert "pass --format" in capsys.readouterr().err

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from semsim_core.embeddings_io import embeddings_table
 from tests.conftest import REPO, assert_invariants, run_batch, sample_titles, write_jsonl
 
 REPOSTS = REPO / "tests" / "data" / "reddit_reposts.jsonl"
@@ -107,3 +109,31 @@ def test_first_id_and_longest_over_two_formats(tmp_path):
     assert longest.summary.keep == "longest"
     deduplicated = check_deduplicated(longest, tmp_path / "longest", records)
     assert deduplicated.schema.field("score").type == pa.int64(), "int64 (JSON) and int32 (Parquet) unify as int64"
+
+
+def test_saved_embeddings_with_the_input_for_its_fields(tmp_path):
+    """--input-embeddings with --input: the input is the record set (times, fields, texts), the saved vectors are
+    looked up by id; a record without a saved vector is a dead letter, a saved vector without a record is counted."""
+    records = reposts()
+    first = run_batch(tmp_path / "first", "--input", str(write_jsonl(tmp_path / "all.jsonl", records)), *FLAGS[:2],
+                      "--write-embeddings")  # fmt: skip
+    sizes = first.clusters.set_index("id")["cluster_size"]
+    alone = next(r for r in records if sizes[r["id"]] == 1)  # its vector will be unused
+    new, zeros = sample_titles(2)  # not in the saved embeddings; saved as all zeros
+    added = [{"id": r["id"], "title": r["text"], "created_utc": 1.4e9} for r in (new, zeros)]
+    source = write_jsonl(tmp_path / "input.jsonl", [r for r in records if r is not alone] + added)
+    folder = tmp_path / "first" / "embeddings"
+    bad = folder / "bad.parquet"
+    pq.write_table(embeddings_table([zeros["id"]], np.zeros((1, 384), np.float32)), bad)
+    saved = ("--input-embeddings", str(folder))
+    batch = run_batch(tmp_path / "out", "--input", str(source), *saved, *FLAGS)
+    assert_invariants(batch)
+    assert batch.summary.model is None and "model_loads" not in batch.counters
+    assert batch.counters["unused_embeddings"] == 1
+    assert sorted(batch.dead_letters["error"]) == [
+        f"id {new['id']!r} has no vector in --input-embeddings {folder}",
+        f"the vector of id {zeros['id']!r} in --input-embeddings is unusable ({bad}:1: embedding is all zeros)",
+    ]
+    assert pair_scores(batch) == pair_scores(first), "the saved vectors, bit for bit"
+    assert kept_of(batch, EXACT_COPIES[1]) == EXACT_COPIES[0], "earliest, from the input's times"
+    check_deduplicated(batch, tmp_path / "out", [r for r in records if r is not alone])

@@ -8,11 +8,14 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
 
-from semsim_core.embeddings_io import embeddings_table, parse_embeddings
-from semsim_core.records import Pair
+from semsim_core.embeddings_io import embeddings_table, parse_embeddings, saved_vector_label
+from semsim_core.records import DeadLetter, Pair, Record
+from transforms import DEAD_LETTER, METRICS_NAMESPACE
 from transforms.dead_letters import ParseFn
 from transforms.read import ReadFiles
+from transforms.vector_coder import IdVectorText
 from transforms.write import ParquetSink
 
 
@@ -77,3 +80,92 @@ class ReadEmbeddings(ReadFiles):
 
     def __init__(self, folder_or_glob: str):
         super().__init__([embeddings_pattern(folder_or_glob)], ParseEmbeddingsFn())
+
+
+VECTORS = "vectors"
+
+
+class _LookUpFn(beam.DoFn):
+    """``(id, {"record": [Record], "saved": [vector, ...]})`` -> the record (and its vector, tagged), or a dead
+    letter saying why it has no vector; a saved vector no record asks for is counted (``unused_embeddings``)."""
+
+    def __init__(self, where: str):
+        self._where = where
+        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+        self._unused = Metrics.counter(METRICS_NAMESPACE, "unused_embeddings")
+
+    def process(self, element: tuple[str, dict[str, Iterable]], problems: list[DeadLetter]) -> Iterator:
+        record_id, joined = element
+        records, saved = list(joined["record"]), list(joined["saved"])
+        if not records:
+            self._unused.inc(len(saved))
+            return
+        (record,) = records  # ids are unique by now
+        distinct = {vector.tobytes(): vector for vector in saved}
+        if len(distinct) == 1:
+            yield record
+            yield beam.pvalue.TaggedOutput(VECTORS, (record_id, saved[0]))
+            return
+        self._dead_letters.inc()
+        yield beam.pvalue.TaggedOutput(
+            DEAD_LETTER, DeadLetter(record.locator, record.raw, self._missing(record, distinct, problems))
+        )
+
+    def _missing(self, record: Record, distinct: dict, problems: list[DeadLetter]) -> str:
+        if distinct:
+            return f"id {record.id!r} has {len(distinct)} different vectors in --input-embeddings {self._where}"
+        label = saved_vector_label(record.id)
+        row = next((p for p in problems if p.raw == label), None)
+        if row:
+            return f"the vector of id {record.id!r} in --input-embeddings is unusable ({row.source}: {row.error})"
+        unreadable = [p for p in problems if not p.raw]
+        reason = f"id {record.id!r} has no vector in --input-embeddings {self._where}"
+        if unreadable:
+            reason += (
+                f" ({len(unreadable)} of its files could not be read; {unreadable[0].source}: {unreadable[0].error})"
+            )
+        return reason
+
+
+def _vector_with_text(element: tuple[str, dict[str, Iterable]]) -> Iterator[tuple[str, np.ndarray, str]]:
+    record_id, joined = element
+    for record in joined["record"]:
+        for vector in joined["vector"]:
+            yield record_id, vector, record.text
+
+
+class LookUpVectors(beam.PTransform):
+    """Records of ``--input`` get their vectors from ``--input-embeddings`` (an earlier run's ``embeddings/``), by
+    id, instead of from the model. Takes ``{"records": Record, "saved": EmbeddedRecord, "problems": DeadLetter}``
+    (the last two from :class:`ReadEmbeddings`); returns
+    ``records`` (those with one saved vector), ``vectors`` (``(id, vector)``) and ``dead_letter`` (a record whose id
+    has no usable vector, or several different ones: the reason names the row or file at fault). Saved vectors of ids
+    the input does not hold are counted (``unused_embeddings``), not used."""
+
+    def __init__(self, where: str):
+        super().__init__()
+        self._where = where
+
+    def expand(self, inputs):
+        joined = {
+            "record": inputs["records"] | "RecordById" >> beam.Map(lambda r: (r.id, r)),
+            "saved": inputs["saved"] | "VectorById" >> beam.Map(lambda r: (r.id, r.vector)),
+        } | "JoinSaved" >> beam.CoGroupByKey()
+        problems = beam.pvalue.AsList(inputs["problems"])
+        return joined | "LookUp" >> beam.ParDo(_LookUpFn(self._where), problems).with_outputs(
+            VECTORS, DEAD_LETTER, main="records"
+        )
+
+
+class WithTexts(beam.PTransform):
+    """``{"records": Record, "vectors": (id, vector)}`` -> ``(id, vector, text)`` for each record with a vector."""
+
+    def expand(self, inputs):
+        return (
+            {
+                "record": inputs["records"] | "RecordById" >> beam.Map(lambda r: (r.id, r)),
+                "vector": inputs["vectors"],
+            }
+            | "Join" >> beam.CoGroupByKey()
+            | "WithText" >> beam.FlatMap(_vector_with_text).with_output_types(IdVectorText)
+        )
