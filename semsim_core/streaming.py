@@ -168,15 +168,31 @@ class CellIndex:
         """Everything stored, in insertion order: replaying it with :meth:`insert` rebuilds this index."""
         return list(self._entries.values())
 
+    def entry(self, post_id: str) -> Entry:
+        """The stored post (or copy) ``post_id``."""
+        return self._entries[post_id]
+
+    def nbytes(self) -> int:
+        """About the memory this index holds: each vector twice (the list and FAISS's copy), texts, and about 300
+        bytes of bookkeeping per post."""
+        vectors = 2 * len(self._vectors) * (self._vectors[0].nbytes if self._vectors else 0)
+        return vectors + sum(300 + len(e.text) for e in self._entries.values())
+
     def evict(self, older_than: float | None = None, keep_newest: int | None = None) -> list[str]:
-        """Forget posts and copies older than ``older_than`` (event seconds), and all stored posts but the
-        ``keep_newest`` newest; returns the evicted ids. Members that stay keep their cluster ids."""
+        """Forget posts and copies older than ``older_than`` (event seconds), and all but the ``keep_newest`` newest
+        (copies count: each is an entry of state); returns the evicted ids. Members that stay keep their cluster
+        ids, and cluster sizes count only what stays."""
         gone = {i for i, t in self.seen.items() if older_than is not None and t < older_than}
-        stored = [i for i in sorted(self.ids, key=self.seen.__getitem__) if i not in gone]
-        if keep_newest is not None and len(stored) > keep_newest:
-            gone.update(stored[: len(stored) - keep_newest])
+        left = [i for i in sorted(self.seen, key=lambda i: (self.seen[i], i)) if i not in gone]
+        if keep_newest is not None and len(left) > keep_newest:
+            gone.update(left[: len(left) - keep_newest])
         if not gone:
             return []
+        for i in gone:
+            cluster = self.clusters[i]
+            self.sizes[cluster] -= 1
+            if not self.sizes[cluster]:
+                del self.sizes[cluster]
         keep = [row for row, post_id in enumerate(self.ids) if post_id not in gone]
         self.ids = [self.ids[row] for row in keep]
         self._vectors = [self._vectors[row] for row in keep]

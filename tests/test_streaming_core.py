@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
+from apache_beam.coders import PickleCoder
+from apache_beam.utils.timestamp import Timestamp
 
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.evaluation import read_stsb
 from semsim_core.normalize import text_hash
-from semsim_core.records import ClusterAssignment
+from semsim_core.records import ClusterAssignment, make_pair
 from semsim_core.rescore import ScoreBand
 from semsim_core.streaming import CellIndex, Entry, Match, Outcome
-from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST
-from transforms.stream_match import NOTIFICATIONS, PAIRS, Answer, ResolveFn
+from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST, sample_titles
+from transforms.stream_match import (
+    NOTIFICATIONS,
+    PAIRS,
+    REDELIVERY_GUARD_SECONDS,
+    Answer,
+    CellStateFn,
+    Post,
+    ResolveFn,
+)
+from transforms.vector_coder import EntryCoder
 
 AT_08 = ScoreBand(0.8)
 
@@ -116,17 +128,115 @@ class Value(Bag):
 
 
 class Timer:
+    def __init__(self):
+        self.at = None
+
     def set(self, at):
         self.at = at
+
+    def clear(self):
+        self.at = None
+
+
+def cell_state() -> dict:
+    """One cell's state and timer, as the runner keeps them for its key (shared by every DoFn instance)."""
+    return {"entries": Bag(), "version": Value(), "expire": Timer()}
+
+
+def cell_fn(**limits) -> CellStateFn:
+    fn = CellStateFn(AT_08, None, limits.get("retention"), limits.get("max_per_cell"))
+    fn.setup()
+    return fn
+
+
+def posts(texts: list[str], vectors: np.ndarray) -> list[Post]:
+    return [
+        Post(f"p{i}", v, text_hash(t), float(i), (0,), t) for i, (t, v) in enumerate(zip(texts, vectors, strict=True))
+    ]
+
+
+def insert(fn: CellStateFn, state: dict, post: Post) -> Answer:
+    [(post_id, answer)] = fn.process((0, (post, True)), **state)
+    assert post_id == post.id
+    return answer
+
+
+def stored_ids(state: dict) -> list[str]:
+    return sorted(e.id for e in state["entries"].read())
+
+
+def test_two_instances_over_one_cells_state_lose_no_post(embedder):
+    """Beam runs several DoFn instances for one key over time; each caches the cell. The reproduction of a lost post:
+    limit 3, A inserts p0-p3, B inserts p4, A inserts p5 (a paraphrase of p4, so it must match it)."""
+    titles = [row["text"] for row in sample_titles(4)]
+    texts = [*titles, *paraphrase_texts(2)]  # p4 ~ p5
+    p = posts(texts, embedder.encode(texts))
+    state = cell_state()
+    a, b = cell_fn(max_per_cell=3), cell_fn(max_per_cell=3)
+    for post in p[:4]:
+        insert(a, state, post)
+    assert stored_ids(state) == ["p1", "p2", "p3"]
+    insert(b, state, p[4])
+    assert stored_ids(state) == ["p2", "p3", "p4"]
+    answer = insert(a, state, p[5])
+    assert [m.id for m in answer.outcome.matches] == ["p4"], "A saw B's insert, not its stale cache"
+    assert answer.outcome.cluster_id == "p4" and answer.outcome.cluster_size == 2
+    assert stored_ids(state) == ["p3", "p4", "p5"]
+    assert EntryCoder().decode(EntryCoder().encode(state["entries"].read()[0])).id in {"p3", "p4", "p5"}
+
+
+def test_retention_timer_and_a_failed_bundle_keep_state_and_cache_apart(embedder):
+    """A retention timer on one instance evicts by event time what another inserted; a bundle that failed commits
+    nothing, and the instance that ran it does not trust what it cached then."""
+    texts = [paraphrase_texts(6)[i] for i in (0, 1, 4, 5)]  # p0 ~ p1, p2 ~ p3 (cosines 0.95 and 0.96)
+    p = posts(texts, embedder.encode(texts))
+    state = cell_state()
+    a, b = cell_fn(retention=10.0), cell_fn(retention=10.0)
+    insert(a, state, p[0])
+    insert(b, state, p[2]._replace(timestamp=20.0))
+    assert state["expire"].at == Timestamp(10.0), "the oldest post's horizon"
+    a.expire_old_posts(0, Timestamp(10.0), **state)
+    assert stored_ids(state) == ["p2"] and state["expire"].at == Timestamp(30.0)
+    assert insert(b, state, p[1]._replace(timestamp=21.0)).outcome.matches == [], "p0 was evicted, in B too"
+
+    committed = {name: copy.deepcopy(value) for name, value in state.items()}
+    assert [m.id for m in insert(a, state, p[3]._replace(timestamp=22.0)).outcome.matches] == ["p2"]
+    state.update(committed)  # that bundle failed: the runner keeps the state as it was, and retries elsewhere
+    retried = insert(b, state, p[3]._replace(timestamp=22.0))
+    assert not retried.outcome.seen_before and [m.id for m in retried.outcome.matches] == ["p2"]
+    again = insert(a, state, p[3]._replace(timestamp=22.0))
+    assert again.outcome.seen_before, "A rebuilt from state: p3 is stored once, by the retry"
+    assert stored_ids(state) == ["p1", "p2", "p3"]
+
+
+def test_entry_coder_round_trips_and_is_compact(embedder):
+    vector = embedder.encode(["A man is playing a flute."])[0]
+    entries = [
+        Entry("p1", vector, "h", 1.5, "c", "A man is playing a flute.", fp32=True),
+        Entry("p2", None, "h", 2.0, "c"),  # an exact copy: no vector
+    ]
+    coder = EntryCoder()
+    for entry in entries:
+        decoded = coder.decode(coder.encode(entry))
+        assert decoded._replace(vector=None) == entry._replace(vector=None)
+        assert (decoded.vector is None) == (entry.vector is None)
+    np.testing.assert_array_equal(coder.decode(coder.encode(entries[0])).vector, vector)
+    assert len(coder.encode(entries[0]._replace(text=""))) < 0.92 * len(
+        PickleCoder().encode(entries[0]._replace(text=""))
+    )
+
+
+def resolve_state() -> dict:
+    return {"answers": Bag(), "done": Value(), "forget": Timer(), "timeout": Timer()}
 
 
 def test_a_post_is_notified_once_with_the_earliest_match_and_both_times():
     resolve = ResolveFn()
-    state = {"answers": Bag(), "done": Value(), "forget": Timer()}
+    state = resolve_state()
     primary = Outcome([Match("late", 0.95, "orig", 300.0), Match("orig", 0.85, "orig", 100.0)], "orig", 3)
     probe = Outcome([Match("other", 0.9, "x", 100.0)])  # as early as "orig": the smaller id wins
-    answers = [Answer(4, False, 2, probe), Answer(7, True, 2, primary)]
-    out = [list(resolve.process(("new", a), 500.0, **state)) for a in answers]
+    answers = [Answer(4, False, (7, 4), 500.0, probe), Answer(7, True, (7, 4), 500.0, primary)]
+    out = [list(resolve.process(("new", a), **state)) for a in answers]
     assert out[0] == [], "waits for every cell"
     assignment, *tagged = out[1]
     assert assignment == ClusterAssignment("new", "orig", False, 3)
@@ -137,4 +247,32 @@ def test_a_post_is_notified_once_with_the_earliest_match_and_both_times():
         "id": "new", "duplicate_of": "orig", "score": 0.85, "kind": "semantic", "cluster_id": "orig",
         "time": "1970-01-01T00:08:20.000+00:00", "duplicate_of_time": "1970-01-01T00:01:40.000+00:00", "matches": 3,
     }  # fmt: skip
-    assert list(resolve.process(("new", answers[1]), 500.0, **state)) == [], "a re-delivered post resolves once"
+    assert list(resolve.process(("new", answers[1]), **state)) == [], "a re-delivered post resolves once"
+    assert state["forget"].at == Timestamp(500.0 + REDELIVERY_GUARD_SECONDS), "and that memory expires"
+
+
+def test_resolve_per_cell_timeout_and_self_matches():
+    resolve = ResolveFn(retention_seconds=60.0, timeout_seconds=30.0)
+    decided = Outcome([Match("new", 1.0, "new", 5.0), Match("old", 0.9, "old", 1.0)], "old", 2)
+    again = Outcome([], "old", 2, seen_before=True)
+    state = resolve_state()
+    # a re-delivery's answer (seen_before) comes first, then the same cell's first answer: the first one decides
+    assert list(resolve.process(("new", Answer(3, True, (3,), 5.0, again)), **state)) == []
+    assert state["timeout"].at is not None, "waiting is bounded"
+    assignment, *tagged = resolve.process(("new", Answer(3, True, (3,), 5.0, decided)), **state)
+    assert assignment == ClusterAssignment("new", "old", False, 2)
+    pairs = [t.value for t in tagged if t.tag == PAIRS]
+    assert pairs == [make_pair("new", "old", 0.9, "semantic")], "no pair with itself"
+    assert state["timeout"].at is None and state["forget"].at == Timestamp(65.0)
+
+    lost = resolve_state()  # the primary cell's answer never comes: the timeout resolves with the probe's matches
+    probe = Outcome([Match("near", 0.88, "c9", 2.0)])
+    assert list(resolve.process(("late", Answer(5, False, (4, 5), 7.0, probe)), **lost)) == []
+    out = list(resolve.give_up_waiting("late", **lost))
+    assert [o.value for o in out[:1]] == [ClusterAssignment("late", "c9", False, 0)]
+    assert all(o.timestamp == Timestamp(7.0) for o in [out[0], *(t.value for t in out[1:])]), "at the post's time"
+    assert lost["done"].read() and list(resolve.give_up_waiting("late", **lost)) == []
+
+    redelivered = resolve_state()  # resolved long ago, remembered no more: the primary says seen_before; nothing
+    assert list(resolve.process(("old", Answer(3, True, (3,), 1.0, again)), **redelivered)) == []
+    assert list(resolve.give_up_waiting("old", **redelivered)) == []

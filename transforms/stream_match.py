@@ -4,23 +4,23 @@ post's pairs and cluster once every cell it went to has answered."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.coders import BooleanCoder, PickleCoder, StrUtf8Coder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
-    CombiningValueStateSpec,
     ReadModifyWriteStateSpec,
     TimerSpec,
     on_timer,
 )
-from apache_beam.transforms.window import BoundedWindow
+from apache_beam.transforms.window import BoundedWindow, TimestampedValue
 from apache_beam.utils.shared import Shared
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
@@ -33,9 +33,12 @@ from semsim_core.rescore import ScoreBand, cosine
 from semsim_core.streaming import CellIndex, Entry, Fp32Scores, Outcome, earliest, utc_iso
 from transforms import METRICS_NAMESPACE
 from transforms.embed import EmbedBatchFn
+from transforms.vector_coder import EntryCoder
 
 PAIRS = "pairs"
 NOTIFICATIONS = "notifications"
+REDELIVERY_GUARD_SECONDS = 7 * 24 * 3600.0  # Pub/Sub keeps an unacknowledged message at most 7 days
+RESOLVE_TIMEOUT_SECONDS = 300.0
 
 
 class Post(NamedTuple):
@@ -51,11 +54,13 @@ class Post(NamedTuple):
 
 
 class Answer(NamedTuple):
-    """One cell's answer about one post; ``expected`` is how many cells the post went to."""
+    """One cell's answer about one post: ``cells`` are all the cells the post went to (its primary first), and
+    ``timestamp`` its event time in seconds."""
 
     cell: int
     primary: bool
-    expected: int
+    cells: tuple[int, ...]
+    timestamp: float
     outcome: Outcome
 
 
@@ -101,17 +106,20 @@ class EmbedPostsFn(EmbedBatchFn):
 
 
 class CellStateFn(beam.DoFn):
-    """Keyed by cell. Beam state (a bag of :class:`Entry`) is the source of truth; a :class:`CellIndex` per cell is
-    the worker's cache, rebuilt from state (and seeds) whenever the state's entry count differs from the cache's.
+    """Keyed by cell. Beam state is the source of truth: a bag of :class:`Entry` (:class:`EntryCoder`) and a version
+    token that every write replaces. A :class:`CellIndex` per cell is this DoFn instance's cache, trusted only while
+    the state holds the token it was built at: Beam runs several instances and processes for one key over time, and a
+    failed bundle commits nothing, so a count, or a token this instance wrote in a bundle that failed, could match a
+    state the cache never saw. The cache keeps the most recently used cells within ``cache_bytes``.
 
     Primary posts are queried then inserted; probe copies are only queried. Matches in ``band`` are rescored with
     the ``fp32`` model (loaded once per worker, on the first such match) before a post's cluster is decided; stored
     posts then keep their text. Retention: an event-time timer evicts posts older than ``retention_seconds``;
-    ``max_per_cell`` keeps only the newest posts.
+    ``max_per_cell`` keeps only the newest posts (exact copies included).
     """
 
-    ENTRIES = BagStateSpec("entries", PickleCoder())
-    COUNT = CombiningValueStateSpec("count", sum)
+    ENTRIES = BagStateSpec("entries", EntryCoder())
+    VERSION = ReadModifyWriteStateSpec("version", StrUtf8Coder())
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
     FP32_CACHE = 10_000  # fp32 vectors kept per DoFn instance, most recently used
 
@@ -122,6 +130,7 @@ class CellStateFn(beam.DoFn):
         retention_seconds: float | None,
         max_per_cell: int | None,
         seeds=None,
+        cache_bytes: int = 2 << 30,
     ):
         self._band = band
         self._fp32 = fp32
@@ -129,10 +138,12 @@ class CellStateFn(beam.DoFn):
         self._retention = retention_seconds
         self._max_per_cell = max_per_cell
         self._seeds = seeds or {}
+        self._cache_bytes = cache_bytes
         self._rescored = Metrics.counter(METRICS_NAMESPACE, "rescored_pairs")
+        self._rebuilds = Metrics.counter(METRICS_NAMESPACE, "cell_cache_rebuilds")
 
     def setup(self) -> None:
-        self._cache: dict[int, tuple[int, CellIndex]] = {}
+        self._cache: OrderedDict[int, tuple[str | None, CellIndex]] = OrderedDict()
         self._fp32_model: Embedder | None = None
         self._fp32_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -161,25 +172,36 @@ class CellStateFn(beam.DoFn):
 
         return scores
 
-    def _index(self, cell: int, entries, count) -> CellIndex:
-        stored = count.read()
+    def _index(self, cell: int, entries, version) -> CellIndex:
+        """The cell as its state holds it now: the cached index if the state's token is the one it was built at,
+        else rebuilt from state (and seeds)."""
+        token = version.read()
         cached = self._cache.get(cell)
-        if cached is None or cached[0] != stored:
+        if cached is None or cached[0] != token:
+            self._rebuilds.inc()
             index = CellIndex()
             for entry in [*self._seeds.get(cell, ()), *entries.read()]:
                 index.insert(entry)
-            self._cache[cell] = (stored, index)
-        return self._cache[cell][1]
+            cached = self._cache[cell] = (token, index)
+        self._cache.move_to_end(cell)
+        total = sum(index.nbytes() for _, index in self._cache.values())
+        while total > self._cache_bytes and len(self._cache) > 1:  # least recently used first; never this cell
+            total -= self._cache.popitem(last=False)[1][1].nbytes()
+        return cached[1]
 
-    def _rewrite(self, cell: int, index: CellIndex, entries, count) -> None:
+    def _written(self, cell: int, index: CellIndex, version) -> None:
+        """After a write to the cell's state: a new token, which this cache now matches."""
+        token = uuid.uuid4().hex
+        version.write(token)
+        self._cache[cell] = (token, index)
+
+    def _rewrite(self, cell: int, index: CellIndex, entries, version) -> None:
         seeded = {s.id for s in self._seeds.get(cell, ())}
-        kept = [e for e in index.entries() if e.id not in seeded]
         entries.clear()
-        for entry in kept:
-            entries.add(entry)
-        count.clear()
-        count.add(len(kept))
-        self._cache[cell] = (len(kept), index)
+        for entry in index.entries():
+            if entry.id not in seeded:
+                entries.add(entry)
+        self._written(cell, index, version)
 
     def _schedule_expiry(self, index: CellIndex, expire) -> None:
         if self._retention and index.seen:
@@ -189,11 +211,11 @@ class CellStateFn(beam.DoFn):
         self,
         element: tuple[int, tuple[Post, bool]],
         entries=beam.DoFn.StateParam(ENTRIES),
-        count=beam.DoFn.StateParam(COUNT),
+        version=beam.DoFn.StateParam(VERSION),
         expire=beam.DoFn.TimerParam(EXPIRE),
     ) -> Iterator[tuple[str, Answer]]:
         cell, (post, primary) = element
-        index = self._index(cell, entries, count)
+        index = self._index(cell, entries, version)
         fp32 = self._fp32_scores(post)
         if not primary:
             outcome = index.probe(post.vector, self._band, fp32)
@@ -201,18 +223,15 @@ class CellStateFn(beam.DoFn):
             text = post.text if self._band.band else ""
             outcome = index.add(post.id, post.vector, post.text_hash, post.timestamp, self._band, fp32, text)
         self._rescored.inc(outcome.rescored)
-        if not primary:
-            yield post.id, Answer(cell, False, len(post.cells), outcome)
-            return
-        if not outcome.seen_before:
-            entries.add(index.entries()[-1])
-            count.add(1)
-            self._cache[cell] = (self._cache[cell][0] + 1, index)
-            if self._max_per_cell and len(index) > self._max_per_cell:
+        if primary and not outcome.seen_before:
+            entries.add(index.entry(post.id))
+            if self._max_per_cell and len(index.seen) > self._max_per_cell:
                 index.evict(keep_newest=self._max_per_cell)
-                self._rewrite(cell, index, entries, count)
+                self._rewrite(cell, index, entries, version)
+            else:
+                self._written(cell, index, version)
             self._schedule_expiry(index, expire)
-        yield post.id, Answer(cell, True, len(post.cells), outcome)
+        yield post.id, Answer(cell, primary, post.cells, post.timestamp, outcome)
 
     @on_timer(EXPIRE)
     def expire_old_posts(
@@ -220,66 +239,134 @@ class CellStateFn(beam.DoFn):
         cell=beam.DoFn.KeyParam,
         fired=beam.DoFn.TimestampParam,
         entries=beam.DoFn.StateParam(ENTRIES),
-        count=beam.DoFn.StateParam(COUNT),
+        version=beam.DoFn.StateParam(VERSION),
         expire=beam.DoFn.TimerParam(EXPIRE),
     ) -> None:
-        index = self._index(cell, entries, count)
+        index = self._index(cell, entries, version)
         if index.evict(older_than=float(fired) - self._retention + 1e-6):
-            self._rewrite(cell, index, entries, count)
+            self._rewrite(cell, index, entries, version)
         self._schedule_expiry(index, expire)
 
 
+def _answer_per_cell(received: Iterable[Answer]) -> dict[int, Answer]:
+    """One answer per cell: a re-delivered post can be answered twice by a cell, the second time ``seen_before``;
+    the first answer is the one that decided."""
+    chosen: dict[int, Answer] = {}
+    for answer in received:
+        if answer.cell not in chosen or chosen[answer.cell].outcome.seen_before:
+            chosen[answer.cell] = answer
+    return chosen
+
+
+def _decided(by_cell: dict[int, Answer]) -> bool:
+    """Every cell of the post answered, and its primary cell stored it now (not ``seen_before``)."""
+    first = next(iter(by_cell.values()))
+    primary = by_cell.get(first.cells[0])
+    return set(first.cells) <= set(by_cell) and primary is not None and not primary.outcome.seen_before
+
+
 class ResolveFn(beam.DoFn):
-    """Keyed by post id: waits for every cell's :class:`Answer`, then emits the post's cluster assignment, its pairs
-    (``pairs``) and, when it matched, one notification naming the earliest matching post (``notifications``). A
-    re-delivered post is resolved once; with a retention horizon, that memory is dropped by a timer when the post
-    itself is forgotten."""
+    """Keyed by post id: waits for an answer from every cell the post went to, then emits the post's cluster
+    assignment, its pairs (``pairs``) and, when it matched, one notification naming the earliest matching post
+    (``notifications``).
+
+    Answers are tracked per cell, so a re-delivered post's second answers (``seen_before``) neither count twice nor
+    decide. A post that is not decided ``timeout_seconds`` (processing time) after its first answer is resolved with
+    what arrived (``resolve_timeouts``): without its primary cell's answer, as its own cluster with the matches the
+    other cells found; a post whose only primary answer says ``seen_before`` was resolved before, and emits nothing.
+    Once resolved, a post id is remembered until its event time plus the retention horizon (or ``guard_seconds``
+    without one, Pub/Sub's longest message retention by default), so re-deliveries in that time resolve nothing.
+    A stored post that matches itself (a re-delivery racing its own insert) gives no pair (``self_matches``).
+    """
 
     ANSWERS = BagStateSpec("answers", PickleCoder())
     DONE = ReadModifyWriteStateSpec("done", BooleanCoder())
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+    TIMEOUT = TimerSpec("timeout", TimeDomain.REAL_TIME)
 
-    def __init__(self, retention_seconds: float | None = None):
-        self._retention = retention_seconds
+    def __init__(
+        self,
+        retention_seconds: float | None = None,
+        guard_seconds: float = REDELIVERY_GUARD_SECONDS,
+        timeout_seconds: float = RESOLVE_TIMEOUT_SECONDS,
+    ):
+        self._guard = retention_seconds or guard_seconds
+        self._timeout = timeout_seconds
+        self._timeouts = Metrics.counter(METRICS_NAMESPACE, "resolve_timeouts")
+        self._self_matches = Metrics.counter(METRICS_NAMESPACE, "self_matches")
 
     def process(
         self,
         element: tuple[str, Answer],
-        timestamp=beam.DoFn.TimestampParam,
         answers=beam.DoFn.StateParam(ANSWERS),
         done=beam.DoFn.StateParam(DONE),
         forget=beam.DoFn.TimerParam(FORGET),
+        timeout=beam.DoFn.TimerParam(TIMEOUT),
     ) -> Iterator:
         post_id, answer = element
         if done.read():
             return
-        answers.add(answer)
-        received = list(answers.read())
-        if len(received) < answer.expected:
+        received = [*answers.read(), answer]
+        if not _decided(_answer_per_cell(received)):
+            if len(received) == 1:
+                timeout.set(Timestamp.now() + self._timeout)
+            answers.add(answer)
             return
+        yield from self._resolve(post_id, received, answers, done, forget, timeout)
+
+    @on_timer(TIMEOUT)
+    def give_up_waiting(
+        self,
+        post_id=beam.DoFn.KeyParam,
+        answers=beam.DoFn.StateParam(ANSWERS),
+        done=beam.DoFn.StateParam(DONE),
+        forget=beam.DoFn.TimerParam(FORGET),
+        timeout=beam.DoFn.TimerParam(TIMEOUT),
+    ) -> Iterator:
+        received = list(answers.read())
+        if done.read() or not received:
+            return
+        self._timeouts.inc()
+        at = received[0].timestamp
+        for output in self._resolve(post_id, received, answers, done, forget, timeout):
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(output.tag, TimestampedValue(output.value, at))
+            else:
+                yield TimestampedValue(output, at)
+
+    def _resolve(self, post_id: str, received: list[Answer], answers, done, forget, timeout) -> Iterator:
+        by_cell = _answer_per_cell(received)
+        first = received[0]
         done.write(True)
         answers.clear()
-        if self._retention:
-            forget.set(Timestamp(float(timestamp) + self._retention))
-        primary = next(a for a in received if a.primary).outcome
-        if primary.seen_before:
-            return
-        cluster = primary.cluster_id
-        yield ClusterAssignment(post_id, cluster, cluster == post_id, primary.cluster_size)
-        matches = [match for a in received for match in a.outcome.matches]
-        kinds = {match.id: EXACT if match.id == primary.exact_of else SEMANTIC for match in matches}
+        timeout.clear()
+        forget.set(Timestamp(first.timestamp + self._guard))
+        primary = by_cell.get(first.cells[0])
+        if primary is not None and primary.outcome.seen_before:
+            return  # resolved before: a re-delivery
+        matches = [m for a in by_cell.values() for m in a.outcome.matches if m.id != post_id]
+        self._self_matches.inc(sum(m.id == post_id for a in by_cell.values() for m in a.outcome.matches))
+        if primary is not None:
+            decided = primary.outcome
+            cluster, size = decided.cluster_id, decided.cluster_size
+            exact_of = decided.exact_of
+        else:  # timed out without the primary cell: the best match found elsewhere, or the post's own cluster
+            best = min(matches, key=lambda m: (-m.score, m.id), default=None)
+            cluster, size, exact_of = (best.cluster_id, 0, None) if best else (post_id, 1, None)
+        yield ClusterAssignment(post_id, cluster, cluster == post_id, size)
+        kinds = {match.id: EXACT if match.id == exact_of else SEMANTIC for match in matches}
         for match in matches:
             yield beam.pvalue.TaggedOutput(PAIRS, make_pair(post_id, match.id, match.score, kinds[match.id]))
-        first = earliest(matches)
-        if first is not None:
+        first_match = earliest(matches)
+        if first_match is not None:
             notification = {
                 "id": post_id,
-                "duplicate_of": first.id,
-                "score": first.score,
-                "kind": kinds[first.id],
+                "duplicate_of": first_match.id,
+                "score": first_match.score,
+                "kind": kinds[first_match.id],
                 "cluster_id": cluster,
-                "time": utc_iso(float(timestamp)),
-                "duplicate_of_time": utc_iso(first.timestamp),
+                "time": utc_iso(first.timestamp),
+                "duplicate_of_time": utc_iso(first_match.timestamp),
                 "matches": len(matches),
             }
             yield beam.pvalue.TaggedOutput(NOTIFICATIONS, notification)

@@ -1,4 +1,5 @@
-"""A Beam coder for numpy arrays: dtype, shape and raw bytes, instead of a pickle per element."""
+"""Beam coders for vectors: numpy arrays as dtype, shape and raw bytes, and stored stream posts
+(:class:`~semsim_core.streaming.Entry`) as packed fields, instead of a pickle per element."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import struct
 
 import numpy as np
 from apache_beam import coders, typehints
+
+from semsim_core.streaming import Entry
 
 
 class NdarrayCoder(coders.Coder):
@@ -35,6 +38,48 @@ class NdarrayCoder(coders.Coder):
 
 
 coders.registry.register_coder(np.ndarray, NdarrayCoder)
+
+_ENTRY_HEADER = struct.Struct("<dBI")  # timestamp, flags (1: fp32 vector, 2: has a vector), dimension
+
+
+def _pack_strings(*values: str) -> bytes:
+    encoded = [value.encode("utf-8") for value in values]
+    return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+
+
+def _unpack_strings(data: bytes, offset: int, count: int) -> tuple[list[str], int]:
+    values = []
+    for _ in range(count):
+        (size,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        values.append(data[offset : offset + size].decode("utf-8"))
+        offset += size
+    return values, offset
+
+
+class EntryCoder(coders.Coder):
+    """A stored stream post (:class:`Entry`) as its fields packed in order and its vector's float32 bytes: for a
+    384-dim post about 1,600 bytes of state, against about 1,760 pickled, and no pickle to run per read."""
+
+    def encode(self, entry: Entry) -> bytes:
+        flags = (1 if entry.fp32 else 0) | (2 if entry.vector is not None else 0)
+        vector = b"" if entry.vector is None else np.ascontiguousarray(entry.vector, np.float32).tobytes()
+        dim = 0 if entry.vector is None else entry.vector.shape[0]
+        strings = _pack_strings(entry.id, entry.text_hash, entry.cluster_id, entry.text)
+        return _ENTRY_HEADER.pack(entry.timestamp, flags, dim) + strings + vector
+
+    def decode(self, encoded: bytes) -> Entry:
+        timestamp, flags, dim = _ENTRY_HEADER.unpack_from(encoded, 0)
+        (record_id, hashed, cluster, text), offset = _unpack_strings(encoded, _ENTRY_HEADER.size, 4)
+        vector = np.frombuffer(encoded, np.float32, dim, offset).copy() if flags & 2 else None
+        return Entry(record_id, vector, hashed, timestamp, cluster, text, bool(flags & 1))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self):
+        return Entry
+
 
 # Element types whose vectors NdarrayCoder encodes: (id, unit vector), (id, vector, text) and
 # (cell, (id, vector, all cells of it)).
