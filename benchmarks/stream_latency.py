@@ -40,7 +40,7 @@ class ClusterWatcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for path in sorted(self.folder.glob("*.parquet")) if self.folder.exists() else []:
+            for path in sorted(self.folder.rglob("*.parquet")) if self.folder.exists() else []:
                 if path not in self._read:
                     now = time.time()
                     self._read.add(path)

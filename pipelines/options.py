@@ -195,11 +195,17 @@ class StreamingDedupOptions(SemsimOptions, PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         _flag(parser, "subscription", help="Pub/Sub subscription, projects/P/subscriptions/S")
+        _flag(
+            parser,
+            "id_attribute",
+            default="id",
+            help="message attribute with each post's unique id: Dataflow drops messages published twice with one id",
+        )
         _flag(parser, "notify_topic", help="Pub/Sub topic: a JSON message per matched post, naming its earliest match")
         _flag(parser, "dead_letter_topic", help="Pub/Sub topic that also receives dead letters as JSON")
         _flag(parser, "retention", help="forget posts older than this (e.g. 30d, 12h, 90m, 3600s)")
         _flag(parser, "max_per_cell", type=int, help="keep at most this many posts per cell (newest)")
-        _flag(parser, "window_seconds", type=float, default=10.0, help="output files per window of this many seconds")
+        _flag(parser, "window_seconds", type=int, default=10, help="write each output every this many seconds")
         _flag(parser, "seed_embeddings", help="output folder of a batch run (embeddings/ + clusters/) to match against")
 
 
@@ -307,8 +313,8 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
     _check_shared(opts, ())
     if opts.max_per_cell is not None and opts.max_per_cell < 1:
         raise OptionsError(f"--max-per-cell must be a positive integer, got {opts.max_per_cell}")
-    if opts.window_seconds <= 0:
-        raise OptionsError("--window-seconds must be positive")
+    if opts.window_seconds < 1:
+        raise OptionsError(f"--window-seconds must be a positive whole number, got {opts.window_seconds}")
     if opts.retention:
         duration_seconds(opts.retention)
     if opts.seed_embeddings:

@@ -12,7 +12,7 @@ import sys
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import OptionsError, StreamingDedupOptions, duration_seconds, validate_streaming
@@ -45,13 +45,20 @@ def _seeds(folder: str, centroids: np.ndarray | None, rescoring: bool) -> dict:
     return seed_entries(embeddings["id"].to_pylist(), vectors, cluster_of, centroids, fp32)
 
 
+def _id_label(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> str | None:
+    """``--id-attribute`` for Pub/Sub's source where the runner honours it (Dataflow); the local runners refuse any
+    id label, and the stream's own re-delivery guard (one resolution per post id) still holds there."""
+    runner = str(pipeline.options.view_as(StandardOptions).runner)
+    return opts.id_attribute if "Dataflow" in runner and opts.id_attribute else None
+
+
 def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     """Add the streaming steps to ``pipeline``."""
     out = opts.output
     centroids = load_centroids(opts.centroids) if opts.centroids else None
     if centroids is None:
         _LOG.warning("no --centroids: the stream runs as a single cell (correct, not parallel)")
-    posts = pipeline | "Read" >> ReadPosts(opts.subscription, opts.parse_config())
+    posts = pipeline | "Read" >> ReadPosts(opts.subscription, opts.parse_config(), _id_label(pipeline, opts))
     band = opts.score_band()
     matched = posts.records | "Match" >> MatchPosts(
         opts.embed_config(),

@@ -69,4 +69,6 @@ def test_streaming_job_description(tmp_path):
     assert options["streaming"] and options["subscription"] == "projects/semsim-test/subscriptions/posts"
     assert options["embed_threads"] == 1
     read = [t for t in job.proto_pipeline.components.transforms.values() if t.unique_name.startswith("Read/")]
-    assert any(t.spec.urn == "beam:transform:pubsub_read:v1" for t in read)  # Dataflow's native Pub/Sub source
+    [source] = [t for t in read if t.spec.urn == "beam:transform:pubsub_read:v1"]  # Dataflow's native Pub/Sub source
+    payload = beam_runner_api_pb2.PubSubReadPayload.FromString(source.spec.payload)
+    assert payload.id_attribute == "id" and payload.with_attributes, "Dataflow drops a post published twice"

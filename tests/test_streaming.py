@@ -34,7 +34,7 @@ def make_topic(pubsub, name: str) -> tuple[str, str]:
 
 
 def read_folder(folder: Path) -> pd.DataFrame:
-    files = [p for p in folder.glob("*.parquet")] if folder.exists() else []
+    files = [p for p in folder.rglob("*.parquet")] if folder.exists() else []  # YYYY-MM-DD/HH/part-*.parquet
     return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True) if files else pd.DataFrame()
 
 

@@ -25,19 +25,18 @@ class ParseMessageFn(ParseFn):
 
 class ReadPosts(beam.PTransform):
     """Reads ``subscription`` (``projects/P/subscriptions/S``) into ``records`` and ``dead_letter``; each element's
-    timestamp is the message's publish time."""
+    timestamp is the message's publish time. ``id_label``: the attribute the source deduplicates messages by (a
+    publisher's retry of one post), where the runner's Pub/Sub source supports it (Dataflow's)."""
 
-    def __init__(self, subscription: str, config: ParseConfig):
+    def __init__(self, subscription: str, config: ParseConfig, id_label: str | None = None):
         super().__init__()
         self._subscription = subscription
         self._config = config
+        self._id_label = id_label
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ReadFromPubSub" >> ReadFromPubSub(subscription=self._subscription, with_attributes=True)
-            | "Parse" >> parse_and_route(ParseMessageFn(self._config))
-        )
+        read = ReadFromPubSub(subscription=self._subscription, with_attributes=True, id_label=self._id_label)
+        return pbegin | "ReadFromPubSub" >> read | "Parse" >> parse_and_route(ParseMessageFn(self._config))
 
 
 class PublishJson(beam.PTransform):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import random
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -11,8 +14,7 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
-from apache_beam.transforms import window
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.transforms import trigger, window
 
 from semsim_core.run_layout import Summary
 
@@ -55,55 +57,64 @@ def rows_table(schema: pa.Schema, rows: list[NamedTuple]) -> pa.Table:
 
 
 def write_table(path: str, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` (snappy Parquet, any Beam filesystem) under a temporary name and rename it, so
-    readers never see a partial file and a retried bundle rewrites the same file."""
-    with FileSystems.create(path + ".tmp") as f:
+    """Write ``table`` to ``path`` (snappy Parquet, any Beam filesystem) under a temporary name of this attempt's
+    own (hidden: a leading dot) and rename it, so readers never see a partial file, two attempts never write one
+    temporary file, and a retried bundle rewrites the same file."""
+    folder, slash, name = path.rpartition("/")
+    temporary = f"{folder}{slash}.{name}.{uuid.uuid4().hex[:12]}.tmp"
+    with FileSystems.create(temporary) as f:
         pq.write_table(table, f, compression="snappy")
-    FileSystems.rename([path + ".tmp"], [path])
+    FileSystems.rename([temporary], [path])
 
 
-def _stamp_now(row: NamedTuple) -> window.TimestampedValue:
-    return window.TimestampedValue((0, row), Timestamp.now())
+def _by_hour_and_shard(row: NamedTuple, shards: int) -> tuple[tuple[str, int], NamedTuple]:
+    """The row keyed by the folder of the hour it is written in (processing time, UTC) and a random shard."""
+    hour = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d/%H")
+    return (hour, random.randrange(shards)), row
 
 
-def _window_time(at: Timestamp) -> str:
-    return at.to_utc_datetime().strftime("%Y%m%dT%H%M%S%fZ")
+class _WritePaneFn(beam.DoFn):
+    """One pane of one hour's shard -> ``folder/<day>/<hour>/part-<run>-<shard>-<pane>.parquet``: the name is the
+    same when a bundle is retried, and new for every launch of the job (``run``)."""
 
-
-class _WriteWindowFn(beam.DoFn):
-    """One window's rows -> one Parquet file named by the window and pane (:func:`write_table`)."""
-
-    def __init__(self, folder: str, schema: pa.Schema):
+    def __init__(self, folder: str, schema: pa.Schema, run: str):
         self._folder = folder
         self._schema = schema
+        self._run = run
 
-    def process(self, keyed_rows, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
-        _, rows = keyed_rows
-        name = f"part-{_window_time(window.start)}-{_window_time(window.end)}-{pane.index}.parquet"
-        path = FileSystems.join(self._folder, name)
+    def process(self, keyed_rows, pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
+        (hour, shard), rows = keyed_rows
+        name = f"part-{self._run}-{shard:02d}-{pane.index:08d}.parquet"
+        path = FileSystems.join(self._folder, *hour.split("/"), name)
         write_table(path, rows_table(self._schema, list(rows)))
         yield path
 
 
 class WriteWindowedRows(beam.PTransform):
-    """Streaming: NamedTuple rows to ``folder``, one Parquet file per fixed window of ``window_seconds``, so results
-    are on disk seconds after they happen. Rows are windowed by when they are written (processing time): a result is
-    known only after its post was matched, later than the post's publish time, and event-time windows would already
-    be closed for it."""
+    """Streaming: NamedTuple rows to ``folder/YYYY-MM-DD/HH/`` (the UTC hour they are written in), a Parquet file
+    per shard every ``window_seconds`` of processing time. The trigger is processing time in the global window:
+    results reach disk seconds after they happen, during a backlog too (an event-time window would wait for the
+    watermark), and no row is ever late. Rows spread over ``shards`` keys, so writing is not one worker's job."""
 
-    def __init__(self, folder: str, schema: pa.Schema, window_seconds: float):
+    def __init__(self, folder: str, schema: pa.Schema, window_seconds: float, shards: int = 4):
         super().__init__()
         self._folder = folder
         self._schema = schema
         self._window_seconds = window_seconds
+        self._shards = shards
+        self._run = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
     def expand(self, rows):
+        every = trigger.Repeatedly(trigger.AfterProcessingTime(self._window_seconds))
         return (
             rows
-            | "StampNow" >> beam.Map(_stamp_now)
-            | "Window" >> beam.WindowInto(window.FixedWindows(self._window_seconds))
-            | "GroupWindow" >> beam.GroupByKey()
-            | "WriteFile" >> beam.ParDo(_WriteWindowFn(self._folder, self._schema))
+            | "ByHourAndShard" >> beam.Map(_by_hour_and_shard, self._shards)
+            | "Panes"
+            >> beam.WindowInto(
+                window.GlobalWindows(), trigger=every, accumulation_mode=trigger.AccumulationMode.DISCARDING
+            )
+            | "GroupPane" >> beam.GroupByKey()
+            | "WriteFile" >> beam.ParDo(_WritePaneFn(self._folder, self._schema, self._run))
         )
 
 
