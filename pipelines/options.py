@@ -41,6 +41,12 @@ class SemsimOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         _flag(parser, "output", help="output folder")
+        _flag(
+            parser,
+            "history",
+            help="history store (a folder, local or gs://): batch deduplicates --input against everything it holds, "
+            "then adds --input's records (the first run creates it); a stream matches against it and appends to it",
+        )
         _flag(parser, "id_field", default="id", help="id field of structured input (default: id)")
         _flag(parser, "text_field", default="text", help="text field of structured input (default: text)")
         _flag(parser, "max_text_bytes", type=int, default=100_000, help="longer texts (UTF-8 bytes) are dead letters")
@@ -117,12 +123,6 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
             action="store_true",
             help="replace the semsim run already in --output (its entries are deleted first); without it such a "
             "folder is refused",
-        )
-        _flag(
-            parser,
-            "history",
-            help="history store (a folder, local or gs://): deduplicate --input against everything it holds, then "
-            "add --input's records to it; created by the first run",
         )
         _flag(
             parser,
@@ -206,7 +206,7 @@ class StreamingDedupOptions(SemsimOptions, PipelineOptions):
         _flag(parser, "retention", help="forget posts older than this (e.g. 30d, 12h, 90m, 3600s)")
         _flag(parser, "max_per_cell", type=int, help="keep at most this many posts per cell (newest)")
         _flag(parser, "window_seconds", type=int, default=10, help="write each output every this many seconds")
-        _flag(parser, "seed_embeddings", help="output folder of a batch run (embeddings/ + clusters/) to match against")
+        _flag(parser, "commit_seconds", type=int, default=60, help="append to --history every this many seconds")
 
 
 def duration_seconds(text: str) -> float:
@@ -317,8 +317,10 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
         raise OptionsError(f"--window-seconds must be a positive whole number, got {opts.window_seconds}")
     if opts.retention:
         duration_seconds(opts.retention)
-    if opts.seed_embeddings:
-        match_files("--seed-embeddings", embeddings_pattern(FileSystems.join(opts.seed_embeddings, "embeddings")))
+    if opts.commit_seconds < 1:
+        raise OptionsError(f"--commit-seconds must be a positive whole number, got {opts.commit_seconds}")
+    if opts.history and opts.centroids:
+        raise OptionsError("--centroids cannot be given with --history: the store's own centroids are used")
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "BundleBasedDirectRunner"
     standard.streaming = True

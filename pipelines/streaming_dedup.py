@@ -16,33 +16,34 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import OptionsError, StreamingDedupOptions, duration_seconds, validate_streaming
-from pipelines.run_files import load_centroids, read_parquet_folder, read_summary
+from pipelines.run_files import load_centroids
 from semsim_core import run_layout as layout
-from semsim_core.backends import FP32_BACKENDS
+from semsim_core.embedder import model_identity
+from semsim_core.history import History, HistoryError, check_compatible
 from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
+from semsim_core.stream_history import StreamHistory
 from transforms import DEAD_LETTER
+from transforms.history_append import AppendToHistory
 from transforms.pubsub import PublishJson, ReadPosts
-from transforms.stream_match import NOTIFICATIONS, PAIRS, MatchPosts, seed_entries
+from transforms.stream_match import ACCEPTED, NOTIFICATIONS, PAIRS, MatchPosts
 from transforms.write import WriteWindowedRows
 
 _LOG = logging.getLogger(__name__)
 
 
-def _seeds(folder: str, centroids: np.ndarray | None, rescoring: bool) -> dict:
-    """A batch run's embeddings/ and clusters/ as per-cell history; its summary says whether the vectors are fp32."""
-    clusters = read_parquet_folder(FileSystems.join(folder, layout.CLUSTERS), CLUSTERS_SCHEMA)
-    embeddings = read_parquet_folder(FileSystems.join(folder, layout.EMBEDDINGS))
-    dim = embeddings.schema.field("embedding").type.list_size
-    vectors = embeddings["embedding"].combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32)
-    cluster_of = dict(zip(clusters["id"].to_pylist(), clusters["cluster_id"].to_pylist(), strict=True))
-    fp32 = read_summary(folder).backend in FP32_BACKENDS
-    if rescoring and not fp32:
-        _LOG.warning(
-            "--seed-embeddings %s was not embedded by an fp32 backend: matches near the threshold against it are "
-            "decided by its stored vectors (write the history with --backend torch to decide them by fp32)",
-            folder,
-        )
-    return seed_entries(embeddings["id"].to_pylist(), vectors, cluster_of, centroids, fp32)
+def _open_history(opts: StreamingDedupOptions, rescoring: bool) -> tuple[StreamHistory, np.ndarray, float]:
+    """``--history``: the store checked against this stream's model; its centroids and margin become the stream's
+    cells. Only the manifest and centroids are read here: workers read cells when they first serve them."""
+    history = History(opts.history)
+    try:
+        manifest = history.manifest()
+        fingerprint, dim = model_identity(opts.model)
+        check_compatible(manifest, opts.model, fingerprint, dim, root=opts.history)
+        centroids = history.centroids(manifest)
+    except HistoryError as e:
+        raise OptionsError(str(e)) from None
+    _LOG.info("history %s: %d cells, %d records", opts.history, manifest.cells, sum(s.rows for s in manifest.segments))
+    return StreamHistory(opts.history, keep_text=rescoring), centroids, manifest.margin
 
 
 def _id_label(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> str | None:
@@ -55,20 +56,26 @@ def _id_label(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> str | Non
 def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     """Add the streaming steps to ``pipeline``."""
     out = opts.output
-    centroids = load_centroids(opts.centroids) if opts.centroids else None
+    band = opts.score_band()
+    history, margin = None, opts.cell_margin
+    if opts.history:
+        history, centroids, margin = _open_history(opts, bool(band.band))
+    else:
+        centroids = load_centroids(opts.centroids) if opts.centroids else None
     if centroids is None:
         _LOG.warning("no --centroids: the stream runs as a single cell (correct, not parallel)")
     posts = pipeline | "Read" >> ReadPosts(opts.subscription, opts.parse_config(), _id_label(pipeline, opts))
-    band = opts.score_band()
     matched = posts.records | "Match" >> MatchPosts(
         opts.embed_config(),
         band,
         centroids,
-        opts.cell_margin,
+        margin,
         retention_seconds=duration_seconds(opts.retention) if opts.retention else None,
         max_per_cell=opts.max_per_cell,
-        seeds=_seeds(opts.seed_embeddings, centroids, bool(band.band)) if opts.seed_embeddings else None,
+        history=history,
     )
+    if history:
+        matched[ACCEPTED] | "AppendToHistory" >> AppendToHistory(opts.history, opts.commit_seconds)
     seconds = opts.window_seconds
     folder = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     matched.clusters | "WriteClusters" >> WriteWindowedRows(folder[layout.CLUSTERS], CLUSTERS_SCHEMA, seconds)

@@ -23,8 +23,7 @@ from semsim_core.rescore import ScoreBand
 
 class Entry(NamedTuple):
     """One stored post (``vector`` None for an exact copy, which is matched by hash and not searched). ``text`` is
-    kept only while matches are rescored with fp32 (empty otherwise, and for seeded history); ``fp32`` marks a
-    vector that is the fp32 model's own (history seeded from an fp32 run), which rescoring uses as it is."""
+    kept only while matches are rescored with fp32 (empty otherwise)."""
 
     id: str
     vector: np.ndarray | None
@@ -32,12 +31,10 @@ class Entry(NamedTuple):
     timestamp: float
     cluster_id: str
     text: str = ""
-    fp32: bool = False
 
 
 Fp32Scores = Callable[[list[Entry]], list[float | None]]
-"""The fp32 cosine of the post being matched with each stored entry; None for an entry with neither text nor an
-fp32 vector."""
+"""The fp32 cosine of the post being matched with each stored entry; None for an entry without text."""
 
 
 @dataclass
@@ -82,6 +79,7 @@ class CellIndex:
     clusters: dict[str, str] = field(default_factory=dict)  # every stored or copied id -> cluster id
     sizes: dict[str, int] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)  # text hash -> id of the stored post with that text
+    evicted_until: float | None = None  # the latest event time evicted so far
     _vectors: list[np.ndarray] = field(default_factory=list)
     _entries: dict[str, Entry] = field(default_factory=dict)
     _index: faiss.IndexFlatIP | None = None
@@ -150,7 +148,7 @@ class CellIndex:
 
     def insert(self, entry: Entry) -> None:
         """Store a post (or an exact copy: ``vector`` None) with its decided cluster, without querying: what
-        :meth:`add` does after deciding, and how state and seeds are replayed."""
+        :meth:`add` does after deciding, and how state and history are replayed."""
         self.seen[entry.id] = entry.timestamp
         self.clusters[entry.id] = entry.cluster_id
         self.sizes[entry.cluster_id] = self.sizes.get(entry.cluster_id, 0) + 1
@@ -188,6 +186,8 @@ class CellIndex:
             gone.update(left[: len(left) - keep_newest])
         if not gone:
             return []
+        latest = max(self.seen[i] for i in gone)
+        self.evicted_until = latest if self.evicted_until is None else max(self.evicted_until, latest)
         for i in gone:
             cluster = self.clusters[i]
             self.sizes[cluster] -= 1

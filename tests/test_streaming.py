@@ -5,15 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import apache_beam as beam
 import pandas as pd
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.streaming_dedup import start
-from tests.conftest import SAMPLE_PARAPHRASES, fp32_unless_named, run_batch, sample_titles, write_jsonl
+from pipelines.options import validate_streaming
+from pipelines.streaming_dedup import build, start
+from tests.conftest import REPO, SAMPLE_PARAPHRASES, fp32_unless_named, run_batch, sample_titles, write_jsonl
 from tests.pubsub_emulator import PROJECT, find_launcher, pubsub_emulator
 
 pytestmark = pytest.mark.skipif(find_launcher() is None, reason="the Pub/Sub emulator is not installed")
@@ -168,24 +174,100 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
     assert not [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
 
 
-def test_restart_from_seeded_history(pubsub, tmp_path):
+@contextlib.contextmanager
+def beating(pubsub, topic: str):
+    """A heartbeat message to ``topic`` every half second while the block runs (see :func:`streaming`)."""
     publisher, _ = pubsub
-    topic, subscription = make_topic(pubsub, "later-posts")
-    pairs = paraphrase_rows(40)
-    history, later = pairs[0::2], pairs[1::2]
-    history_input = str(write_jsonl(tmp_path / "h.jsonl", history))
-    run_batch(tmp_path / "history", "--input", history_input, "--write-embeddings", "--backend", "torch")
-    approximate = ["--backend", "openvino-int8", "--rescore-band", "0.08"]  # decided by fp32 against the history
-    flags = stream_flags(subscription, tmp_path / "out", "--seed-embeddings", str(tmp_path / "history"), *approximate)
-    with streaming(pubsub, topic, flags):
-        for row in later:
-            publish(publisher, topic, row)
-        wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= len(later))
-    stream_pairs = read_folder(tmp_path / "out" / "pairs")
-    batch = run_batch(tmp_path / "all", "--input", str(write_jsonl(tmp_path / "all.jsonl", history + later)))
-    history_ids = {r["id"] for r in history}
-    cross = {(a, b) for a, b in pair_set(batch.pairs) if (a in history_ids) != (b in history_ids)}
-    assert cross and cross <= pair_set(stream_pairs), "fp32 history settles matches near the threshold exactly"
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(0.5):
+            publisher.publish(topic, HEARTBEAT.encode())
+
+    heart = threading.Thread(target=beat, daemon=True)
+    heart.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        heart.join()
+
+
+def stream_segments(store: Path) -> list[dict]:
+    """The segments a stream committed to ``store``."""
+    manifest = json.loads((store / "manifest.json").read_text())
+    return [s for s in manifest["segments"] if s["run"].startswith("stream ")]
+
+
+def _segment_ids(store: Path, segment: dict) -> set[str]:
+    records = [store / f for f in segment["files"] if f.startswith("records/")]
+    return set(pd.concat(pd.read_parquet(f, columns=["id"]) for f in records)["id"])
+
+
+def test_a_stream_on_a_history_store_appends_to_it_and_a_killed_stream_forgets_nothing_committed(
+    pubsub, tmp_path, embedder
+):
+    """Stream A matches against a store built by a batch run, appends the posts it stores, and is killed (SIGKILL);
+    stream B on the same store finds copies and paraphrases of A's committed posts, with A's cluster ids. The job
+    carries no history: its graph stays small, and a worker reads only the cells it serves."""
+    publisher, _ = pubsub
+    rows = paraphrase_rows(60)
+    stored, day_two = rows[0:40], rows[40:60]  # pairs: (stored[2i], stored[2i+1]) and (day_two[2i], day_two[2i+1])
+    titles = [{"id": r["id"], "text": r["text"]} for r in sample_titles(400)]
+    store = tmp_path / "history"
+    batch = run_batch(tmp_path / "batch", "--input", str(write_jsonl(tmp_path / "h.jsonl", stored[0::2] + titles)),
+                      "--history", str(store), "--cells", "4")  # fmt: skip
+    stored_cluster = batch.clusters.set_index("id")["cluster_id"]
+
+    topic_a, subscription_a = make_topic(pubsub, "history-a")
+    flags = ["--history", str(store), "--commit-seconds", "2"]
+    options = PipelineOptions(stream_flags(subscription_a, tmp_path / "a", *flags))
+    graph = beam.Pipeline(options=options)
+    build(graph, validate_streaming(options))
+    history_bytes = sum(f.stat().st_size for f in store.glob("cell=*/*.parquet"))
+    assert len(graph.to_runner_api().SerializeToString()) < min(100_000, history_bytes / 4), "no history in the job"
+
+    command = [sys.executable, "-m", "pipelines.streaming_dedup", *stream_flags(subscription_a, tmp_path / "a", *flags)]
+    copy_of_stored = {"id": "copy-1", "text": stored[0]["text"].upper()}
+    first_posts = [copy_of_stored, *stored[1::2], *day_two[0::2]]
+    with beating(pubsub, topic_a):
+        stream_a = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for row in first_posts:
+                publish(publisher, topic_a, row)
+            committed = {r["id"] for r in day_two[0::2]}
+            wait_for(lambda: committed <= {i for s in stream_segments(store) for i in _segment_ids(store, s)}, 180)
+        finally:
+            stream_a.send_signal(signal.SIGKILL)
+            stream_a.wait()
+    a_pairs = read_folder(tmp_path / "a" / "pairs")
+    a_cluster = read_folder(tmp_path / "a" / "clusters").set_index("id")["cluster_id"]
+    exact = pair_set(a_pairs[a_pairs["kind"] == "exact"])
+    assert tuple(sorted((stored[0]["id"], "copy-1"))) in exact, "a copy of a stored text, by hash"
+    assert a_cluster["copy-1"] == stored_cluster[stored[0]["id"]]
+    vectors = embedder.encode([r["text"] for r in stored])
+    clear = [i for i in range(0, len(stored), 2) if float(vectors[i] @ vectors[i + 1]) >= 0.81]
+    assert clear and all(tuple(sorted((stored[i]["id"], stored[i + 1]["id"]))) in pair_set(a_pairs) for i in clear)
+
+    topic_b, subscription_b = make_topic(pubsub, "history-b")
+    copies = [{"id": f"copy-of-{r['id']}", "text": r["text"]} for r in day_two[0::2]]
+    second_posts = [*copies, *day_two[1::2]]
+    with streaming(pubsub, topic_b, stream_flags(subscription_b, tmp_path / "b", *flags)) as stream_b:
+        for row in second_posts:
+            publish(publisher, topic_b, row)
+        wait_for(lambda: len(read_folder(tmp_path / "b" / "clusters")) >= len(second_posts))
+        touched = stream_b.metrics().query()["counters"]
+    b_pairs, b_clusters = read_folder(tmp_path / "b" / "pairs"), read_folder(tmp_path / "b" / "clusters")
+    exact = pair_set(b_pairs[b_pairs["kind"] == "exact"])
+    assert {tuple(sorted((r["id"], f"copy-of-{r['id']}"))) for r in day_two[0::2]} <= exact, "A's posts, by hash"
+    b_cluster = b_clusters.set_index("id")["cluster_id"]
+    for row in day_two[0::2]:
+        assert b_cluster[f"copy-of-{row['id']}"] == a_cluster[row["id"]], "with the cluster id A gave"
+    paraphrased = [(a["id"], b["id"]) for a, b in zip(day_two[0::2], day_two[1::2], strict=True)]
+    found = [p for p in paraphrased if tuple(sorted(p)) in pair_set(b_pairs)]
+    assert len(found) >= len(paraphrased) // 2, "paraphrases of A's posts (those at or above 0.8)"
+    reads = sum(c.committed for c in touched if c.key.metric.name == "history_cells_read")
+    assert 1 <= reads <= 4 * 2, "cells are read when first served (and again after a rebuild), never all at once"
 
 
 def test_stream_with_centroids_probes_neighbour_cells(pubsub, tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,12 +14,16 @@ from apache_beam.utils.timestamp import Timestamp
 
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.evaluation import read_stsb
+from semsim_core.history import History, HistoryError, Manifest, Segment
 from semsim_core.normalize import text_hash
 from semsim_core.records import ClusterAssignment, make_pair
 from semsim_core.rescore import ScoreBand
+from semsim_core.stream_history import AcceptedPost, StreamHistory
 from semsim_core.streaming import CellIndex, Entry, Match, Outcome
 from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST, sample_titles
+from transforms.history_append import _AppendFn
 from transforms.stream_match import (
+    ACCEPTED,
     NOTIFICATIONS,
     PAIRS,
     REDELIVERY_GUARD_SECONDS,
@@ -97,7 +103,7 @@ def test_matches_near_the_threshold_are_decided_by_fp32(embedder):
         kept = [round(float(fp32_scores[k]), 4)] if fp32_scores[k] >= 0.8 else []
         assert [round(m.score, 4) for m in outcome.matches] == kept, "a kept match carries its fp32 score"
 
-        seeded = CellIndex()  # history without text (seeds): decided by the stored approximate vector
+        seeded = CellIndex()  # an entry without text: decided by the stored approximate vector
         seeded.insert(Entry("a", approx[0][k], "", 1.0, "a"))
         unscored = seeded.add("b", approx[1][k], text_hash(b), 2.0, band, fp32, text=b)
         assert unscored.rescored == 0 and (unscored.cluster_id == "a") == (int8_scores[k] >= 0.8)
@@ -140,11 +146,11 @@ class Timer:
 
 def cell_state() -> dict:
     """One cell's state and timer, as the runner keeps them for its key (shared by every DoFn instance)."""
-    return {"entries": Bag(), "version": Value(), "expire": Timer()}
+    return {"entries": Bag(), "version": Value(), "floor": Value(), "expire": Timer()}
 
 
-def cell_fn(**limits) -> CellStateFn:
-    fn = CellStateFn(AT_08, None, limits.get("retention"), limits.get("max_per_cell"))
+def cell_fn(history: StreamHistory | None = None, **limits) -> CellStateFn:
+    fn = CellStateFn(AT_08, None, limits.get("retention"), limits.get("max_per_cell"), history)
     fn.setup()
     return fn
 
@@ -209,10 +215,73 @@ def test_retention_timer_and_a_failed_bundle_keep_state_and_cache_apart(embedder
     assert stored_ids(state) == ["p1", "p2", "p3"]
 
 
+def history_store(root, posts: list[Post], cluster_of: dict[str, str]) -> StreamHistory:
+    """A one-cell history store holding ``posts`` (created empty, then appended to as a stream appends)."""
+    history = History(str(root))
+    dim = posts[0].vector.shape[0]
+    segment = Segment("empty", "", 0, "test", ())
+    history.commit(Manifest("m", None, dim, "float32", 0.0, "", 1), segment, None, np.ones((1, dim), np.float32))
+    stored = StreamHistory(str(root))
+    accepted = [AcceptedPost(p.id, p.text, p.text_hash, p.timestamp, (0,), p.vector, cluster_of.get(p.id, p.id), False)
+                for p in posts]  # fmt: skip
+    stored.append(accepted, "day1", "test", "test")
+    assert stored.append(accepted, "day1", "test", "test").version == 2, "a segment is committed once"
+    return stored
+
+
+def test_history_records_join_cells_by_hash_and_leave_by_time(embedder, tmp_path):
+    """A stored text's copy is an exact match with the stored record (and its cluster); retention and
+    --max-per-cell evict stored records by event time, and a later cache rebuild does not bring them back."""
+    texts = [paraphrase_texts(6)[i] for i in (0, 4, 1, 5)]  # p0 ~ p2, p1 ~ p3
+    p = posts(texts, embedder.encode(texts))
+    history = history_store(tmp_path / "h", p[:2], {"p1": "c-old"})
+    state = cell_state()
+    a = cell_fn(history, retention=10.0)
+    copy = p[1]._replace(id="copy", text_hash=text_hash(texts[1].upper()), timestamp=5.0)
+    answer = insert(a, state, copy)
+    assert answer.outcome.exact_of == "p1" and answer.outcome.cluster_id == "c-old"
+    assert stored_ids(state) == ["copy"], "history records stay in the store, not in state"
+    a.expire_old_posts(0, Timestamp(11.5), **state)  # p0 (time 0) and p1 (time 1) leave; the copy (5) stays
+    assert state["floor"].read() == 1.0 and stored_ids(state) == ["copy"]
+    fresh = cell_fn(history, retention=10.0)  # another worker, building the cell from state and store
+    assert insert(fresh, state, p[2]._replace(timestamp=12.0)).outcome.matches == [], "p0 stays evicted"
+
+    bounded = cell_state()
+    b, c = cell_fn(history, max_per_cell=2), cell_fn(history, max_per_cell=2)
+    insert(b, bounded, p[2]._replace(timestamp=3.0))  # p0, p1 stored; p2 makes three: p0 leaves
+    assert bounded["floor"].read() == 0.0
+    assert [m.id for m in insert(c, bounded, p[3]._replace(timestamp=4.0)).outcome.matches] == ["p1"]
+    assert stored_ids(bounded) == ["p2", "p3"] and bounded["floor"].read() == 1.0
+
+
+def test_appends_and_compaction_take_turns(embedder, tmp_path):
+    """A compaction replaces the files a worker's manifest names: its next read takes the new manifest. An append
+    waits while another writer holds the store's lock, then commits."""
+    texts = paraphrase_texts(4)
+    p = posts(texts, embedder.encode(texts))
+    root = str(tmp_path / "h")
+    reader = history_store(root, p[:2], {})
+    assert [e.id for e in reader.cell_entries(0)] == ["p0", "p1"]
+    writer = StreamHistory(root)
+    as_stored = [AcceptedPost(q.id, q.text, q.text_hash, q.timestamp, (0,), q.vector, q.id, False) for q in p]
+    writer.append(as_stored[2:3], "day2", "test", "stream")
+    History(root).compact("compactor")
+    assert [e.id for e in reader.cell_entries(0)] == ["p0", "p1", "p2"]
+
+    History(root).lock("a batch run")
+    with pytest.raises(HistoryError, match="is locked by a batch run"):
+        writer.append(as_stored[3:], "day3", "test", "stream")
+    append = _AppendFn(root, "launch", wait_seconds=60)
+    append.setup()
+    threading.Timer(1.0, History(root).unlock, ["a batch run"]).start()
+    assert list(append.process((None, as_stored[3:]), pane=SimpleNamespace(index=0))) == ["launch-00000000"]
+    assert [e.id for e in StreamHistory(root).cell_entries(0)] == ["p0", "p1", "p2", "p3"]
+
+
 def test_entry_coder_round_trips_and_is_compact(embedder):
     vector = embedder.encode(["A man is playing a flute."])[0]
     entries = [
-        Entry("p1", vector, "h", 1.5, "c", "A man is playing a flute.", fp32=True),
+        Entry("p1", vector, "h", 1.5, "c", "A man is playing a flute."),
         Entry("p2", None, "h", 2.0, "c"),  # an exact copy: no vector
     ]
     coder = EntryCoder()
@@ -226,6 +295,10 @@ def test_entry_coder_round_trips_and_is_compact(embedder):
     )
 
 
+def a_post(post_id: str, cells: tuple[int, ...]) -> Post:
+    return Post(post_id, np.ones(4, np.float32) / 2, "hash", 0.0, cells, "text")
+
+
 def resolve_state() -> dict:
     return {"answers": Bag(), "done": Value(), "forget": Timer(), "timeout": Timer()}
 
@@ -235,13 +308,15 @@ def test_a_post_is_notified_once_with_the_earliest_match_and_both_times():
     state = resolve_state()
     primary = Outcome([Match("late", 0.95, "orig", 300.0), Match("orig", 0.85, "orig", 100.0)], "orig", 3)
     probe = Outcome([Match("other", 0.9, "x", 100.0)])  # as early as "orig": the smaller id wins
-    answers = [Answer(4, False, (7, 4), 500.0, probe), Answer(7, True, (7, 4), 500.0, primary)]
+    answers = [Answer(4, False, (7, 4), 500.0, probe), Answer(7, True, (7, 4), 500.0, primary, a_post("new", (7, 4)))]
     out = [list(resolve.process(("new", a), **state)) for a in answers]
     assert out[0] == [], "waits for every cell"
     assignment, *tagged = out[1]
     assert assignment == ClusterAssignment("new", "orig", False, 3)
     pairs = [t.value for t in tagged if t.tag == PAIRS]
     assert sorted((p.id_a, p.id_b) for p in pairs) == [("late", "new"), ("new", "orig"), ("new", "other")]
+    [accepted] = [t.value for t in tagged if t.tag == ACCEPTED]
+    assert (accepted.id, accepted.cluster_id, accepted.cells, accepted.copy) == ("new", "orig", (7, 4), False)
     [note] = [t.value for t in tagged if t.tag == NOTIFICATIONS]
     assert note == {
         "id": "new", "duplicate_of": "orig", "score": 0.85, "kind": "semantic", "cluster_id": "orig",
@@ -257,9 +332,9 @@ def test_resolve_per_cell_timeout_and_self_matches():
     again = Outcome([], "old", 2, seen_before=True)
     state = resolve_state()
     # a re-delivery's answer (seen_before) comes first, then the same cell's first answer: the first one decides
-    assert list(resolve.process(("new", Answer(3, True, (3,), 5.0, again)), **state)) == []
+    assert list(resolve.process(("new", Answer(3, True, (3,), 5.0, again, a_post("new", (3,)))), **state)) == []
     assert state["timeout"].at is not None, "waiting is bounded"
-    assignment, *tagged = resolve.process(("new", Answer(3, True, (3,), 5.0, decided)), **state)
+    assignment, *tagged = resolve.process(("new", Answer(3, True, (3,), 5.0, decided, a_post("new", (3,)))), **state)
     assert assignment == ClusterAssignment("new", "old", False, 2)
     pairs = [t.value for t in tagged if t.tag == PAIRS]
     assert pairs == [make_pair("new", "old", 0.9, "semantic")], "no pair with itself"
@@ -274,5 +349,5 @@ def test_resolve_per_cell_timeout_and_self_matches():
     assert lost["done"].read() and list(resolve.give_up_waiting("late", **lost)) == []
 
     redelivered = resolve_state()  # resolved long ago, remembered no more: the primary says seen_before; nothing
-    assert list(resolve.process(("old", Answer(3, True, (3,), 1.0, again)), **redelivered)) == []
+    assert list(resolve.process(("old", Answer(3, True, (3,), 1.0, again, a_post("old", (3,)))), **redelivered)) == []
     assert list(resolve.give_up_waiting("old", **redelivered)) == []

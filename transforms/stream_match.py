@@ -3,15 +3,14 @@ post's pairs and cluster once every cell it went to has answered."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.coders import BooleanCoder, PickleCoder, StrUtf8Coder
+from apache_beam.coders import BooleanCoder, FloatCoder, PickleCoder, StrUtf8Coder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
@@ -30,6 +29,7 @@ from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.normalize import text_hash
 from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, Record, make_pair
 from semsim_core.rescore import ScoreBand, cosine
+from semsim_core.stream_history import AcceptedPost, StreamHistory
 from semsim_core.streaming import CellIndex, Entry, Fp32Scores, Outcome, earliest, utc_iso
 from transforms import METRICS_NAMESPACE
 from transforms.embed import EmbedBatchFn
@@ -37,6 +37,7 @@ from transforms.vector_coder import EntryCoder
 
 PAIRS = "pairs"
 NOTIFICATIONS = "notifications"
+ACCEPTED = "accepted"  # an AcceptedPost per post the stream stored: what it appends to a history store
 REDELIVERY_GUARD_SECONDS = 7 * 24 * 3600.0  # Pub/Sub keeps an unacknowledged message at most 7 days
 RESOLVE_TIMEOUT_SECONDS = 300.0
 
@@ -55,13 +56,14 @@ class Post(NamedTuple):
 
 class Answer(NamedTuple):
     """One cell's answer about one post: ``cells`` are all the cells the post went to (its primary first), and
-    ``timestamp`` its event time in seconds."""
+    ``timestamp`` its event time in seconds; the primary cell's answer carries the ``post`` (for the history)."""
 
     cell: int
     primary: bool
     cells: tuple[int, ...]
     timestamp: float
     outcome: Outcome
+    post: Post | None = None
 
 
 class EmbedPostsFn(EmbedBatchFn):
@@ -105,12 +107,24 @@ class EmbedPostsFn(EmbedBatchFn):
                 yield WindowedValue((cell, (post, rank == 0)), timestamp, (window,))
 
 
+class CellState(NamedTuple):
+    """The Beam state of one cell, as :class:`CellStateFn` is handed it."""
+
+    entries: object  # bag of Entry: the posts the stream stored in the cell
+    version: object  # a token every write replaces
+    floor: object  # the latest event time evicted: history records up to it stay out
+
+
 class CellStateFn(beam.DoFn):
     """Keyed by cell. Beam state is the source of truth: a bag of :class:`Entry` (:class:`EntryCoder`) and a version
     token that every write replaces. A :class:`CellIndex` per cell is this DoFn instance's cache, trusted only while
     the state holds the token it was built at: Beam runs several instances and processes for one key over time, and a
     failed bundle commits nothing, so a count, or a token this instance wrote in a bundle that failed, could match a
     state the cache never saw. The cache keeps the most recently used cells within ``cache_bytes``.
+
+    With a ``history`` store, a cell's stored records join its index when the cache is built (read from the store
+    by the worker, never written to state; ``history_cells_read`` counts the reads), less those older than the
+    retention horizon or than what the cell has evicted (``history_floor``, in state).
 
     Primary posts are queried then inserted; probe copies are only queried. Matches in ``band`` are rescored with
     the ``fp32`` model (loaded once per worker, on the first such match) before a post's cluster is decided; stored
@@ -120,6 +134,7 @@ class CellStateFn(beam.DoFn):
 
     ENTRIES = BagStateSpec("entries", EntryCoder())
     VERSION = ReadModifyWriteStateSpec("version", StrUtf8Coder())
+    FLOOR = ReadModifyWriteStateSpec("history_floor", FloatCoder())
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
     FP32_CACHE = 10_000  # fp32 vectors kept per DoFn instance, most recently used
 
@@ -129,7 +144,7 @@ class CellStateFn(beam.DoFn):
         fp32: EmbedConfig | None,
         retention_seconds: float | None,
         max_per_cell: int | None,
-        seeds=None,
+        history: StreamHistory | None = None,
         cache_bytes: int = 2 << 30,
     ):
         self._band = band
@@ -137,13 +152,15 @@ class CellStateFn(beam.DoFn):
         self._shared = Shared()
         self._retention = retention_seconds
         self._max_per_cell = max_per_cell
-        self._seeds = seeds or {}
+        self._history = history
         self._cache_bytes = cache_bytes
         self._rescored = Metrics.counter(METRICS_NAMESPACE, "rescored_pairs")
         self._rebuilds = Metrics.counter(METRICS_NAMESPACE, "cell_cache_rebuilds")
+        self._history_reads = Metrics.counter(METRICS_NAMESPACE, "history_cells_read")
 
     def setup(self) -> None:
-        self._cache: OrderedDict[int, tuple[str | None, CellIndex]] = OrderedDict()
+        # cell -> (state token it was built at, index, ids that came from the history store)
+        self._cache: OrderedDict[int, tuple[str | None, CellIndex, set[str]]] = OrderedDict()
         self._fp32_model: Embedder | None = None
         self._fp32_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -167,55 +184,72 @@ class CellStateFn(beam.DoFn):
 
         def scores(stored: list[Entry]) -> list[float | None]:
             vectors = self._fp32_vector_of({post.id: post.text, **{e.id: e.text for e in stored if e.text}})
-            vectors.update({e.id: e.vector for e in stored if e.fp32})
             return [cosine(vectors[post.id], vectors[e.id]) if e.id in vectors else None for e in stored]
 
         return scores
 
-    def _index(self, cell: int, entries, version) -> CellIndex:
+    def _index(self, cell: int, state: CellState, horizon: float | None) -> CellIndex:
         """The cell as its state holds it now: the cached index if the state's token is the one it was built at,
-        else rebuilt from state (and seeds)."""
-        token = version.read()
+        else rebuilt from the history store (records later than ``horizon`` and the cell's floor) and state."""
+        token = state.version.read()
         cached = self._cache.get(cell)
         if cached is None or cached[0] != token:
             self._rebuilds.inc()
             index = CellIndex()
-            for entry in [*self._seeds.get(cell, ()), *entries.read()]:
+            own = list(state.entries.read())
+            loaded: list[Entry] = []
+            if self._history is not None:
+                self._history_reads.inc()
+                bounds = [b for b in (horizon, state.floor.read()) if b is not None]
+                ids = {e.id for e in own}
+                loaded = [e for e in self._history.cell_entries(cell, max(bounds, default=None)) if e.id not in ids]
+            for entry in [*loaded, *own]:
                 index.insert(entry)
-            cached = self._cache[cell] = (token, index)
+            cached = self._cache[cell] = (token, index, {e.id for e in loaded})
         self._cache.move_to_end(cell)
-        total = sum(index.nbytes() for _, index in self._cache.values())
+        total = sum(index.nbytes() for _, index, _ in self._cache.values())
         while total > self._cache_bytes and len(self._cache) > 1:  # least recently used first; never this cell
             total -= self._cache.popitem(last=False)[1][1].nbytes()
         return cached[1]
 
-    def _written(self, cell: int, index: CellIndex, version) -> None:
+    def _written(self, cell: int, index: CellIndex, state: CellState) -> None:
         """After a write to the cell's state: a new token, which this cache now matches."""
         token = uuid.uuid4().hex
-        version.write(token)
-        self._cache[cell] = (token, index)
+        state.version.write(token)
+        self._cache[cell] = (token, index, self._cache[cell][2])
 
-    def _rewrite(self, cell: int, index: CellIndex, entries, version) -> None:
-        seeded = {s.id for s in self._seeds.get(cell, ())}
-        entries.clear()
+    def _evict(self, cell: int, index: CellIndex, state: CellState, **limits) -> None:
+        """Evict from the index by ``limits`` (:meth:`CellIndex.evict`), then write the cell's posts (not its
+        history records, which stay in the store below the new floor) to state again."""
+        if not index.evict(**limits):
+            return
+        from_history = self._cache[cell][2]
+        state.entries.clear()
         for entry in index.entries():
-            if entry.id not in seeded:
-                entries.add(entry)
-        self._written(cell, index, version)
+            if entry.id not in from_history:
+                state.entries.add(entry)
+        if self._history is not None:
+            state.floor.write(index.evicted_until)
+        self._written(cell, index, state)
 
     def _schedule_expiry(self, index: CellIndex, expire) -> None:
         if self._retention and index.seen:
             expire.set(Timestamp(min(index.seen.values()) + self._retention))
+
+    def _horizon(self, now: float) -> float | None:
+        return now - self._retention if self._retention else None
 
     def process(
         self,
         element: tuple[int, tuple[Post, bool]],
         entries=beam.DoFn.StateParam(ENTRIES),
         version=beam.DoFn.StateParam(VERSION),
+        floor=beam.DoFn.StateParam(FLOOR),
         expire=beam.DoFn.TimerParam(EXPIRE),
     ) -> Iterator[tuple[str, Answer]]:
         cell, (post, primary) = element
-        index = self._index(cell, entries, version)
+        state = CellState(entries, version, floor)
+        index = self._index(cell, state, self._horizon(post.timestamp))
         fp32 = self._fp32_scores(post)
         if not primary:
             outcome = index.probe(post.vector, self._band, fp32)
@@ -225,13 +259,11 @@ class CellStateFn(beam.DoFn):
         self._rescored.inc(outcome.rescored)
         if primary and not outcome.seen_before:
             entries.add(index.entry(post.id))
+            self._written(cell, index, state)
             if self._max_per_cell and len(index.seen) > self._max_per_cell:
-                index.evict(keep_newest=self._max_per_cell)
-                self._rewrite(cell, index, entries, version)
-            else:
-                self._written(cell, index, version)
+                self._evict(cell, index, state, keep_newest=self._max_per_cell)
             self._schedule_expiry(index, expire)
-        yield post.id, Answer(cell, primary, post.cells, post.timestamp, outcome)
+        yield post.id, Answer(cell, primary, post.cells, post.timestamp, outcome, post if primary else None)
 
     @on_timer(EXPIRE)
     def expire_old_posts(
@@ -240,11 +272,13 @@ class CellStateFn(beam.DoFn):
         fired=beam.DoFn.TimestampParam,
         entries=beam.DoFn.StateParam(ENTRIES),
         version=beam.DoFn.StateParam(VERSION),
+        floor=beam.DoFn.StateParam(FLOOR),
         expire=beam.DoFn.TimerParam(EXPIRE),
     ) -> None:
-        index = self._index(cell, entries, version)
-        if index.evict(older_than=float(fired) - self._retention + 1e-6):
-            self._rewrite(cell, index, entries, version)
+        state = CellState(entries, version, floor)
+        horizon = self._horizon(float(fired))
+        index = self._index(cell, state, horizon)
+        self._evict(cell, index, state, older_than=horizon + 1e-6)
         self._schedule_expiry(index, expire)
 
 
@@ -354,6 +388,13 @@ class ResolveFn(beam.DoFn):
             best = min(matches, key=lambda m: (-m.score, m.id), default=None)
             cluster, size, exact_of = (best.cluster_id, 0, None) if best else (post_id, 1, None)
         yield ClusterAssignment(post_id, cluster, cluster == post_id, size)
+        if primary is not None:  # stored in its cell: the history gets it too
+            post = primary.post
+            copy = exact_of is not None
+            stored = AcceptedPost(
+                post.id, post.text, post.text_hash, post.timestamp, post.cells, post.vector, cluster, copy
+            )
+            yield beam.pvalue.TaggedOutput(ACCEPTED, stored)
         kinds = {match.id: EXACT if match.id == exact_of else SEMANTIC for match in matches}
         for match in matches:
             yield beam.pvalue.TaggedOutput(PAIRS, make_pair(post_id, match.id, match.score, kinds[match.id]))
@@ -377,7 +418,8 @@ class ResolveFn(beam.DoFn):
 
 
 class MatchPosts(beam.PTransform):
-    """Records -> ``clusters`` (:class:`ClusterAssignment`), ``pairs`` (:class:`Pair`) and ``notifications``.
+    """Records -> ``clusters`` (:class:`ClusterAssignment`), ``pairs`` (:class:`Pair`), ``notifications`` and
+    ``accepted`` (:class:`AcceptedPost`).
 
     Posts are embedded in batches of at most ``batch_size`` cut from each bundle (a post never waits for a batch to
     fill), keyed by every cell within ``margin`` of their nearest centroid (one cell without
@@ -393,11 +435,12 @@ class MatchPosts(beam.PTransform):
         margin: float,
         retention_seconds: float | None = None,
         max_per_cell: int | None = None,
-        seeds: dict[int, Sequence[Entry]] | None = None,
+        history: StreamHistory | None = None,
     ):
         super().__init__()
         self._embed = EmbedPostsFn(Shared(), config, centroids, margin)
-        self._cells = CellStateFn(band, config.fp32() if band.band else None, retention_seconds, max_per_cell, seeds)
+        fp32 = config.fp32() if band.band else None
+        self._cells = CellStateFn(band, fp32, retention_seconds, max_per_cell, history)
         self._resolve = ResolveFn(retention_seconds)
 
     def expand(self, records):
@@ -405,20 +448,5 @@ class MatchPosts(beam.PTransform):
             records
             | "EmbedAndAssignCells" >> beam.ParDo(self._embed)
             | "MatchInCell" >> beam.ParDo(self._cells)
-            | "Resolve" >> beam.ParDo(self._resolve).with_outputs(PAIRS, NOTIFICATIONS, main="clusters")
+            | "Resolve" >> beam.ParDo(self._resolve).with_outputs(PAIRS, NOTIFICATIONS, ACCEPTED, main="clusters")
         )
-
-
-def seed_entries(
-    ids: Sequence[str], vectors: np.ndarray, clusters: dict[str, str], centroids: np.ndarray | None, fp32: bool
-) -> dict[int, list[Entry]]:
-    """History from a batch run (its embeddings and cluster ids) as entries of each vector's nearest cell; ``fp32``:
-    the run's backend was fp32, so its vectors can settle matches near the threshold."""
-    nearest = [0] * len(ids) if centroids is None else [c[0] for c in assign_cells(vectors, centroids, 0.0)]
-    seeded_at = time.time()
-    by_cell: dict[int, list[Entry]] = {}
-    for record_id, vector, cell in zip(ids, vectors, nearest, strict=True):
-        vector = np.ascontiguousarray(vector, np.float32)
-        entry = Entry(record_id, vector, "", seeded_at, clusters.get(record_id, record_id), fp32=fp32)
-        by_cell.setdefault(cell, []).append(entry)
-    return by_cell

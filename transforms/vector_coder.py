@@ -39,7 +39,7 @@ class NdarrayCoder(coders.Coder):
 
 coders.registry.register_coder(np.ndarray, NdarrayCoder)
 
-_ENTRY_HEADER = struct.Struct("<dBI")  # timestamp, flags (1: fp32 vector, 2: has a vector), dimension
+_ENTRY_HEADER = struct.Struct("<dBI")  # timestamp, flags (1: has a vector), dimension
 
 
 def _pack_strings(*values: str) -> bytes:
@@ -62,7 +62,7 @@ class EntryCoder(coders.Coder):
     384-dim post about 1,600 bytes of state, against about 1,760 pickled, and no pickle to run per read."""
 
     def encode(self, entry: Entry) -> bytes:
-        flags = (1 if entry.fp32 else 0) | (2 if entry.vector is not None else 0)
+        flags = 1 if entry.vector is not None else 0
         vector = b"" if entry.vector is None else np.ascontiguousarray(entry.vector, np.float32).tobytes()
         dim = 0 if entry.vector is None else entry.vector.shape[0]
         strings = _pack_strings(entry.id, entry.text_hash, entry.cluster_id, entry.text)
@@ -71,8 +71,8 @@ class EntryCoder(coders.Coder):
     def decode(self, encoded: bytes) -> Entry:
         timestamp, flags, dim = _ENTRY_HEADER.unpack_from(encoded, 0)
         (record_id, hashed, cluster, text), offset = _unpack_strings(encoded, _ENTRY_HEADER.size, 4)
-        vector = np.frombuffer(encoded, np.float32, dim, offset).copy() if flags & 2 else None
-        return Entry(record_id, vector, hashed, timestamp, cluster, text, bool(flags & 1))
+        vector = np.frombuffer(encoded, np.float32, dim, offset).copy() if flags & 1 else None
+        return Entry(record_id, vector, hashed, timestamp, cluster, text)
 
     def is_deterministic(self) -> bool:
         return True

@@ -1,0 +1,145 @@
+"""A stream's view of a history store (:mod:`semsim_core.history`): each cell's stored records as stream entries,
+read when a worker first serves the cell, and the segments a stream appends.
+
+Nothing of the store travels inside the job: a :class:`StreamHistory` holds the store's root and reads its manifest
+on first use, in the worker. A cell's entries are the stored records whose *nearest* cell it is (the stream stores a
+post in its nearest cell and probes the cells within the margin, the same rule for history and new posts), with their
+text hash (exact copies of stored texts are found by hash), event time (retention counts from it) and cluster id
+(after the store's merges). A compaction that replaces files between the manifest's read and a cell's read is met by
+reading the manifest again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from semsim_core.history import RECORDS, RECORDS_SCHEMA, History, HistoryError, Manifest, Segment, cell_schema
+from semsim_core.streaming import Entry
+
+
+class AcceptedPost(NamedTuple):
+    """A post the stream stored, as the store keeps it: ``cells`` nearest first (with the store's margin), its
+    ``cluster_id`` as decided, and ``copy`` when it is an exact copy of a stored post (no vector of its own)."""
+
+    id: str
+    text: str
+    text_hash: str
+    timestamp: float
+    cells: tuple[int, ...]
+    vector: np.ndarray
+    cluster_id: str
+    copy: bool
+
+
+class StreamHistory:
+    """The store at ``root`` as a stream reads and appends it. ``keep_text``: entries keep their stored text (for
+    rescoring near-threshold matches with fp32)."""
+
+    def __init__(self, root: str, keep_text: bool = False):
+        self.root = root
+        self._keep_text = keep_text
+        self._manifest: Manifest | None = None
+        self._merges: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root, "_keep_text": self._keep_text, "_manifest": None, "_merges": {}}
+
+    def manifest(self, fresh: bool = False) -> Manifest:
+        """The manifest this worker reads by (read once; again when ``fresh``)."""
+        if self._manifest is None or fresh:
+            history = History(self.root)
+            self._manifest = history.manifest()
+            self._merges = history.cluster_merges(self._manifest)
+        return self._manifest
+
+    def cell_entries(self, cell: int, after: float | None = None) -> list[Entry]:
+        """The stored records whose nearest cell is ``cell`` and whose event time (seconds) is later than ``after``,
+        as entries, oldest first."""
+        try:
+            return self._cell_entries(cell, after)
+        except HistoryError:
+            self.manifest(fresh=True)  # files replaced by a compaction since this worker read the manifest
+            return self._cell_entries(cell, after)
+
+    def _cell_entries(self, cell: int, after: float | None) -> list[Entry]:
+        manifest = self.manifest()
+        history = History(self.root)
+        rows = history.read_cell(manifest, cell, ["id", "text", "cells", "embedding"])
+        rows = rows.filter(pc.equal(pc.list_element(rows["cells"], 0), cell))
+        if not rows.num_rows:
+            return []
+        ids = rows["id"].to_pylist()
+        wanted = set(ids)
+        found: dict[str, tuple[str, float, str]] = {}
+        columns = ["id", "text_hash", "event_time", "cluster_id"]
+        for relative in manifest.files(RECORDS):
+            table = history.find_records(relative, "id", wanted, self._merges, columns)
+            times = table["event_time"].cast(pa.int64()).to_pylist()
+            for record_id, hashed, micros, cluster in zip(
+                table["id"].to_pylist(), table["text_hash"].to_pylist(), times, table["cluster_id"].to_pylist(),
+                strict=True,
+            ):  # fmt: skip
+                found[record_id] = (hashed, micros / 1e6, cluster)
+        vectors = np.stack(rows["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+        texts = rows["text"].to_pylist() if self._keep_text else [""] * len(ids)
+        entries = []
+        for record_id, vector, text in zip(ids, vectors, texts, strict=True):
+            hashed, seconds, cluster = found[record_id]
+            if after is None or seconds > after:
+                entries.append(Entry(record_id, np.ascontiguousarray(vector), hashed, seconds, cluster, text))
+        return sorted(entries, key=lambda e: (e.timestamp, e.id))
+
+    def append(self, posts: Sequence[AcceptedPost], segment_id: str, run: str, owner: str) -> Manifest:
+        """Commit ``posts`` as segment ``segment_id`` (cell parts for the posts with a vector, one records file),
+        under the store's lock; committing a segment id again changes nothing (a retried bundle). A store locked by
+        another writer raises :class:`HistoryError` (the caller retries later)."""
+        history = History(self.root)
+        manifest = history.manifest()
+        if any(segment.id == segment_id for segment in manifest.segments):
+            return manifest
+        files = []
+        schema = cell_schema(manifest.dim, manifest.dtype)
+        stored = [p for p in posts if not p.copy]
+        for cell in sorted({c for p in stored for c in p.cells}):
+            members = [p for p in stored if cell in p.cells]
+            columns = [
+                pa.array([p.id for p in members], pa.string()),
+                pa.array([p.text for p in members], pa.string()),
+                pa.array([list(p.cells) for p in members], pa.list_(pa.int32())),
+                pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.concatenate([p.vector for p in members]).astype(manifest.dtype)), manifest.dim
+                ),
+            ]
+            files.append(
+                history.write_table(
+                    history.cell_part_path(segment_id, cell), pa.Table.from_arrays(columns, schema=schema)
+                )
+            )
+        records = pa.Table.from_pylist(
+            [
+                {
+                    "id": p.id,
+                    "text_hash": p.text_hash,
+                    "event_time": dt.datetime.fromtimestamp(p.timestamp, dt.timezone.utc),
+                    "cluster_id": p.cluster_id,
+                    "embedded": not p.copy,
+                    "text_length": len(p.text),
+                }
+                for p in posts
+            ],
+            schema=RECORDS_SCHEMA,
+        )
+        files.append(history.write_table(f"{RECORDS}{segment_id}-0.parquet", records))
+        history.lock(owner)
+        try:
+            current = history.manifest()
+            segment = Segment(segment_id, "", len(posts), run, tuple(files))
+            return history.commit(current, segment, current.version)
+        finally:
+            history.unlock(owner)
