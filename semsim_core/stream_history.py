@@ -2,11 +2,10 @@
 read when a worker first serves the cell, and the segments a stream appends.
 
 Nothing of the store travels inside the job: a :class:`StreamHistory` holds the store's root and reads its manifest
-on first use, in the worker. A cell's entries are the stored records whose *nearest* cell it is (the stream stores a
-post in its nearest cell and probes the cells within the margin, the same rule for history and new posts), with their
-text hash (exact copies of stored texts are found by hash), event time (retention counts from it) and cluster id
-(after the store's merges). A compaction that replaces files between the manifest's read and a cell's read is met by
-reading the manifest again.
+on first use, in the worker. A cell's entries are the stored records the store holds in that cell (their nearest and
+the cells within the margin, where the stream stores its posts too), with their cells, text hash (exact copies of
+stored texts are found by hash), event time (retention counts from it) and cluster id (after the store's merges). A
+compaction that replaces files between the manifest's read and a cell's read is met by reading the manifest again.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from semsim_core.history import RECORDS, RECORDS_SCHEMA, History, HistoryError, Manifest, Segment, cell_schema
 from semsim_core.streaming import Entry
@@ -59,8 +57,8 @@ class StreamHistory:
         return self._manifest
 
     def cell_entries(self, cell: int, after: float | None = None) -> list[Entry]:
-        """The stored records whose nearest cell is ``cell`` and whose event time (seconds) is later than ``after``,
-        as entries, oldest first."""
+        """The records stored in ``cell`` whose event time (seconds) is later than ``after``, as entries, oldest
+        first."""
         try:
             return self._cell_entries(cell, after)
         except HistoryError:
@@ -71,7 +69,6 @@ class StreamHistory:
         manifest = self.manifest()
         history = History(self.root)
         rows = history.read_cell(manifest, cell, ["id", "text", "cells", "embedding"])
-        rows = rows.filter(pc.equal(pc.list_element(rows["cells"], 0), cell))
         if not rows.num_rows:
             return []
         ids = rows["id"].to_pylist()
@@ -89,10 +86,11 @@ class StreamHistory:
         vectors = np.stack(rows["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
         texts = rows["text"].to_pylist() if self._keep_text else [""] * len(ids)
         entries = []
-        for record_id, vector, text in zip(ids, vectors, texts, strict=True):
+        for record_id, vector, text, cells in zip(ids, vectors, texts, rows["cells"].to_pylist(), strict=True):
             hashed, seconds, cluster = found[record_id]
             if after is None or seconds > after:
-                entries.append(Entry(record_id, np.ascontiguousarray(vector), hashed, seconds, cluster, text))
+                vector = np.ascontiguousarray(vector)
+                entries.append(Entry(record_id, vector, hashed, seconds, cluster, text, tuple(cells)))
         return sorted(entries, key=lambda e: (e.timestamp, e.id))
 
     def append(self, posts: Sequence[AcceptedPost], segment_id: str, run: str, owner: str) -> Manifest:

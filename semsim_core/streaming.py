@@ -1,10 +1,11 @@
 """Query-then-insert matching for streams: one cell's stored posts, their clusters, and retention.
 
-A :class:`CellIndex` is the in-memory form of one cell's state. A post whose primary cell this is is queried against
-the stored posts, joins the cluster of its best match (or starts its own), and is then inserted; a post that only
-probes this cell (a neighbour within the margin) is queried and not inserted. Exact copies (same normalised text)
-are caught by hash before any vector search. With a rescoring band (:mod:`.rescore`), matches whose approximate
-score falls in the band are scored again with fp32 vectors before the post's cluster is decided.
+A :class:`CellIndex` is the in-memory form of one cell's state. A post is stored in every cell it belongs to (its
+nearest and those within the margin); in each, it is queried against the stored posts, joins the cluster of its best
+match there (or starts its own), and is then inserted. Two posts that share a cell therefore meet in it, whichever
+comes first; a pair found in several shared cells is reported by the smallest (:func:`reported_in`). Exact copies
+(same normalised text) are caught by hash before any vector search. With a rescoring band (:mod:`.rescore`), matches
+whose approximate score falls in the band are scored again with fp32 vectors before the post's cluster is decided.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from semsim_core.rescore import ScoreBand
 
 class Entry(NamedTuple):
     """One stored post (``vector`` None for an exact copy, which is matched by hash and not searched). ``text`` is
-    kept only while matches are rescored with fp32 (empty otherwise)."""
+    kept only while matches are rescored with fp32 (empty otherwise); ``cells``: every cell the post is stored in."""
 
     id: str
     vector: np.ndarray | None
@@ -31,6 +32,7 @@ class Entry(NamedTuple):
     timestamp: float
     cluster_id: str
     text: str = ""
+    cells: tuple[int, ...] = ()
 
 
 Fp32Scores = Callable[[list[Entry]], list[float | None]]
@@ -39,13 +41,21 @@ Fp32Scores = Callable[[list[Entry]], list[float | None]]
 
 @dataclass
 class Match:
-    """A stored post at or above the threshold: its id, the cosine, its cluster and its event time (seconds)."""
+    """A stored post at or above the threshold: its id, the cosine, its cluster, its event time (seconds) and the
+    cells it is stored in."""
 
     id: str
     score: float
     cluster_id: str
     timestamp: float
+    cells: tuple[int, ...] = ()
 
+
+def reported_in(cell: int, post_cells: tuple[int, ...], match: Match) -> bool:
+    """Whether ``cell`` reports a match: a pair of posts stored in several shared cells is found in each of them,
+    and reported by the smallest (a match that does not say its cells counts as sharing this one)."""
+    shared = set(post_cells) & set(match.cells or (cell,))
+    return min(shared, default=cell) == cell
 
 def earliest(matches: Iterable[Match]) -> Match | None:
     """The match a notification points to: the earliest post by event time, ties to the smaller id."""
@@ -98,7 +108,7 @@ class CellIndex:
             self._index.add(np.stack(self._vectors))
         _, scores, rows = range_search_at_least(self._index, vector[None, :].astype(np.float32), band.search_threshold)
         found = [
-            Match(self.ids[r], min(float(s), 1.0), self.clusters[self.ids[r]], self.seen[self.ids[r]])
+            self._match(self.ids[r], min(float(s), 1.0))
             for s, r in zip(scores, rows, strict=True)
         ]
         kept = [m for m in found if band.settled(m.score)]
@@ -110,13 +120,12 @@ class CellIndex:
             if score is None and match.score >= band.threshold:
                 kept.append(match)
             elif score is not None and band.keeps(score):
-                kept.append(Match(match.id, score, match.cluster_id, match.timestamp))
+                kept.append(self._match(match.id, score))
         return sorted(kept, key=lambda m: (-m.score, m.id)), rescored
 
-    def probe(self, vector: np.ndarray, band: ScoreBand, fp32: Fp32Scores | None = None) -> Outcome:
-        """Matches of a post whose primary cell is elsewhere; nothing is stored."""
-        matches, rescored = self._search(vector, band, fp32)
-        return Outcome(matches, rescored=rescored)
+    def _match(self, stored_id: str, score: float) -> Match:
+        entry = self._entries[stored_id]
+        return Match(stored_id, score, self.clusters[stored_id], entry.timestamp, entry.cells)
 
     def add(
         self,
@@ -127,23 +136,25 @@ class CellIndex:
         band: ScoreBand,
         fp32: Fp32Scores | None = None,
         text: str = "",
+        cells: tuple[int, ...] = (),
     ) -> Outcome:
         """Query then insert a post of this cell: exact copy by hash first, else best vector match (near the
-        threshold, by ``fp32`` scores), else a new cluster. ``text`` is stored for later rescoring. A post seen
-        before (re-delivery) changes nothing and reports its stored cluster."""
+        threshold, by ``fp32`` scores), else a new cluster. ``text`` is stored for later rescoring, ``cells`` (all
+        the cells the post is stored in) for :func:`reported_in`. A post seen before (re-delivery) changes nothing
+        and reports its stored cluster."""
         if post_id in self.clusters:
             cluster = self.clusters[post_id]
             return Outcome([], cluster, self.sizes.get(cluster, 1), seen_before=True)
         original = self.hashes.get(text_hash)
         if original is not None:
             cluster = self.clusters[original]
-            self.insert(Entry(post_id, None, text_hash, timestamp, cluster))
-            match = Match(original, 1.0, cluster, self.seen[original])
+            self.insert(Entry(post_id, None, text_hash, timestamp, cluster, cells=cells))
+            match = self._match(original, 1.0)
             return Outcome([match], cluster, self.sizes[cluster], exact_of=original)
         matches, rescored = self._search(vector, band, fp32)
         cluster = matches[0].cluster_id if matches else post_id
         stored = np.ascontiguousarray(vector, dtype=np.float32)
-        self.insert(Entry(post_id, stored, text_hash, timestamp, cluster, text))
+        self.insert(Entry(post_id, stored, text_hash, timestamp, cluster, text, cells))
         return Outcome(matches, cluster, self.sizes[cluster], rescored=rescored)
 
     def insert(self, entry: Entry) -> None:

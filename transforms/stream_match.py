@@ -30,7 +30,7 @@ from semsim_core.normalize import text_hash
 from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, Record, make_pair
 from semsim_core.rescore import ScoreBand, cosine
 from semsim_core.stream_history import AcceptedPost, StreamHistory
-from semsim_core.streaming import CellIndex, Entry, Fp32Scores, Outcome, earliest, utc_iso
+from semsim_core.streaming import CellIndex, Entry, Fp32Scores, Outcome, earliest, reported_in, utc_iso
 from transforms import METRICS_NAMESPACE
 from transforms.embed import EmbedBatchFn
 from transforms.vector_coder import EntryCoder
@@ -43,8 +43,8 @@ RESOLVE_TIMEOUT_SECONDS = 300.0
 
 
 class Post(NamedTuple):
-    """An embedded post on its way to its cells; ``cells[0]`` is its primary cell (where it is stored). ``text``
-    travels along for fp32 rescoring."""
+    """An embedded post on its way to its cells (nearest first: the *primary* cell, whose decision is the post's
+    cluster); it is stored in each of them. ``text`` travels along for fp32 rescoring."""
 
     id: str
     vector: np.ndarray
@@ -126,7 +126,9 @@ class CellStateFn(beam.DoFn):
     by the worker, never written to state; ``history_cells_read`` counts the reads), less those older than the
     retention horizon or than what the cell has evicted (``history_floor``, in state).
 
-    Primary posts are queried then inserted; probe copies are only queried. Matches in ``band`` are rescored with
+    Each post is queried then inserted in every cell it belongs to; a match is reported only by the smallest cell
+    the two posts share (:func:`~semsim_core.streaming.reported_in`), where one of them certainly found the other,
+    whichever came first. Matches in ``band`` are rescored with
     the ``fp32`` model (loaded once per worker, on the first such match) before a post's cluster is decided; stored
     posts then keep their text. Retention: an event-time timer evicts posts older than ``retention_seconds``;
     ``max_per_cell`` keeps only the newest posts (exact copies included).
@@ -251,13 +253,11 @@ class CellStateFn(beam.DoFn):
         state = CellState(entries, version, floor)
         index = self._index(cell, state, self._horizon(post.timestamp))
         fp32 = self._fp32_scores(post)
-        if not primary:
-            outcome = index.probe(post.vector, self._band, fp32)
-        else:
-            text = post.text if self._band.band else ""
-            outcome = index.add(post.id, post.vector, post.text_hash, post.timestamp, self._band, fp32, text)
+        text = post.text if self._band.band else ""
+        outcome = index.add(post.id, post.vector, post.text_hash, post.timestamp, self._band, fp32, text, post.cells)
         self._rescored.inc(outcome.rescored)
-        if primary and not outcome.seen_before:
+        outcome.matches = [m for m in outcome.matches if reported_in(cell, post.cells, m)]
+        if not outcome.seen_before:
             entries.add(index.entry(post.id))
             self._written(cell, index, state)
             if self._max_per_cell and len(index.seen) > self._max_per_cell:
@@ -380,22 +380,22 @@ class ResolveFn(beam.DoFn):
             return  # resolved before: a re-delivery
         matches = [m for a in by_cell.values() for m in a.outcome.matches if m.id != post_id]
         self._self_matches.inc(sum(m.id == post_id for a in by_cell.values() for m in a.outcome.matches))
+        copies_of = {a.outcome.exact_of for a in by_cell.values()} - {None}
         if primary is not None:
             decided = primary.outcome
             cluster, size = decided.cluster_id, decided.cluster_size
-            exact_of = decided.exact_of
         else:  # timed out without the primary cell: the best match found elsewhere, or the post's own cluster
             best = min(matches, key=lambda m: (-m.score, m.id), default=None)
-            cluster, size, exact_of = (best.cluster_id, 0, None) if best else (post_id, 1, None)
+            cluster, size = (best.cluster_id, 0) if best else (post_id, 1)
         yield ClusterAssignment(post_id, cluster, cluster == post_id, size)
-        if primary is not None:  # stored in its cell: the history gets it too
+        if primary is not None:  # stored in its cells: the history gets it too
             post = primary.post
-            copy = exact_of is not None
+            copy = primary.outcome.exact_of is not None  # its nearest cell holds it without a vector of its own
             stored = AcceptedPost(
                 post.id, post.text, post.text_hash, post.timestamp, post.cells, post.vector, cluster, copy
             )
             yield beam.pvalue.TaggedOutput(ACCEPTED, stored)
-        kinds = {match.id: EXACT if match.id == exact_of else SEMANTIC for match in matches}
+        kinds = {match.id: EXACT if match.id in copies_of else SEMANTIC for match in matches}
         for match in matches:
             yield beam.pvalue.TaggedOutput(PAIRS, make_pair(post_id, match.id, match.score, kinds[match.id]))
         first_match = earliest(matches)
@@ -422,9 +422,9 @@ class MatchPosts(beam.PTransform):
     ``accepted`` (:class:`AcceptedPost`).
 
     Posts are embedded in batches of at most ``batch_size`` cut from each bundle (a post never waits for a batch to
-    fill), keyed by every cell within ``margin`` of their nearest centroid (one cell without
-    ``centroids``), matched against per-cell state (matches within ``band`` of the threshold rescored with fp32),
-    then resolved per post.
+    fill), keyed by their nearest cell and every cell within ``margin`` of it (one cell without ``centroids``),
+    matched against and stored in per-cell state (matches within ``band`` of the threshold rescored with fp32), then
+    resolved per post.
     """
 
     def __init__(

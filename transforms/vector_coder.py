@@ -39,7 +39,7 @@ class NdarrayCoder(coders.Coder):
 
 coders.registry.register_coder(np.ndarray, NdarrayCoder)
 
-_ENTRY_HEADER = struct.Struct("<dBI")  # timestamp, flags (1: has a vector), dimension
+_ENTRY_HEADER = struct.Struct("<dBIH")  # timestamp, flags (1: has a vector), dimension, number of cells
 
 
 def _pack_strings(*values: str) -> bytes:
@@ -66,13 +66,16 @@ class EntryCoder(coders.Coder):
         vector = b"" if entry.vector is None else np.ascontiguousarray(entry.vector, np.float32).tobytes()
         dim = 0 if entry.vector is None else entry.vector.shape[0]
         strings = _pack_strings(entry.id, entry.text_hash, entry.cluster_id, entry.text)
-        return _ENTRY_HEADER.pack(entry.timestamp, flags, dim) + strings + vector
+        cells = struct.pack(f"<{len(entry.cells)}i", *entry.cells)
+        return _ENTRY_HEADER.pack(entry.timestamp, flags, dim, len(entry.cells)) + strings + cells + vector
 
     def decode(self, encoded: bytes) -> Entry:
-        timestamp, flags, dim = _ENTRY_HEADER.unpack_from(encoded, 0)
+        timestamp, flags, dim, count = _ENTRY_HEADER.unpack_from(encoded, 0)
         (record_id, hashed, cluster, text), offset = _unpack_strings(encoded, _ENTRY_HEADER.size, 4)
+        cells = struct.unpack_from(f"<{count}i", encoded, offset)
+        offset += 4 * count
         vector = np.frombuffer(encoded, np.float32, dim, offset).copy() if flags & 1 else None
-        return Entry(record_id, vector, hashed, timestamp, cluster, text)
+        return Entry(record_id, vector, hashed, timestamp, cluster, text, cells)
 
     def is_deterministic(self) -> bool:
         return True
