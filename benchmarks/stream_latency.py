@@ -1,6 +1,6 @@
 """Streaming latency and throughput on the real Pub/Sub emulator, against the batch pipeline on the same texts.
 
-    python -m benchmarks.stream_latency [--titles TITLES.tsv.gz] [--rates 10 50 100]
+    python -m benchmarks.stream_latency [--titles TITLES.tsv.gz] [--rates 10 50 100] [--history H]
 
 For each rate: a fresh topic, ``semsim stream`` (BundleBasedDirectRunner, one-second windows), a warm-up, then posts
 published at that rate for ``--seconds``. A watcher reads the clusters/ files as they appear; latency is from just
@@ -8,12 +8,15 @@ before a post is published to the moment its cluster row is on disk. Throughput 
 disk - first publish). The steady rate is measured on a backlog: ``--backlog`` posts published before the pipeline
 starts, rate = the middle 80% of them / the time between the 10th and 90th percentile of their rows appearing (the
 DirectRunner blocks up to 30 s in an empty pull, apache/beam#25442, which would otherwise dominate). The batch rate
-is ``semsim batch`` (FnApiRunner, whole run incl. model load) on the same texts.
+is ``semsim batch`` (FnApiRunner, whole run incl. model load) on the same texts. With ``--history H`` (a store from
+``semsim batch --history``) the streams at each rate match against it and append to it (use a copy), and each also
+reports the time from launch to the first result; the peak RSS of this process (the streams run in it) is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import threading
 import time
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.measure import machine
 from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 from pipelines.batch_dedup import run
 from pipelines.streaming_dedup import start
@@ -49,7 +53,9 @@ class ClusterWatcher(threading.Thread):
             time.sleep(0.1)
 
 
-def measure_rate(clients, texts: list[str], rate: float, seconds: float, workdir: Path, tag: str) -> dict:
+def measure_rate(
+    clients, texts: list[str], rate: float, seconds: float, workdir: Path, tag: str, flags: list[str]
+) -> dict:
     publisher, subscriber = clients
     topic, subscription = f"projects/{PROJECT}/topics/load-{tag}", f"projects/{PROJECT}/subscriptions/load-{tag}"
     publisher.create_topic(name=topic)
@@ -57,13 +63,15 @@ def measure_rate(clients, texts: list[str], rate: float, seconds: float, workdir
     out = workdir / f"out-{tag}"
     watcher = ClusterWatcher(out / "clusters")
     watcher.start()
-    result = start(["--subscription", subscription, "--output", str(out), "--window-seconds", "1"])
+    launched = time.time()
+    result = start(["--subscription", subscription, "--output", str(out), "--window-seconds", "1", *flags])
     try:
         warmup = [f"warm-{tag}-{i}" for i in range(10)]
         for i, post_id in enumerate(warmup):
             publisher.publish(topic, texts[-1 - i].encode("utf-8"), id=post_id)
         while not all(i in watcher.seen for i in warmup):
             time.sleep(0.2)
+        first_result = min(watcher.seen[i] for i in warmup) - launched
         count = int(rate * seconds)
         published: dict[str, float] = {}
         start_time = time.time()
@@ -87,6 +95,7 @@ def measure_rate(clients, texts: list[str], rate: float, seconds: float, workdir
         "p50": float(np.percentile(latencies, 50)),
         "p95": float(np.percentile(latencies, 95)),
         "throughput": len(done) / (max(done) - start_time),
+        "first_result": first_result,
     }
 
 
@@ -121,24 +130,32 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[10, 50, 100])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--backlog", type=int, default=2000)
+    parser.add_argument("--history", type=Path, help="a history store the streams match against and append to")
     args = parser.parse_args()
+    flags = ["--history", str(args.history)] if args.history else []
     texts = read_titles(args.titles, max(int(max(args.rates) * args.seconds) + 20, args.backlog))
     with tempfile.TemporaryDirectory() as tmp, pubsub_emulator() as (publisher, subscriber, _):
         workdir = Path(tmp)
         rows = [
-            measure_rate((publisher, subscriber), texts, r, args.seconds, workdir, f"r{int(r)}") for r in args.rates
+            measure_rate((publisher, subscriber), texts, r, args.seconds, workdir, f"r{int(r)}", flags)
+            for r in args.rates
         ]
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         steady = measure_backlog((publisher, subscriber), texts[: args.backlog], workdir)
         source = write_titles(workdir, texts)
         began = time.perf_counter()
         run(["--input", str(source), "--output", str(workdir / "batch")])
         batch_rate = len(texts) / (time.perf_counter() - began)
     print(f"batch (semsim batch, {len(texts)} titles, whole run): {batch_rate:.1f} posts/s")
-    print(f"{'rate/s':>7} {'posts':>6} {'resolved':>8} {'p50 s':>6} {'p95 s':>6} {'sustained/s':>11} {'vs batch':>8}")
+    print(machine())
+    if args.history:
+        print(f"history {args.history}; peak RSS of the streams' process {peak_rss:.0f} MB")
+    print(f"{'rate/s':>7} {'posts':>6} {'resolved':>8} {'p50 s':>6} {'p95 s':>6} {'sustained/s':>11} {'vs batch':>8} "
+          f"{'first result s':>14}")  # fmt: skip
     for r in rows:
         print(
             f"{r['rate']:>7.0f} {r['posts']:>6} {r['resolved']:>8} {r['p50']:>6.2f} {r['p95']:>6.2f} "
-            f"{r['throughput']:>11.1f} {r['throughput'] / batch_rate:>7.2f}x"
+            f"{r['throughput']:>11.1f} {r['throughput'] / batch_rate:>7.2f}x {r['first_result']:>14.1f}"
         )
     print(f"steady rate draining a backlog of {args.backlog}: {steady:.1f} posts/s = {steady / batch_rate:.2f}x batch")
 

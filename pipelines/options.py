@@ -310,6 +310,8 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
     opts = options.view_as(StreamingDedupOptions)
     if not opts.subscription or not re.match(r"^projects/[^/]+/subscriptions/[^/]+$", opts.subscription):
         raise OptionsError("--subscription is required, as projects/PROJECT/subscriptions/NAME")
+    if opts.history and opts.centroids:
+        raise OptionsError("--centroids cannot be given with --history: the store's own centroids are used")
     _check_shared(opts, ())
     if opts.max_per_cell is not None and opts.max_per_cell < 1:
         raise OptionsError(f"--max-per-cell must be a positive integer, got {opts.max_per_cell}")
@@ -319,8 +321,6 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
         duration_seconds(opts.retention)
     if opts.commit_seconds < 1:
         raise OptionsError(f"--commit-seconds must be a positive whole number, got {opts.commit_seconds}")
-    if opts.history and opts.centroids:
-        raise OptionsError("--centroids cannot be given with --history: the store's own centroids are used")
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "BundleBasedDirectRunner"
     standard.streaming = True

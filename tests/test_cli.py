@@ -101,3 +101,21 @@ def test_a_second_run_into_an_output_is_refused_unless_overwrite(tmp_path, capsy
     (out / "summary.json").unlink()  # as a run that stopped before its end leaves it
     assert main(["report", str(out)]) == 2
     assert "the run did not finish" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--window-seconds", "0"], "--window-seconds must be a positive whole number, got 0"),
+        (["--commit-seconds", "0"], "--commit-seconds must be a positive whole number, got 0"),
+        (
+            ["--history", "h", "--centroids", "c.npy"],
+            "--centroids cannot be given with --history: the store's own centroids are used",
+        ),  # fmt: skip
+        (["--history", "/nonexistent/h"], "history /nonexistent/h does not exist (no manifest.json)"),
+    ],
+)
+def test_bad_stream_options_fail_with_one_line(tmp_path, capsys, flags, message):
+    argv = ["stream", "--subscription", "projects/semsim-test/subscriptions/posts", "--output", str(tmp_path / "out")]
+    assert main([*argv, *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"semsim stream: error: {message}"]

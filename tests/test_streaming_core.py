@@ -163,7 +163,7 @@ def posts(texts: list[str], vectors: np.ndarray) -> list[Post]:
 
 
 def insert(fn: CellStateFn, state: dict, post: Post) -> Answer:
-    [(post_id, answer)] = fn.process((0, (post, True)), **state)
+    [(post_id, answer)] = fn.process((0, post), **state)
     assert post_id == post.id
     return answer
 
@@ -243,7 +243,7 @@ def test_near_duplicates_in_neighbouring_cells_meet_once(embedder):
         fn, states, resolve, resolved = cell_fn(), {0: cell_state(), 1: cell_state()}, ResolveFn(), {}
         outputs = []
         for cell, post in order:
-            [(post_id, answer)] = fn.process((cell, (post, post.cells[0] == cell)), **states[cell])
+            [(post_id, answer)] = fn.process((cell, post), **states[cell])
             state = resolved.setdefault(post_id, resolve_state())
             outputs += list(resolve.process((post_id, answer), **state))
         pairs = [o.value for o in outputs if getattr(o, "tag", None) == PAIRS]

@@ -103,8 +103,8 @@ class EmbedPostsFn(EmbedBatchFn):
             cells = assign_cells(vectors, self._centroids, self._margin)
         for (record, timestamp, window), vector, vector_cells in zip(batch, vectors, cells, strict=True):
             post = Post(record.id, vector, text_hash(record.text), float(timestamp), vector_cells, record.text)
-            for rank, cell in enumerate(vector_cells):
-                yield WindowedValue((cell, (post, rank == 0)), timestamp, (window,))
+            for cell in vector_cells:
+                yield WindowedValue((cell, post), timestamp, (window,))
 
 
 class CellState(NamedTuple):
@@ -243,13 +243,14 @@ class CellStateFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[int, tuple[Post, bool]],
+        element: tuple[int, Post],
         entries=beam.DoFn.StateParam(ENTRIES),
         version=beam.DoFn.StateParam(VERSION),
         floor=beam.DoFn.StateParam(FLOOR),
         expire=beam.DoFn.TimerParam(EXPIRE),
     ) -> Iterator[tuple[str, Answer]]:
-        cell, (post, primary) = element
+        cell, post = element
+        primary = cell == post.cells[0]
         state = CellState(entries, version, floor)
         index = self._index(cell, state, self._horizon(post.timestamp))
         fp32 = self._fp32_scores(post)
