@@ -6,11 +6,17 @@ on first use, in the worker. A cell's entries are the stored records the store h
 the cells within the margin, where the stream stores its posts too), with their cells, text hash (exact copies of
 stored texts are found by hash), event time (retention counts from it) and cluster id (after the store's merges). A
 compaction that replaces files between the manifest's read and a cell's read is met by reading the manifest again.
+
+A cell's rows at one manifest version never change, so a process keeps the cells it read (most recently used first,
+within :data:`CACHE_BYTES`) for every DoFn instance it runs: runners may create instances often (the local runner
+makes one per bundle), and reading a cell means reading its files and scanning the store's records.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -19,6 +25,26 @@ import pyarrow as pa
 
 from semsim_core.history import RECORDS, RECORDS_SCHEMA, History, HistoryError, Manifest, Segment, cell_schema
 from semsim_core.streaming import Entry
+
+CACHE_BYTES = 1 << 30
+# (root, manifest version, cell, with texts) -> (entries, their bytes)
+_read_cells: OrderedDict[tuple, tuple[list[Entry], int]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cached_cell(key: tuple, read) -> list[Entry]:
+    with _cache_lock:
+        if key in _read_cells:
+            _read_cells.move_to_end(key)
+            return _read_cells[key][0]
+    entries = read()
+    size = sum(300 + (e.vector.nbytes if e.vector is not None else 0) + len(e.text) for e in entries)
+    with _cache_lock:
+        _read_cells[key] = (entries, size)
+        total = sum(size for _, size in _read_cells.values())
+        while total > CACHE_BYTES and len(_read_cells) > 1:
+            total -= _read_cells.popitem(last=False)[1][1]
+    return entries
 
 
 class AcceptedPost(NamedTuple):
@@ -67,6 +93,11 @@ class StreamHistory:
 
     def _cell_entries(self, cell: int, after: float | None) -> list[Entry]:
         manifest = self.manifest()
+        key = (self.root, manifest.version, cell, self._keep_text)
+        entries = _cached_cell(key, lambda: self._read_cell(manifest, cell))
+        return [e for e in entries if after is None or e.timestamp > after]
+
+    def _read_cell(self, manifest: Manifest, cell: int) -> list[Entry]:
         history = History(self.root)
         rows = history.read_cell(manifest, cell, ["id", "text", "cells", "embedding"])
         if not rows.num_rows:
@@ -88,9 +119,7 @@ class StreamHistory:
         entries = []
         for record_id, vector, text, cells in zip(ids, vectors, texts, rows["cells"].to_pylist(), strict=True):
             hashed, seconds, cluster = found[record_id]
-            if after is None or seconds > after:
-                vector = np.ascontiguousarray(vector)
-                entries.append(Entry(record_id, vector, hashed, seconds, cluster, text, tuple(cells)))
+            entries.append(Entry(record_id, np.ascontiguousarray(vector), hashed, seconds, cluster, text, tuple(cells)))
         return sorted(entries, key=lambda e: (e.timestamp, e.id))
 
     def append(self, posts: Sequence[AcceptedPost], segment_id: str, run: str, owner: str) -> Manifest:

@@ -57,6 +57,7 @@ def reported_in(cell: int, post_cells: tuple[int, ...], match: Match) -> bool:
     shared = set(post_cells) & set(match.cells or (cell,))
     return min(shared, default=cell) == cell
 
+
 def earliest(matches: Iterable[Match]) -> Match | None:
     """The match a notification points to: the earliest post by event time, ties to the smaller id."""
     return min(matches, key=lambda m: (m.timestamp, m.id), default=None)
@@ -107,10 +108,7 @@ class CellIndex:
             self._index = faiss.IndexFlatIP(self._vectors[0].shape[0])
             self._index.add(np.stack(self._vectors))
         _, scores, rows = range_search_at_least(self._index, vector[None, :].astype(np.float32), band.search_threshold)
-        found = [
-            self._match(self.ids[r], min(float(s), 1.0))
-            for s, r in zip(scores, rows, strict=True)
-        ]
+        found = [self._match(self.ids[r], min(float(s), 1.0)) for s, r in zip(scores, rows, strict=True)]
         kept = [m for m in found if band.settled(m.score)]
         in_band = [m for m in found if band.in_band(m.score)]
         fp32_scores = fp32([self._entries[m.id] for m in in_band]) if in_band and fp32 else [None] * len(in_band)

@@ -12,6 +12,7 @@ import pytest
 from apache_beam.coders import PickleCoder
 from apache_beam.utils.timestamp import Timestamp
 
+from semsim_core import stream_history
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.evaluation import read_stsb
 from semsim_core.history import History, HistoryError, Manifest, Segment
@@ -278,8 +279,9 @@ def test_history_records_join_cells_by_hash_and_leave_by_time(embedder, tmp_path
 
 
 def test_appends_and_compaction_take_turns(embedder, tmp_path):
-    """A compaction replaces the files a worker's manifest names: its next read takes the new manifest. An append
-    waits while another writer holds the store's lock, then commits."""
+    """A compaction replaces the files a worker's manifest names: a cell the process has read stays as read (the
+    store as of that manifest), and a read of the files takes the new manifest. An append waits while another
+    writer holds the store's lock, then commits."""
     texts = paraphrase_texts(4)
     p = posts(texts, embedder.encode(texts))
     root = str(tmp_path / "h")
@@ -289,6 +291,8 @@ def test_appends_and_compaction_take_turns(embedder, tmp_path):
     as_stored = [AcceptedPost(q.id, q.text, q.text_hash, q.timestamp, (0,), q.vector, q.id, False) for q in p]
     writer.append(as_stored[2:3], "day2", "test", "stream")
     History(root).compact("compactor")
+    assert [e.id for e in reader.cell_entries(0)] == ["p0", "p1"], "the cell as this process read it"
+    stream_history._read_cells.clear()  # in another process: the files its manifest names are gone
     assert [e.id for e in reader.cell_entries(0)] == ["p0", "p1", "p2"]
 
     History(root).lock("a batch run")
