@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import threading
 from types import SimpleNamespace
 
@@ -127,6 +128,14 @@ class Bag:
         self.items = []
 
 
+class FailingBag(Bag):
+    def __init__(self, items):
+        self.items = list(items)
+
+    def add(self, item):
+        raise RuntimeError("state write failed")
+
+
 class Value(Bag):
     def write(self, item):
         self.items = [item]
@@ -155,6 +164,13 @@ def cell_fn(history: StreamHistory | None = None, **limits) -> CellStateFn:
     fn = CellStateFn(AT_08, None, limits.get("retention"), limits.get("max_per_cell"), history)
     fn.setup()
     return fn
+
+
+def copy_of(fn: CellStateFn) -> CellStateFn:
+    """A copy of a DoFn as a runner makes one (unpickled, then set up)."""
+    copied = pickle.loads(pickle.dumps(fn))
+    copied.setup()
+    return copied
 
 
 def posts(texts: list[str], vectors: np.ndarray) -> list[Post]:
@@ -199,7 +215,8 @@ def test_retention_timer_and_a_failed_bundle_keep_state_and_cache_apart(embedder
     texts = [paraphrase_texts(6)[i] for i in (0, 1, 4, 5)]  # p0 ~ p1, p2 ~ p3 (cosines 0.95 and 0.96)
     p = posts(texts, embedder.encode(texts))
     state = cell_state()
-    a, b = cell_fn(retention=10.0), cell_fn(retention=10.0)
+    template = CellStateFn(AT_08, None, 10.0, None)  # A and its sibling: copies of one DoFn in one process
+    a, sibling, b = copy_of(template), copy_of(template), cell_fn(retention=10.0)
     insert(a, state, p[0])
     insert(b, state, p[2]._replace(timestamp=20.0))
     assert state["expire"].at == Timestamp(10.0), "the oldest post's horizon"
@@ -215,6 +232,11 @@ def test_retention_timer_and_a_failed_bundle_keep_state_and_cache_apart(embedder
     again = insert(a, state, p[3]._replace(timestamp=22.0))
     assert again.outcome.seen_before, "A rebuilt from state: p3 is stored once, by the retry"
     assert stored_ids(state) == ["p1", "p2", "p3"]
+
+    # instances of one DoFn in one process share its cells; a bundle that fails midway leaves none half-changed
+    with pytest.raises(RuntimeError, match="state write failed"):
+        insert(sibling, {**state, "entries": FailingBag(state["entries"].read())}, p[0]._replace(timestamp=23.0))
+    assert not insert(a, state, p[0]._replace(timestamp=23.0)).outcome.seen_before, "p0 never reached state"
 
 
 def history_store(root, posts: list[Post], cluster_of: dict[str, str]) -> StreamHistory:

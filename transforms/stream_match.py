@@ -3,6 +3,7 @@ post's pairs and cluster once every cell it went to has answered."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -107,6 +108,39 @@ class EmbedPostsFn(EmbedBatchFn):
                 yield WindowedValue((cell, post), timestamp, (window,))
 
 
+class _CachedCell(NamedTuple):
+    token: str | None  # the state's version token the index was built at
+    index: CellIndex
+    from_history: set[str]  # ids that came from the history store (never written to state)
+
+
+class _CellCache:
+    """The cells one worker process holds, for every :class:`CellStateFn` instance of one pipeline it runs (runners
+    may make instances often: the local runner makes one per bundle). A bundle takes a cell out while it works on it
+    and puts it back after, so a bundle that fails midway leaves nothing half-changed behind. Least recently used
+    cells go first beyond ``max_bytes``."""
+
+    def __init__(self, max_bytes: int):
+        self._max_bytes = max_bytes
+        self._cells: OrderedDict[int, _CachedCell] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, cell: int) -> _CachedCell | None:
+        with self._lock:
+            return self._cells.pop(cell, None)
+
+    def put(self, cell: int, cached: _CachedCell) -> None:
+        with self._lock:
+            self._cells[cell] = cached
+            total = sum(c.index.nbytes() for c in self._cells.values())
+            while total > self._max_bytes and len(self._cells) > 1:
+                total -= self._cells.popitem(last=False)[1].index.nbytes()
+
+
+_process_caches: dict[str, _CellCache] = {}  # one per CellStateFn of a pipeline (its key), in this process
+_process_caches_lock = threading.Lock()
+
+
 class CellState(NamedTuple):
     """The Beam state of one cell, as :class:`CellStateFn` is handed it."""
 
@@ -117,10 +151,10 @@ class CellState(NamedTuple):
 
 class CellStateFn(beam.DoFn):
     """Keyed by cell. Beam state is the source of truth: a bag of :class:`Entry` (:class:`EntryCoder`) and a version
-    token that every write replaces. A :class:`CellIndex` per cell is this DoFn instance's cache, trusted only while
-    the state holds the token it was built at: Beam runs several instances and processes for one key over time, and a
-    failed bundle commits nothing, so a count, or a token this instance wrote in a bundle that failed, could match a
-    state the cache never saw. The cache keeps the most recently used cells within ``cache_bytes``.
+    token that every write replaces. A :class:`CellIndex` per cell is the worker process's cache (shared by the
+    DoFn's instances there, :class:`_CellCache`, within ``cache_bytes``), trusted only while the state holds the token
+    it was built at: Beam runs several instances and processes for one key over time, and a failed bundle commits
+    nothing, so a count, or a token written in a bundle that failed, could match a state the cache never saw.
 
     With a ``history`` store, a cell's stored records join its index when the cache is built (read from the store
     by the worker, never written to state; ``history_cells_read`` counts the reads), less those older than the
@@ -156,13 +190,14 @@ class CellStateFn(beam.DoFn):
         self._max_per_cell = max_per_cell
         self._history = history
         self._cache_bytes = cache_bytes
+        self._cache_key = uuid.uuid4().hex  # the same in every copy of this DoFn: they share a process's cells
         self._rescored = Metrics.counter(METRICS_NAMESPACE, "rescored_pairs")
         self._rebuilds = Metrics.counter(METRICS_NAMESPACE, "cell_cache_rebuilds")
         self._history_reads = Metrics.counter(METRICS_NAMESPACE, "history_cells_read")
 
     def setup(self) -> None:
-        # cell -> (state token it was built at, index, ids that came from the history store)
-        self._cache: OrderedDict[int, tuple[str | None, CellIndex, set[str]]] = OrderedDict()
+        with _process_caches_lock:
+            self._cells = _process_caches.setdefault(self._cache_key, _CellCache(self._cache_bytes))
         self._fp32_model: Embedder | None = None
         self._fp32_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -190,49 +225,46 @@ class CellStateFn(beam.DoFn):
 
         return scores
 
-    def _index(self, cell: int, state: CellState, horizon: float | None) -> CellIndex:
-        """The cell as its state holds it now: the cached index if the state's token is the one it was built at,
-        else rebuilt from the history store (records later than ``horizon`` and the cell's floor) and state."""
+    def _take(self, cell: int, state: CellState, horizon: float | None) -> _CachedCell:
+        """The cell as its state holds it now, taken out of the process's cache: the cached index if the state's
+        token is the one it was built at, else rebuilt from the history store (records later than ``horizon`` and
+        the cell's floor) and state. Put it back with :meth:`_CellCache.put` when done."""
         token = state.version.read()
-        cached = self._cache.get(cell)
-        if cached is None or cached[0] != token:
-            self._rebuilds.inc()
-            index = CellIndex()
-            own = list(state.entries.read())
-            loaded: list[Entry] = []
-            if self._history is not None:
-                self._history_reads.inc()
-                bounds = [b for b in (horizon, state.floor.read()) if b is not None]
-                ids = {e.id for e in own}
-                loaded = [e for e in self._history.cell_entries(cell, max(bounds, default=None)) if e.id not in ids]
-            for entry in [*loaded, *own]:
-                index.insert(entry)
-            cached = self._cache[cell] = (token, index, {e.id for e in loaded})
-        self._cache.move_to_end(cell)
-        total = sum(index.nbytes() for _, index, _ in self._cache.values())
-        while total > self._cache_bytes and len(self._cache) > 1:  # least recently used first; never this cell
-            total -= self._cache.popitem(last=False)[1][1].nbytes()
-        return cached[1]
+        cached = self._cells.take(cell)
+        if cached is not None and cached.token == token:
+            return cached
+        self._rebuilds.inc()
+        index = CellIndex()
+        own = list(state.entries.read())
+        loaded: list[Entry] = []
+        if self._history is not None:
+            self._history_reads.inc()
+            bounds = [b for b in (horizon, state.floor.read()) if b is not None]
+            ids = {e.id for e in own}
+            loaded = [e for e in self._history.cell_entries(cell, max(bounds, default=None)) if e.id not in ids]
+        for entry in [*loaded, *own]:
+            index.insert(entry)
+        return _CachedCell(token, index, {e.id for e in loaded})
 
-    def _written(self, cell: int, index: CellIndex, state: CellState) -> None:
-        """After a write to the cell's state: a new token, which this cache now matches."""
+    @staticmethod
+    def _written(cached: _CachedCell, state: CellState) -> _CachedCell:
+        """After a write to the cell's state: a new token, which the cached cell now matches."""
         token = uuid.uuid4().hex
         state.version.write(token)
-        self._cache[cell] = (token, index, self._cache[cell][2])
+        return cached._replace(token=token)
 
-    def _evict(self, cell: int, index: CellIndex, state: CellState, **limits) -> None:
+    def _evict(self, cached: _CachedCell, state: CellState, **limits) -> _CachedCell:
         """Evict from the index by ``limits`` (:meth:`CellIndex.evict`), then write the cell's posts (not its
         history records, which stay in the store below the new floor) to state again."""
-        if not index.evict(**limits):
-            return
-        from_history = self._cache[cell][2]
+        if not cached.index.evict(**limits):
+            return cached
         state.entries.clear()
-        for entry in index.entries():
-            if entry.id not in from_history:
+        for entry in cached.index.entries():
+            if entry.id not in cached.from_history:
                 state.entries.add(entry)
         if self._history is not None:
-            state.floor.write(index.evicted_until)
-        self._written(cell, index, state)
+            state.floor.write(cached.index.evicted_until)
+        return self._written(cached, state)
 
     def _schedule_expiry(self, index: CellIndex, expire) -> None:
         if self._retention and index.seen:
@@ -252,7 +284,8 @@ class CellStateFn(beam.DoFn):
         cell, post = element
         primary = cell == post.cells[0]
         state = CellState(entries, version, floor)
-        index = self._index(cell, state, self._horizon(post.timestamp))
+        cached = self._take(cell, state, self._horizon(post.timestamp))
+        index = cached.index
         fp32 = self._fp32_scores(post)
         text = post.text if self._band.band else ""
         outcome = index.add(post.id, post.vector, post.text_hash, post.timestamp, self._band, fp32, text, post.cells)
@@ -260,10 +293,11 @@ class CellStateFn(beam.DoFn):
         outcome.matches = [m for m in outcome.matches if reported_in(cell, post.cells, m)]
         if not outcome.seen_before:
             entries.add(index.entry(post.id))
-            self._written(cell, index, state)
+            cached = self._written(cached, state)
             if self._max_per_cell and len(index.seen) > self._max_per_cell:
-                self._evict(cell, index, state, keep_newest=self._max_per_cell)
+                cached = self._evict(cached, state, keep_newest=self._max_per_cell)
             self._schedule_expiry(index, expire)
+        self._cells.put(cell, cached)
         yield post.id, Answer(cell, primary, post.cells, post.timestamp, outcome, post if primary else None)
 
     @on_timer(EXPIRE)
@@ -278,9 +312,9 @@ class CellStateFn(beam.DoFn):
     ) -> None:
         state = CellState(entries, version, floor)
         horizon = self._horizon(float(fired))
-        index = self._index(cell, state, horizon)
-        self._evict(cell, index, state, older_than=horizon + 1e-6)
-        self._schedule_expiry(index, expire)
+        cached = self._evict(self._take(cell, state, horizon), state, older_than=horizon + 1e-6)
+        self._schedule_expiry(cached.index, expire)
+        self._cells.put(cell, cached)
 
 
 def _answer_per_cell(received: Iterable[Answer]) -> dict[int, Answer]:
