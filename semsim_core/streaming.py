@@ -94,6 +94,7 @@ class CellIndex:
     _vectors: list[np.ndarray] = field(default_factory=list)
     _entries: dict[str, Entry] = field(default_factory=dict)
     _index: faiss.IndexFlatIP | None = None
+    _bytes: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -162,6 +163,7 @@ class CellIndex:
         self.clusters[entry.id] = entry.cluster_id
         self.sizes[entry.cluster_id] = self.sizes.get(entry.cluster_id, 0) + 1
         self._entries[entry.id] = entry
+        self._bytes += self._entry_bytes(entry)
         if entry.vector is None:
             return
         self.ids.append(entry.id)
@@ -180,10 +182,13 @@ class CellIndex:
         return self._entries[post_id]
 
     def nbytes(self) -> int:
-        """About the memory this index holds: each vector twice (the list and FAISS's copy), texts, and about 300
-        bytes of bookkeeping per post."""
-        vectors = 2 * len(self._vectors) * (self._vectors[0].nbytes if self._vectors else 0)
-        return vectors + sum(300 + len(e.text) for e in self._entries.values())
+        """About the memory this index holds (kept as entries come and go): each vector twice (the list and FAISS's
+        copy), texts, and about 300 bytes of bookkeeping per post."""
+        return self._bytes
+
+    @staticmethod
+    def _entry_bytes(entry: Entry) -> int:
+        return 300 + len(entry.text) + (2 * entry.vector.nbytes if entry.vector is not None else 0)
 
     def evict(self, older_than: float | None = None, keep_newest: int | None = None) -> list[str]:
         """Forget posts and copies older than ``older_than`` (event seconds), and all but the ``keep_newest`` newest
@@ -208,6 +213,7 @@ class CellIndex:
         self._index = None
         self.seen = {i: t for i, t in self.seen.items() if i not in gone}
         self._entries = {i: e for i, e in self._entries.items() if i not in gone}
+        self._bytes = sum(self._entry_bytes(e) for e in self._entries.values())
         self.clusters = {i: c for i, c in self.clusters.items() if i not in gone}
         self.hashes = {h: i for h, i in self.hashes.items() if i not in gone}
         return sorted(gone)
