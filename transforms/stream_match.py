@@ -341,10 +341,11 @@ class ResolveFn(beam.DoFn):
 
     Answers are tracked per cell, so a re-delivered post's second answers (``seen_before``) neither count twice nor
     decide. A post that is not decided ``timeout_seconds`` (processing time) after its first answer is resolved with
-    what arrived (``resolve_timeouts``): without its primary cell's answer, as its own cluster with the matches the
-    other cells found; a post whose only primary answer says ``seen_before`` was resolved before, and emits nothing.
-    Once resolved, a post id is remembered until its event time plus the retention horizon (or ``guard_seconds``
-    without one, Pub/Sub's longest message retention by default), so re-deliveries in that time resolve nothing.
+    what arrived (``resolve_timeouts``): without its primary cell's answer, in the cluster of the best match the
+    other cells found (or its own), and not appended to the history; a post whose only primary answer says
+    ``seen_before`` was resolved before, and emits nothing. Once resolved, a post id is remembered until its event
+    time plus the retention horizon (or ``guard_seconds`` without one, Pub/Sub's longest message retention by
+    default), so re-deliveries in that time resolve nothing.
     A stored post that matches itself (a re-delivery racing its own insert) gives no pair (``self_matches``).
     """
 
