@@ -43,7 +43,7 @@ def _open_history(opts: StreamingDedupOptions, rescoring: bool) -> tuple[StreamH
     except HistoryError as e:
         raise OptionsError(str(e)) from None
     _LOG.info("history %s: %d cells, %d records", opts.history, manifest.cells, sum(s.rows for s in manifest.segments))
-    return StreamHistory(opts.history, keep_text=rescoring), centroids, manifest.margin
+    return StreamHistory(opts.history, rescoring, manifest.centroids), centroids, manifest.margin
 
 
 def _id_label(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> str | None:
@@ -75,7 +75,7 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
         history=history,
     )
     if history:
-        matched[ACCEPTED] | "AppendToHistory" >> AppendToHistory(opts.history, opts.commit_seconds)
+        matched[ACCEPTED] | "AppendToHistory" >> AppendToHistory(history, opts.commit_seconds)
     seconds = opts.window_seconds
     folder = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     matched.clusters | "WriteClusters" >> WriteWindowedRows(folder[layout.CLUSTERS], CLUSTERS_SCHEMA, seconds)

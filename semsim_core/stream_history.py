@@ -63,22 +63,32 @@ class AcceptedPost(NamedTuple):
 
 class StreamHistory:
     """The store at ``root`` as a stream reads and appends it. ``keep_text``: entries keep their stored text (for
-    rescoring near-threshold matches with fp32)."""
+    rescoring near-threshold matches with fp32). ``centroids``: the store's centroids file when the stream started
+    (its cells); a store whose centroids changed since is refused, for reading and appending."""
 
-    def __init__(self, root: str, keep_text: bool = False):
+    def __init__(self, root: str, keep_text: bool = False, centroids: str | None = None):
         self.root = root
         self._keep_text = keep_text
+        self._centroids = centroids
         self._manifest: Manifest | None = None
         self._merges: dict[str, str] = {}
 
     def __getstate__(self) -> dict:
-        return {"root": self.root, "_keep_text": self._keep_text, "_manifest": None, "_merges": {}}
+        return {**self.__dict__, "_manifest": None, "_merges": {}}
+
+    def _checked(self, manifest: Manifest) -> Manifest:
+        if self._centroids is not None and manifest.centroids != self._centroids:
+            raise HistoryError(
+                f"history {self.root} has other centroids ({manifest.centroids}) than when this stream started "
+                f"({self._centroids}): its cells changed; restart the stream"
+            )
+        return manifest
 
     def manifest(self, fresh: bool = False) -> Manifest:
         """The manifest this worker reads by (read once; again when ``fresh``)."""
         if self._manifest is None or fresh:
             history = History(self.root)
-            self._manifest = history.manifest()
+            self._manifest = self._checked(history.manifest())
             self._merges = history.cluster_merges(self._manifest)
         return self._manifest
 
@@ -127,7 +137,7 @@ class StreamHistory:
         under the store's lock; committing a segment id again changes nothing (a retried bundle). A store locked by
         another writer raises :class:`HistoryError` (the caller retries later)."""
         history = History(self.root)
-        manifest = history.manifest()
+        manifest = self._checked(history.manifest())
         if any(segment.id == segment_id for segment in manifest.segments):
             return manifest
         files = []
@@ -165,7 +175,7 @@ class StreamHistory:
         files.append(history.write_table(f"{RECORDS}{segment_id}-0.parquet", records))
         history.lock(owner)
         try:
-            current = history.manifest()
+            current = self._checked(history.manifest())
             segment = Segment(segment_id, "", len(posts), run, tuple(files))
             return history.commit(current, segment, current.version)
         finally:

@@ -320,11 +320,13 @@ def test_appends_and_compaction_take_turns(embedder, tmp_path):
     History(root).lock("a batch run")
     with pytest.raises(HistoryError, match="is locked by a batch run"):
         writer.append(as_stored[3:], "day3", "test", "stream")
-    append = _AppendFn(root, "launch", wait_seconds=60)
-    append.setup()
+    append = _AppendFn(StreamHistory(root), "launch", wait_seconds=60)
     threading.Timer(1.0, History(root).unlock, ["a batch run"]).start()
     assert list(append.process((None, as_stored[3:]), pane=SimpleNamespace(index=0))) == ["launch-00000000"]
     assert [e.id for e in StreamHistory(root).cell_entries(0)] == ["p0", "p1", "p2", "p3"]
+    started_on_other_cells = StreamHistory(root, centroids="centroids-0123456789abcdef.npy")
+    with pytest.raises(HistoryError, match="has other centroids .* than when this stream started"):
+        started_on_other_cells.append(as_stored[3:], "day4", "test", "stream")
 
 
 def test_entry_coder_round_trips_and_is_compact(embedder):

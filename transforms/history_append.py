@@ -24,14 +24,11 @@ class _AppendFn(beam.DoFn):
     bundle commits it once. While another writer holds the store's lock (a batch run, a compaction), waits and
     tries again, up to ``wait_seconds``; then the bundle fails and the runner retries it."""
 
-    def __init__(self, root: str, launch: str, wait_seconds: float):
-        self._root = root
+    def __init__(self, history: StreamHistory, launch: str, wait_seconds: float):
+        self._history = history
         self._launch = launch
         self._wait = wait_seconds
         self._committed = Metrics.counter(METRICS_NAMESPACE, "history_posts_committed")
-
-    def setup(self) -> None:
-        self._history = StreamHistory(self._root)
 
     def process(self, element: tuple[None, Iterable[AcceptedPost]], pane=beam.DoFn.PaneInfoParam) -> Iterator[str]:
         _, posts = element
@@ -46,20 +43,20 @@ class _AppendFn(beam.DoFn):
             except HistoryError as e:
                 if "is locked by" not in str(e) or time.monotonic() > deadline:
                     raise
-                _LOG.info("history %s: waiting to commit %d posts: %s", self._root, len(posts), e)
+                _LOG.info("history %s: waiting to commit %d posts: %s", self._history.root, len(posts), e)
                 time.sleep(2.0)
         self._committed.inc(len(posts))
         yield segment
 
 
 class AppendToHistory(beam.PTransform):
-    """:class:`AcceptedPost` values -> the ids of the segments committed to the store at ``root``: everything that
-    arrived in each ``commit_seconds`` of processing time (a processing-time trigger in the global window) is one
-    segment: its cell parts and records, then the manifest, under the store's lock."""
+    """:class:`AcceptedPost` values -> the ids of the segments committed to ``history``: everything that arrived in
+    each ``commit_seconds`` of processing time (a processing-time trigger in the global window) is one segment: its
+    cell parts and records, then the manifest, under the store's lock."""
 
-    def __init__(self, root: str, commit_seconds: int, wait_seconds: float = 600.0):
+    def __init__(self, history: StreamHistory, commit_seconds: int, wait_seconds: float = 600.0):
         super().__init__()
-        self._root = root
+        self._history = history
         self._commit_seconds = commit_seconds
         self._wait = wait_seconds
         self._launch = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -74,5 +71,5 @@ class AppendToHistory(beam.PTransform):
                 window.GlobalWindows(), trigger=every, accumulation_mode=trigger.AccumulationMode.DISCARDING
             )
             | "GroupPane" >> beam.GroupByKey()
-            | "Commit" >> beam.ParDo(_AppendFn(self._root, self._launch, self._wait))
+            | "Commit" >> beam.ParDo(_AppendFn(self._history, self._launch, self._wait))
         )
