@@ -38,6 +38,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from semsim_core.keep import FIRST_ID, POLICIES
+from semsim_core.normalize import text_hash
 
 SCHEMA_VERSION = 2  # 2: records/ text_length
 FORMAT = "semsim-history"
@@ -58,6 +59,20 @@ RECORDS_SCHEMA = pa.schema(
     ]
 )
 LATER_COLUMNS = {"text_length"}  # columns a file of an older schema lacks: read as nulls
+
+
+def record_row(record_id: str, text: str, event_time: datetime, cluster_id: str, embedded: bool) -> dict:
+    """One row of ``records/`` (:data:`RECORDS_SCHEMA`) for an accepted record with this text."""
+    return {
+        "id": record_id,
+        "text_hash": text_hash(text),
+        "event_time": event_time,
+        "cluster_id": cluster_id,
+        "embedded": embedded,
+        "text_length": len(text),
+    }
+
+
 MERGES_SCHEMA = pa.schema([("from_cluster_id", pa.string()), ("to_cluster_id", pa.string())])
 
 

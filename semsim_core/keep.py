@@ -29,7 +29,8 @@ EARLIEST = "earliest"
 LONGEST = "longest"
 POLICIES = (EARLIEST, LONGEST, FIRST_ID)
 LINKED_BY_CLUSTERING = "hdbscan"  # a removal's kind when no chain of pairs joins it to the kept record
-_LINK = float("inf")  # the width of a link between records of one stored cluster: it never narrows a chain
+_LINK_WIDTH = float("inf")  # a link between records of one stored cluster never narrows a chain
+_LINK_KIND = "link"
 
 KeepKey = tuple
 
@@ -77,7 +78,7 @@ def removals(
     adjacent: dict[str, list[tuple[float, str, str]]] = {}
     for a, b, score, kind in [
         *((p.id_a, p.id_b, p.score, p.kind) for p in pairs),
-        *((a, b, _LINK, "") for a, b in links),
+        *((a, b, _LINK_WIDTH, _LINK_KIND) for a, b in links),
     ]:
         if a not in inside or b not in inside:
             continue
@@ -86,7 +87,7 @@ def removals(
     # widest path from the kept record: a Dijkstra that maximises the weakest pair; the first time a record is
     # popped its path is final. Entries order by width, then pairs on the path, then ids: no dependence on input order.
     step: dict[str, tuple[str, float, str] | None] = {}  # record -> (next record towards the kept one, score, kind)
-    heap: list[tuple[float, int, str, str, float, str]] = [(-_LINK, 0, kept_id, "", 0.0, "")]
+    heap: list[tuple[float, int, str, str, float, str]] = [(-_LINK_WIDTH, 0, kept_id, "", 0.0, "")]
     while heap:
         width, hops, node, towards, score, kind = heapq.heappop(heap)
         if node in step:
@@ -99,7 +100,7 @@ def removals(
         if member not in step:
             yield Removal(member, kept_id, None, LINKED_BY_CLUSTERING, [member, kept_id])
             continue
-        path, kinds, weakest = [member], set(), _LINK
+        path, kinds, weakest = [member], set(), _LINK_WIDTH
         while path[-1] != kept_id:
             towards, score, kind = step[path[-1]]
             path.append(towards)
@@ -107,7 +108,7 @@ def removals(
             weakest = min(weakest, score)
         if kinds == {EXACT}:
             yield Removal(member, kept_id, 1.0, EXACT, [member, kept_id])
-        elif kinds == {EXACT, ""}:
+        elif kinds == {EXACT, _LINK_KIND}:
             yield Removal(member, kept_id, 1.0, EXACT, path)
         else:
             yield Removal(member, kept_id, weakest, SEMANTIC, path)

@@ -23,7 +23,16 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from semsim_core.history import RECORDS, RECORDS_SCHEMA, History, HistoryError, Manifest, Segment, cell_schema
+from semsim_core.history import (
+    RECORDS,
+    RECORDS_SCHEMA,
+    History,
+    HistoryError,
+    Manifest,
+    Segment,
+    cell_table,
+    record_row,
+)
 from semsim_core.streaming import Entry
 
 CACHE_BYTES = 1 << 30
@@ -38,7 +47,7 @@ def _cached_cell(key: tuple, read) -> list[Entry]:
             _read_cells.move_to_end(key)
             return _read_cells[key][0]
     entries = read()
-    size = sum(300 + (e.vector.nbytes if e.vector is not None else 0) + len(e.text) for e in entries)
+    size = sum(e.nbytes() for e in entries)
     with _cache_lock:
         _read_cells[key] = (entries, size)
         total = sum(size for _, size in _read_cells.values())
@@ -53,7 +62,6 @@ class AcceptedPost(NamedTuple):
 
     id: str
     text: str
-    text_hash: str
     timestamp: float
     cells: tuple[int, ...]
     vector: np.ndarray
@@ -141,37 +149,18 @@ class StreamHistory:
         if any(segment.id == segment_id for segment in manifest.segments):
             return manifest
         files = []
-        schema = cell_schema(manifest.dim, manifest.dtype)
         stored = [p for p in posts if not p.copy]
         for cell in sorted({c for p in stored for c in p.cells}):
             members = [p for p in stored if cell in p.cells]
-            columns = [
-                pa.array([p.id for p in members], pa.string()),
-                pa.array([p.text for p in members], pa.string()),
-                pa.array([list(p.cells) for p in members], pa.list_(pa.int32())),
-                pa.FixedSizeListArray.from_arrays(
-                    pa.array(np.concatenate([p.vector for p in members]).astype(manifest.dtype)), manifest.dim
-                ),
-            ]
-            files.append(
-                history.write_table(
-                    history.cell_part_path(segment_id, cell), pa.Table.from_arrays(columns, schema=schema)
-                )
-            )
-        records = pa.Table.from_pylist(
-            [
-                {
-                    "id": p.id,
-                    "text_hash": p.text_hash,
-                    "event_time": dt.datetime.fromtimestamp(p.timestamp, dt.timezone.utc),
-                    "cluster_id": p.cluster_id,
-                    "embedded": not p.copy,
-                    "text_length": len(p.text),
-                }
-                for p in posts
-            ],
-            schema=RECORDS_SCHEMA,
-        )
+            vectors = np.stack([p.vector for p in members])
+            table = cell_table([p.id for p in members], [p.text for p in members], [p.cells for p in members],
+                               vectors, manifest.dtype)  # fmt: skip
+            files.append(history.write_table(history.cell_part_path(segment_id, cell), table))
+        rows = [
+            record_row(p.id, p.text, dt.datetime.fromtimestamp(p.timestamp, dt.timezone.utc), p.cluster_id, not p.copy)
+            for p in posts
+        ]
+        records = pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA)
         files.append(history.write_table(f"{RECORDS}{segment_id}-0.parquet", records))
         history.lock(owner)
         try:

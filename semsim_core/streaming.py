@@ -34,6 +34,10 @@ class Entry(NamedTuple):
     text: str = ""
     cells: tuple[int, ...] = ()
 
+    def nbytes(self) -> int:
+        """About the memory the entry holds: its vector, its text and ~300 bytes of the rest."""
+        return 300 + len(self.text) + (self.vector.nbytes if self.vector is not None else 0)
+
 
 Fp32Scores = Callable[[list[Entry]], list[float | None]]
 """The fp32 cosine of the post being matched with each stored entry; None for an entry without text."""
@@ -188,7 +192,8 @@ class CellIndex:
 
     @staticmethod
     def _entry_bytes(entry: Entry) -> int:
-        return 300 + len(entry.text) + (2 * entry.vector.nbytes if entry.vector is not None else 0)
+        """The entry and FAISS's copy of its vector."""
+        return entry.nbytes() + (entry.vector.nbytes if entry.vector is not None else 0)
 
     def evict(self, older_than: float | None = None, keep_newest: int | None = None) -> list[str]:
         """Forget posts and copies older than ``older_than`` (event seconds), and all but the ``keep_newest`` newest

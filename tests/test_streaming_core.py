@@ -246,7 +246,7 @@ def history_store(root, posts: list[Post], cluster_of: dict[str, str]) -> Stream
     segment = Segment("empty", "", 0, "test", ())
     history.commit(Manifest("m", None, dim, "float32", 0.0, "", 1), segment, None, np.ones((1, dim), np.float32))
     stored = StreamHistory(str(root))
-    accepted = [AcceptedPost(p.id, p.text, p.text_hash, p.timestamp, (0,), p.vector, cluster_of.get(p.id, p.id), False)
+    accepted = [AcceptedPost(p.id, p.text, p.timestamp, (0,), p.vector, cluster_of.get(p.id, p.id), False)
                 for p in posts]  # fmt: skip
     stored.append(accepted, "day1", "test", "test")
     assert stored.append(accepted, "day1", "test", "test").version == 2, "a segment is committed once"
@@ -310,7 +310,7 @@ def test_appends_and_compaction_take_turns(embedder, tmp_path):
     reader = history_store(root, p[:2], {})
     assert [e.id for e in reader.cell_entries(0)] == ["p0", "p1"]
     writer = StreamHistory(root)
-    as_stored = [AcceptedPost(q.id, q.text, q.text_hash, q.timestamp, (0,), q.vector, q.id, False) for q in p]
+    as_stored = [AcceptedPost(q.id, q.text, q.timestamp, (0,), q.vector, q.id, False) for q in p]
     writer.append(as_stored[2:3], "day2", "test", "stream")
     History(root).compact("compactor")
     assert [e.id for e in reader.cell_entries(0)] == ["p0", "p1"], "the cell as this process read it"
@@ -360,8 +360,8 @@ def test_a_post_is_notified_once_with_the_earliest_match_and_both_times():
     primary = Outcome([Match("late", 0.95, "orig", 300.0), Match("orig", 0.85, "orig", 100.0)], "orig", 3)
     neighbour = Outcome([Match("other", 0.9, "x", 100.0)])  # as early as "orig": the smaller id wins
     answers = [
-        Answer(4, False, (7, 4), 500.0, neighbour),
-        Answer(7, True, (7, 4), 500.0, primary, a_post("new", (7, 4))),
+        Answer(4, (7, 4), 500.0, neighbour),
+        Answer(7, (7, 4), 500.0, primary, a_post("new", (7, 4))),
     ]
     out = [list(resolve.process(("new", a), **state)) for a in answers]
     assert out[0] == [], "waits for every cell"
@@ -386,9 +386,9 @@ def test_resolve_per_cell_timeout_and_self_matches():
     again = Outcome([], "old", 2, seen_before=True)
     state = resolve_state()
     # a re-delivery's answer (seen_before) comes first, then the same cell's first answer: the first one decides
-    assert list(resolve.process(("new", Answer(3, True, (3,), 5.0, again, a_post("new", (3,)))), **state)) == []
+    assert list(resolve.process(("new", Answer(3, (3,), 5.0, again, a_post("new", (3,)))), **state)) == []
     assert state["timeout"].at is not None, "waiting is bounded"
-    assignment, *tagged = resolve.process(("new", Answer(3, True, (3,), 5.0, decided, a_post("new", (3,)))), **state)
+    assignment, *tagged = resolve.process(("new", Answer(3, (3,), 5.0, decided, a_post("new", (3,)))), **state)
     assert assignment == ClusterAssignment("new", "old", False, 2)
     pairs = [t.value for t in tagged if t.tag == PAIRS]
     assert pairs == [make_pair("new", "old", 0.9, "semantic")], "no pair with itself"
@@ -396,12 +396,12 @@ def test_resolve_per_cell_timeout_and_self_matches():
 
     lost = resolve_state()  # the primary cell's answer never comes: the timeout resolves with the other cell's matches
     neighbour = Outcome([Match("near", 0.88, "c9", 2.0)])
-    assert list(resolve.process(("late", Answer(5, False, (4, 5), 7.0, neighbour)), **lost)) == []
+    assert list(resolve.process(("late", Answer(5, (4, 5), 7.0, neighbour)), **lost)) == []
     out = list(resolve.give_up_waiting("late", **lost))
     assert [o.value for o in out[:1]] == [ClusterAssignment("late", "c9", False, 0)]
     assert all(o.timestamp == Timestamp(7.0) for o in [out[0], *(t.value for t in out[1:])]), "at the post's time"
     assert lost["done"].read() and list(resolve.give_up_waiting("late", **lost)) == []
 
     redelivered = resolve_state()  # resolved long ago, remembered no more: the primary says seen_before; nothing
-    assert list(resolve.process(("old", Answer(3, True, (3,), 1.0, again, a_post("old", (3,)))), **redelivered)) == []
+    assert list(resolve.process(("old", Answer(3, (3,), 1.0, again, a_post("old", (3,)))), **redelivered)) == []
     assert list(resolve.give_up_waiting("old", **redelivered)) == []

@@ -13,8 +13,16 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 
-from semsim_core.history import MERGES, MERGES_SCHEMA, RECORDS, RECORDS_SCHEMA, History, Manifest, Segment
-from semsim_core.normalize import text_hash
+from semsim_core.history import (
+    MERGES,
+    MERGES_SCHEMA,
+    RECORDS,
+    RECORDS_SCHEMA,
+    History,
+    Manifest,
+    Segment,
+    record_row,
+)
 from semsim_core.run_layout import Summary
 
 FAIL_BEFORE_COMMIT = "SEMSIM_FAIL_BEFORE_COMMIT"  # fault injection for the commit-safety tests: set to 1 to fail there
@@ -28,14 +36,8 @@ def _stored_row(element: tuple[str, dict[str, Iterable]], seen: dt.datetime) -> 
     record_id, joined = element
     for record in joined["record"]:
         cluster = next(iter(joined["cluster"]))
-        yield {
-            "id": record_id,
-            "text_hash": text_hash(record.text),
-            "event_time": seen if record.time is None else _utc(record.time),
-            "cluster_id": cluster.cluster_id,
-            "embedded": bool(list(joined["embedded"])),
-            "text_length": len(record.text),
-        }
+        event_time = seen if record.time is None else _utc(record.time)
+        yield record_row(record_id, record.text, event_time, cluster.cluster_id, bool(list(joined["embedded"])))
 
 
 class WriteStoredRecords(beam.PTransform):

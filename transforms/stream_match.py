@@ -60,7 +60,6 @@ class Answer(NamedTuple):
     ``timestamp`` its event time in seconds; the primary cell's answer carries the ``post`` (for the history)."""
 
     cell: int
-    primary: bool
     cells: tuple[int, ...]
     timestamp: float
     outcome: Outcome
@@ -298,7 +297,7 @@ class CellStateFn(beam.DoFn):
                 cached = self._evict(cached, state, keep_newest=self._max_per_cell)
             self._schedule_expiry(index, expire)
         self._cells.put(cell, cached)
-        yield post.id, Answer(cell, primary, post.cells, post.timestamp, outcome, post if primary else None)
+        yield post.id, Answer(cell, post.cells, post.timestamp, outcome, post if primary else None)
 
     @on_timer(EXPIRE)
     def expire_old_posts(
@@ -327,11 +326,15 @@ def _answer_per_cell(received: Iterable[Answer]) -> dict[int, Answer]:
     return chosen
 
 
+def _primary(by_cell: dict[int, Answer]) -> Answer | None:
+    """The answer of the post's primary (nearest) cell, when it came."""
+    return by_cell.get(next(iter(by_cell.values())).cells[0])
+
+
 def _decided(by_cell: dict[int, Answer]) -> bool:
     """Every cell of the post answered, and its primary cell stored it now (not ``seen_before``)."""
-    first = next(iter(by_cell.values()))
-    primary = by_cell.get(first.cells[0])
-    return set(first.cells) <= set(by_cell) and primary is not None and not primary.outcome.seen_before
+    primary = _primary(by_cell)
+    return primary is not None and not primary.outcome.seen_before and set(primary.cells) <= set(by_cell)
 
 
 class ResolveFn(beam.DoFn):
@@ -411,7 +414,7 @@ class ResolveFn(beam.DoFn):
         answers.clear()
         timeout.clear()
         forget.set(Timestamp(first.timestamp + self._guard))
-        primary = by_cell.get(first.cells[0])
+        primary = _primary(by_cell)
         if primary is not None and primary.outcome.seen_before:
             return  # resolved before: a re-delivery
         matches = [m for a in by_cell.values() for m in a.outcome.matches if m.id != post_id]
@@ -427,9 +430,7 @@ class ResolveFn(beam.DoFn):
         if primary is not None:  # stored in its cells: the history gets it too
             post = primary.post
             copy = primary.outcome.exact_of is not None  # its nearest cell holds it without a vector of its own
-            stored = AcceptedPost(
-                post.id, post.text, post.text_hash, post.timestamp, post.cells, post.vector, cluster, copy
-            )
+            stored = AcceptedPost(post.id, post.text, post.timestamp, post.cells, post.vector, cluster, copy)
             yield beam.pvalue.TaggedOutput(ACCEPTED, stored)
         kinds = {match.id: EXACT if match.id in copies_of else SEMANTIC for match in matches}
         for match in matches:
