@@ -20,12 +20,12 @@ from pipelines.run_files import load_centroids
 from semsim_core import run_layout as layout
 from semsim_core.embedder import model_identity
 from semsim_core.history import History, HistoryError, check_compatible
-from semsim_core.records import CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
+from semsim_core.records import CLUSTER_CHANGES_SCHEMA, CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
 from semsim_core.stream_history import StreamHistory
 from transforms import DEAD_LETTER
 from transforms.history_append import AppendToHistory
 from transforms.pubsub import PublishJson, ReadPosts
-from transforms.stream_match import ACCEPTED, NOTIFICATIONS, PAIRS, MatchPosts
+from transforms.stream_match import ACCEPTED, CHANGES, NOTIFICATIONS, PAIRS, MatchPosts
 from transforms.write import WriteWindowedRows
 
 _LOG = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     folder = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     matched.clusters | "WriteClusters" >> WriteWindowedRows(folder[layout.CLUSTERS], CLUSTERS_SCHEMA, seconds)
     matched[PAIRS] | "WritePairs" >> WriteWindowedRows(folder[layout.PAIRS], PAIRS_SCHEMA, seconds)
+    changes = FileSystems.join(out, layout.CLUSTER_CHANGES)
+    matched[CHANGES] | "WriteClusterChanges" >> WriteWindowedRows(changes, CLUSTER_CHANGES_SCHEMA, seconds)
     dead = posts[DEAD_LETTER]
     dead | "WriteDeadLetters" >> WriteWindowedRows(folder[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA, seconds)
     if opts.notify_topic:

@@ -405,20 +405,24 @@ class History:
         return table.filter(pc.is_in(table[column], value_set=pa.array(list(values), pa.string()))).select(columns)
 
     def cluster_merges(self, manifest: Manifest) -> dict[str, str]:
-        """Every replaced cluster id -> the id it finally became (chains ``a->b, b->c`` give ``a->c, b->c``)."""
-        step: dict[str, str] = {}
+        """Every replaced cluster id -> the id it finally became. Merges apply in commit order, each joining the
+        ``from`` id's cluster to the ``to`` id's (chains ``a->b, b->c`` give ``a->c, b->c``; ``a->b, a->c`` joins
+        all three in ``c``); a merge of two ids already joined changes nothing."""
+        parent: dict[str, str] = {}
+
+        def root(node: str) -> str:
+            while parent.get(node, node) != node:
+                parent[node] = parent.get(parent[node], parent[node])  # path halving
+                node = parent[node]
+            return node
+
         for relative in manifest.files(MERGES):
             table = self._read_as(relative, MERGES_SCHEMA, None)
-            step.update(zip(table["from_cluster_id"].to_pylist(), table["to_cluster_id"].to_pylist(), strict=True))
-        final: dict[str, str] = {}
-        for start in step:
-            path, current = [], start
-            while current in step and current not in final and current not in path:
-                path.append(current)
-                current = step[current]
-            end = final.get(current, current)  # a cycle (never written by semsim) ends where it closes
-            for node in path:
-                final[node] = end
+            for old, new in zip(table["from_cluster_id"].to_pylist(), table["to_cluster_id"].to_pylist(), strict=True):
+                old_root, new_root = root(old), root(new)
+                if old_root != new_root:
+                    parent[old_root] = new_root
+        final = {node: root(node) for node in parent}
         return {k: v for k, v in final.items() if k != v}
 
     # -- writing -------------------------------------------------------------------------------------------------

@@ -77,7 +77,9 @@ class ClusterAssignment(NamedTuple):
 
 
 class ClusterChange(NamedTuple):
-    """A history record whose cluster was merged into another by this run (``--history``)."""
+    """A cluster id merged into another: in a batch run with ``--history``, one per stored record whose cluster this
+    run merged (``id`` the record); in a stream, one per cluster id a post's arrival merged into its own (``id`` the
+    post)."""
 
     id: str
     cluster_id: str  # its cluster now

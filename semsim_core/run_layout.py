@@ -15,7 +15,8 @@ A batch run writes::
                                success marker
     OUT/report.html            ``semsim report``'s page on the run
 
-A stream writes the three Parquet folders (one file per window). Everything that writes or reads a run goes
+A stream writes the three Parquet folders and ``cluster_changes`` (the cluster ids each post merged), in files per
+window. Everything that writes or reads a run goes
 through these names.
 """
 
@@ -47,7 +48,7 @@ WORK = "_work"
 SUMMARY = "summary.json"
 REPORT = "report.html"  # written by `semsim report` beside the run it shows
 OUTPUT_SCHEMAS: dict[str, pa.Schema] = {PAIRS: PAIRS_SCHEMA, CLUSTERS: CLUSTERS_SCHEMA, DEAD_LETTER: DEAD_LETTER_SCHEMA}
-HISTORY_OUTPUT_SCHEMAS = {CLUSTER_CHANGES: CLUSTER_CHANGES_SCHEMA}  # written by --history runs only
+HISTORY_OUTPUT_SCHEMAS = {CLUSTER_CHANGES: CLUSTER_CHANGES_SCHEMA}  # batch: --history runs only; stream: always
 REMOVAL_SCHEMAS = {REMOVED: REMOVED_SCHEMA}  # written by batch runs without --history
 # a run's own entries; nothing else is
 RUN_ENTRIES = (

@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 
 from semsim_core.history import (
+    MERGES,
+    MERGES_SCHEMA,
     RECORDS,
     RECORDS_SCHEMA,
     History,
@@ -58,7 +60,8 @@ def _cached_cell(key: tuple, read) -> list[Entry]:
 
 class AcceptedPost(NamedTuple):
     """A post the stream stored, as the store keeps it: ``cells`` nearest first (with the store's margin), its
-    ``cluster_id`` as decided, and ``copy`` when it is an exact copy of a stored post (no vector of its own)."""
+    ``cluster_id`` as decided, ``copy`` when it is an exact copy of a stored post (no vector of its own), and the
+    cluster ids its arrival ``merged`` into its cluster (the store's merges)."""
 
     id: str
     text: str
@@ -67,6 +70,7 @@ class AcceptedPost(NamedTuple):
     vector: np.ndarray
     cluster_id: str
     copy: bool
+    merged: tuple[str, ...] = ()
 
 
 class StreamHistory:
@@ -162,6 +166,10 @@ class StreamHistory:
         ]
         records = pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA)
         files.append(history.write_table(f"{RECORDS}{segment_id}-0.parquet", records))
+        merges = [{"from_cluster_id": old, "to_cluster_id": p.cluster_id} for p in posts for old in p.merged]
+        if merges:
+            table = pa.Table.from_pylist(merges, schema=MERGES_SCHEMA)
+            files.append(history.write_table(f"{MERGES}{segment_id}-0.parquet", table))
         history.lock(owner)
         try:
             current = self._checked(history.manifest())

@@ -72,9 +72,36 @@ def utc_iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
+class Bucket(NamedTuple):
+    """The bag of a cell's Beam state that new posts go to: its ``index``, the event time of its first post
+    (``start``) and how many posts it holds (``count``). Eviction clears whole bags, never rewrites one."""
+
+    index: int
+    start: float
+    count: int
+
+
+def next_bucket(
+    current: Bucket | None, timestamp: float, width: float | None, capacity: int | None, free: Iterable[int]
+) -> Bucket:
+    """The bucket a post of event time ``timestamp`` goes to: the current one until it spans ``width`` seconds or
+    holds ``capacity`` posts, then the first ``free`` bag (the current one grows while none is free)."""
+    if current is not None:
+        full = (width is not None and timestamp - current.start >= width) or (
+            capacity is not None and current.count >= capacity
+        )
+        if not full:
+            return current._replace(count=current.count + 1)
+        free = [i for i in free if i != current.index]
+        if not free:
+            return current._replace(count=current.count + 1)
+    return Bucket(min(free, default=0), timestamp, 1)
+
+
 @dataclass
 class Outcome:
-    """What one cell says about one post: its matches here; for the primary cell also the post's cluster."""
+    """What one cell says about one post: the matches it reports, and the cluster it stored the post in (that of
+    its best reported match, else the post's own id) with that cluster's size here."""
 
     matches: list[Match]
     cluster_id: str | None = None
@@ -103,10 +130,12 @@ class CellIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _search(self, vector: np.ndarray, band: ScoreBand, fp32: Fp32Scores | None) -> tuple[list[Match], int]:
-        """Matches at or above the threshold, best first, and how many were rescored: candidates come from the
-        approximate vectors at the band's search threshold; those in the band are decided by ``fp32`` (by their
-        approximate score when it has no fp32 score for them)."""
+    def _search(
+        self, vector: np.ndarray, band: ScoreBand, fp32: Fp32Scores | None, horizon: float | None
+    ) -> tuple[list[Match], int]:
+        """Matches at or above the threshold (stored at or after ``horizon``), best first, and how many were
+        rescored: candidates come from the approximate vectors at the band's search threshold; those in the band
+        are decided by ``fp32`` (by their approximate score when it has no fp32 score for them)."""
         if not self.ids:
             return [], 0
         if self._index is None:
@@ -114,6 +143,8 @@ class CellIndex:
             self._index.add(np.stack(self._vectors))
         _, scores, rows = range_search_at_least(self._index, vector[None, :].astype(np.float32), band.search_threshold)
         found = [self._match(self.ids[r], min(float(s), 1.0)) for s, r in zip(scores, rows, strict=True)]
+        if horizon is not None:
+            found = [m for m in found if m.timestamp >= horizon]
         kept = [m for m in found if band.settled(m.score)]
         in_band = [m for m in found if band.in_band(m.score)]
         fp32_scores = fp32([self._entries[m.id] for m in in_band]) if in_band and fp32 else [None] * len(in_band)
@@ -140,21 +171,34 @@ class CellIndex:
         fp32: Fp32Scores | None = None,
         text: str = "",
         cells: tuple[int, ...] = (),
+        horizon: float | None = None,
+        cell: int | None = None,
     ) -> Outcome:
         """Query then insert a post of this cell: exact copy by hash first, else best vector match (near the
-        threshold, by ``fp32`` scores), else a new cluster. ``text`` is stored for later rescoring, ``cells`` (all
-        the cells the post is stored in) for :func:`reported_in`. A post seen before (re-delivery) changes nothing
+        threshold, by ``fp32`` scores), else a new cluster. ``text`` is stored for later rescoring. ``cell`` (this
+        index's cell) and ``cells`` (all the cells the post is stored in): only matches :func:`reported_in` this
+        cell are reported and decide the post's cluster here. Stored posts older than ``horizon`` (event seconds;
+        retention) are not matched, even before they are evicted. A post seen before (re-delivery) changes nothing
         and reports its stored cluster."""
+
+        def reported(match: Match) -> bool:
+            return cell is None or reported_in(cell, cells, match)
+
         if post_id in self.clusters:
             cluster = self.clusters[post_id]
             return Outcome([], cluster, self.sizes.get(cluster, 1), seen_before=True)
         original = self.hashes.get(text_hash)
+        if original is not None and horizon is not None and self.seen[original] < horizon:
+            del self.hashes[text_hash]  # expired: this post becomes the text's original
+            original = None
         if original is not None:
-            cluster = self.clusters[original]
-            self.insert(Entry(post_id, None, text_hash, timestamp, cluster, cells=cells))
             match = self._match(original, 1.0)
-            return Outcome([match], cluster, self.sizes[cluster], exact_of=original)
-        matches, rescored = self._search(vector, band, fp32)
+            matches = [match] if reported(match) else []
+            cluster = matches[0].cluster_id if matches else post_id
+            self.insert(Entry(post_id, None, text_hash, timestamp, cluster, cells=cells))
+            return Outcome(matches, cluster, self.sizes[cluster], exact_of=original)
+        matches, rescored = self._search(vector, band, fp32, horizon)
+        matches = [m for m in matches if reported(m)]
         cluster = matches[0].cluster_id if matches else post_id
         stored = np.ascontiguousarray(vector, dtype=np.float32)
         self.insert(Entry(post_id, stored, text_hash, timestamp, cluster, text, cells))

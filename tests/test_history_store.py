@@ -264,12 +264,14 @@ def test_read_only_location(tmp_path):
 
 
 def test_cluster_merges_resolve_chains(tmp_path):
+    """Chains resolve to their end; an id merged twice (a stream's cells can replace one id twice) joins both
+    clusters; a merge between ids already joined (the reverse of one) changes nothing."""
     history = History(str(tmp_path / "h"))
     manifest = _first(history)
-    for merges in ([("a", "b"), ("x", "y")], [("b", "c")]):
+    for merges in ([("a", "b"), ("x", "y")], [("b", "c")], [("x", "z"), ("c", "a"), ("q", "q")]):
         segment = _write_segment(history, {}, _records_table([], []), merges)
         manifest = history.commit(manifest, segment, manifest.version)
-    assert history.cluster_merges(manifest) == {"a": "c", "b": "c", "x": "y"}
+    assert history.cluster_merges(manifest) == {"a": "c", "b": "c", "x": "z", "y": "z"}
 
 
 def test_check_compatible():

@@ -26,6 +26,8 @@ from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST, sample_titles
 from transforms.history_append import _AppendFn
 from transforms.stream_match import (
     ACCEPTED,
+    BUCKETS,
+    CHANGES,
     NOTIFICATIONS,
     PAIRS,
     REDELIVERY_GUARD_SECONDS,
@@ -117,15 +119,18 @@ class Bag:
 
     def __init__(self):
         self.items = []
+        self.adds = self.clears = 0
 
     def add(self, item):
         self.items.append(item)
+        self.adds += 1
 
     def read(self):
         return list(self.items)
 
     def clear(self):
         self.items = []
+        self.clears += 1
 
 
 class FailingBag(Bag):
@@ -157,7 +162,11 @@ class Timer:
 
 def cell_state() -> dict:
     """One cell's state and timer, as the runner keeps them for its key (shared by every DoFn instance)."""
-    return {"entries": Bag(), "version": Value(), "floor": Value(), "expire": Timer()}
+    return {**{f"bucket_{i}": Bag() for i in range(BUCKETS)}, "meta": Value(), "floor": Value(), "expire": Timer()}
+
+
+def buckets(state: dict) -> list[Bag]:
+    return [state[f"bucket_{i}"] for i in range(BUCKETS)]
 
 
 def cell_fn(history: StreamHistory | None = None, **limits) -> CellStateFn:
@@ -186,12 +195,13 @@ def insert(fn: CellStateFn, state: dict, post: Post) -> Answer:
 
 
 def stored_ids(state: dict) -> list[str]:
-    return sorted(e.id for e in state["entries"].read())
+    return sorted(e.id for bag in buckets(state) for e in bag.read())
 
 
 def test_two_instances_over_one_cells_state_lose_no_post(embedder):
     """Beam runs several DoFn instances for one key over time; each caches the cell. The reproduction of a lost post:
-    limit 3, A inserts p0-p3, B inserts p4, A inserts p5 (a paraphrase of p4, so it must match it)."""
+    limit 3, A inserts p0-p3, B inserts p4, A inserts p5 (a paraphrase of p4, so it must match it). A cell keeps its
+    newest 3 once a bucket's worth (1) more came, and eviction clears bags of state, never writes one again."""
     titles = [row["text"] for row in sample_titles(4)]
     texts = [*titles, *paraphrase_texts(2)]  # p4 ~ p5
     p = posts(texts, embedder.encode(texts))
@@ -199,14 +209,15 @@ def test_two_instances_over_one_cells_state_lose_no_post(embedder):
     a, b = cell_fn(max_per_cell=3), cell_fn(max_per_cell=3)
     for post in p[:4]:
         insert(a, state, post)
-    assert stored_ids(state) == ["p1", "p2", "p3"]
+    assert stored_ids(state) == ["p0", "p1", "p2", "p3"]
     insert(b, state, p[4])
-    assert stored_ids(state) == ["p2", "p3", "p4"]
+    assert stored_ids(state) == ["p2", "p3", "p4"], "p0 and p1 left with their bags"
     answer = insert(a, state, p[5])
     assert [m.id for m in answer.outcome.matches] == ["p4"], "A saw B's insert, not its stale cache"
     assert answer.outcome.cluster_id == "p4" and answer.outcome.cluster_size == 2
-    assert stored_ids(state) == ["p3", "p4", "p5"]
-    assert EntryCoder().decode(EntryCoder().encode(state["entries"].read()[0])).id in {"p3", "p4", "p5"}
+    assert stored_ids(state) == ["p2", "p3", "p4", "p5"]
+    assert sum(bag.adds for bag in buckets(state)) == 6, "each post written once"
+    assert EntryCoder().decode(EntryCoder().encode(buckets(state)[2].read()[0])).id == "p2"
 
 
 def test_retention_timer_and_a_failed_bundle_keep_state_and_cache_apart(embedder):
@@ -235,8 +246,34 @@ def test_retention_timer_and_a_failed_bundle_keep_state_and_cache_apart(embedder
 
     # instances of one DoFn in one process share its cells; a bundle that fails midway leaves none half-changed
     with pytest.raises(RuntimeError, match="state write failed"):
-        insert(sibling, {**state, "entries": FailingBag(state["entries"].read())}, p[0]._replace(timestamp=23.0))
+        failing = {f"bucket_{i}": FailingBag(bag.read()) for i, bag in enumerate(buckets(state))}
+        insert(sibling, {**state, **failing}, p[0]._replace(timestamp=23.0))
     assert not insert(a, state, p[0]._replace(timestamp=23.0)).outcome.seen_before, "p0 never reached state"
+
+
+def test_retention_clears_whole_bags_on_a_grid_and_never_rewrites_state(embedder):
+    """30 real titles, one a second, retention 8 s (bucket width 2 s): the runner fires the timer as the watermark
+    passes it. Each post is written to state once; bags are cleared whole; the index is rebuilt by the timer about
+    once per width, not once per post; state never holds more than retention plus two buckets of posts; a copy of
+    a post past the horizon is not matched even before the timer evicts it."""
+    texts = [row["text"] for row in sample_titles(30)]
+    p = posts(texts, embedder.encode(texts))
+    state, fn, fires = cell_state(), cell_fn(retention=8.0), 0
+    for post in p:
+        while state["expire"].at is not None and state["expire"].at <= Timestamp(post.timestamp):
+            at, state["expire"].at = state["expire"].at, None
+            fn.expire_old_posts(0, at, **state)
+            fires += 1
+        assert insert(fn, state, post).outcome.matches == []
+        held = [int(i[1:]) for i in stored_ids(state)]
+        assert min(held) >= post.timestamp - 8 - 2 * 2, (post.id, held)
+    assert sum(bag.adds for bag in buckets(state)) == 30 and fires <= 30 / 2
+    assert sum(bag.clears for bag in buckets(state)) >= 8, "about 20 posts left, two per bag"
+    assert set(stored_ids(state)) >= {f"p{i}" for i in range(21, 30)}
+
+    late = p[21]._replace(id="copy", timestamp=29.5)  # p21 is 8.5 s old: past the horizon, not yet evicted
+    assert insert(fn, state, late).outcome.exact_of is None and "p21" in stored_ids(state)
+    assert insert(fn, state, p[22]._replace(id="copy2", timestamp=29.5)).outcome.exact_of == "p22"
 
 
 def history_store(root, posts: list[Post], cluster_of: dict[str, str]) -> StreamHistory:
@@ -255,8 +292,9 @@ def history_store(root, posts: list[Post], cluster_of: dict[str, str]) -> Stream
 
 def test_near_duplicates_in_neighbouring_cells_meet_once(embedder):
     """Two paraphrases published together, each nearest to a different cell and within the margin of the other's:
-    whatever order the two cells take them in, they give one pair; one cluster when both cells take them in the same
-    order (in opposite orders each post's nearest cell saw the other first: two cluster ids, a documented limit)."""
+    whatever order the two cells take them in, they give one pair and one cluster. A cell that stored a post under
+    another id than its answer's cluster (it did not report the match) has that id merged: a cluster change, so a
+    later post that joins it there lands in the same cluster."""
     texts = paraphrase_texts(2)
     a, b = posts(texts, embedder.encode(texts))
     a, b = a._replace(cells=(0, 1)), b._replace(cells=(1, 0))
@@ -271,8 +309,12 @@ def test_near_duplicates_in_neighbouring_cells_meet_once(embedder):
             outputs += list(resolve.process((post_id, answer), **state))
         pairs = [o.value for o in outputs if getattr(o, "tag", None) == PAIRS]
         clusters = {o.id: o.cluster_id for o in outputs if isinstance(o, ClusterAssignment)}
+        changes = [o.value for o in outputs if getattr(o, "tag", None) == CHANGES]
         assert [(p.id_a, p.id_b) for p in pairs] == [("p0", "p1")], order
-        assert set(clusters) == {"p0", "p1"} and (len(set(clusters.values())) == 1 or order in opposite), order
+        assert set(clusters) == {"p0", "p1"} and len(set(clusters.values())) == 1, order
+        held = {e.cluster_id for state in states.values() for bag in buckets(state) for e in bag.read()}
+        assert held - set(clusters.values()) == {c.previous_cluster_id for c in changes}, (order, changes)
+        assert all(c.cluster_id == clusters[c.id] for c in changes)
 
 
 def test_history_records_join_cells_by_hash_and_leave_by_time(embedder, tmp_path):
@@ -294,8 +336,8 @@ def test_history_records_join_cells_by_hash_and_leave_by_time(embedder, tmp_path
 
     bounded = cell_state()
     b, c = cell_fn(history, max_per_cell=2), cell_fn(history, max_per_cell=2)
-    insert(b, bounded, p[2]._replace(timestamp=3.0))  # p0, p1 stored; p2 makes three: p0 leaves
-    assert bounded["floor"].read() == 0.0
+    insert(b, bounded, p[2]._replace(timestamp=3.0))  # p0, p1 stored; p2 makes three: a bucket's worth (1) more
+    assert bounded["floor"].read() is None
     assert [m.id for m in insert(c, bounded, p[3]._replace(timestamp=4.0)).outcome.matches] == ["p1"]
     assert stored_ids(bounded) == ["p2", "p3"] and bounded["floor"].read() == 1.0
 
@@ -327,6 +369,20 @@ def test_appends_and_compaction_take_turns(embedder, tmp_path):
     started_on_other_cells = StreamHistory(root, centroids="centroids-0123456789abcdef.npy")
     with pytest.raises(HistoryError, match="has other centroids .* than when this stream started"):
         started_on_other_cells.append(as_stored[3:], "day4", "test", "stream")
+
+
+def test_the_clusters_a_stream_merges_are_merged_in_the_store(embedder, tmp_path):
+    """A post stored under a cluster id that another post's arrival merged (a cluster change) is read back from the
+    store in the merged cluster: a restarted stream holds one cluster where the first held two ids."""
+    texts = paraphrase_texts(3)
+    p = posts(texts, embedder.encode(texts))
+    root = str(tmp_path / "h")
+    history_store(root, p[:1], {})
+    writer = StreamHistory(root)
+    as_stored = [AcceptedPost(q.id, q.text, q.timestamp, (0,), q.vector, q.id, False) for q in p]
+    writer.append(as_stored[1:2], "s1", "test", "stream")  # p1 stored under its own id in one cell
+    writer.append([as_stored[2]._replace(cluster_id="p0", merged=("p1",))], "s2", "test", "stream")
+    assert {e.id: e.cluster_id for e in StreamHistory(root).cell_entries(0)} == {"p0": "p0", "p1": "p0", "p2": "p0"}
 
 
 def test_entry_coder_round_trips_and_is_compact(embedder):

@@ -3,6 +3,7 @@ post's pairs and cluster once every cell it went to has answered."""
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from collections import OrderedDict
@@ -11,7 +12,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.coders import BooleanCoder, FloatCoder, PickleCoder, StrUtf8Coder
+from apache_beam.coders import BooleanCoder, FloatCoder, PickleCoder, StrUtf8Coder, TupleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
@@ -28,10 +29,19 @@ from apache_beam.utils.windowed_value import WindowedValue
 from semsim_core.cells import assign_cells
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.normalize import text_hash
-from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, Record, make_pair
+from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, ClusterChange, Record, make_pair
 from semsim_core.rescore import ScoreBand, cosine
 from semsim_core.stream_history import AcceptedPost, StreamHistory
-from semsim_core.streaming import CellIndex, Entry, Fp32Scores, Outcome, earliest, reported_in, utc_iso
+from semsim_core.streaming import (
+    Bucket,
+    CellIndex,
+    Entry,
+    Fp32Scores,
+    Outcome,
+    earliest,
+    next_bucket,
+    utc_iso,
+)
 from transforms import METRICS_NAMESPACE
 from transforms.embed import EmbedBatchFn
 from transforms.vector_coder import EntryCoder
@@ -39,6 +49,7 @@ from transforms.vector_coder import EntryCoder
 PAIRS = "pairs"
 NOTIFICATIONS = "notifications"
 ACCEPTED = "accepted"  # an AcceptedPost per post the stream stored: what it appends to a history store
+CHANGES = "cluster_changes"
 REDELIVERY_GUARD_SECONDS = 7 * 24 * 3600.0  # Pub/Sub keeps an unacknowledged message at most 7 days
 RESOLVE_TIMEOUT_SECONDS = 300.0
 
@@ -111,6 +122,7 @@ class _CachedCell(NamedTuple):
     token: str | None  # the state's version token the index was built at
     index: CellIndex
     from_history: set[str]  # ids that came from the history store (never written to state)
+    buckets: list[set[str]]  # per bag of state: the ids in it the index still holds
 
 
 class _CellCache:
@@ -140,20 +152,39 @@ _process_caches: dict[str, _CellCache] = {}  # one per CellStateFn of a pipeline
 _process_caches_lock = threading.Lock()
 
 
+BUCKETS = 6  # bags of Beam state per cell: eviction clears a bag once the index holds none of its posts
+_META_CODER = TupleCoder((StrUtf8Coder(), VarIntCoder(), FloatCoder(), VarIntCoder()))
+
+
 class CellState(NamedTuple):
     """The Beam state of one cell, as :class:`CellStateFn` is handed it."""
 
-    entries: object  # bag of Entry: the posts the stream stored in the cell
-    version: object  # a token every write replaces
+    buckets: tuple  # BUCKETS bags of Entry: the posts the stream stored in the cell
+    meta: object  # (version token that every write replaces, the current bucket: index, start, count)
     floor: object  # the latest event time evicted: history records up to it stay out
+
+    def token(self) -> str | None:
+        meta = self.meta.read()
+        return meta[0] if meta else None
+
+    def bucket(self) -> Bucket | None:
+        meta = self.meta.read()
+        return Bucket(*meta[1:]) if meta else None
+
+    def write(self, bucket: Bucket | None) -> str:
+        """Record a write: a new version token (returned) and the current bucket."""
+        token = uuid.uuid4().hex
+        self.meta.write((token, *(bucket or Bucket(0, 0.0, 0))))
+        return token
 
 
 class CellStateFn(beam.DoFn):
-    """Keyed by cell. Beam state is the source of truth: a bag of :class:`Entry` (:class:`EntryCoder`) and a version
-    token that every write replaces. A :class:`CellIndex` per cell is the worker process's cache (shared by the
-    DoFn's instances there, :class:`_CellCache`, within ``cache_bytes``), trusted only while the state holds the token
-    it was built at: Beam runs several instances and processes for one key over time, and a failed bundle commits
-    nothing, so a count, or a token written in a bundle that failed, could match a state the cache never saw.
+    """Keyed by cell. Beam state is the source of truth: :data:`BUCKETS` bags of :class:`Entry`
+    (:class:`EntryCoder`) and a version token that every write replaces. A :class:`CellIndex` per cell is the worker
+    process's cache (shared by the DoFn's instances there, :class:`_CellCache`, within ``cache_bytes``), trusted only
+    while the state holds the token it was built at: Beam runs several instances and processes for one key over
+    time, and a failed bundle commits nothing, so a count, or a token written in a bundle that failed, could match a
+    state the cache never saw.
 
     With a ``history`` store, a cell's stored records join its index when the cache is built (read from the store
     by the worker, never written to state; ``history_cells_read`` counts the reads), less those older than the
@@ -163,12 +194,17 @@ class CellStateFn(beam.DoFn):
     the two posts share (:func:`~semsim_core.streaming.reported_in`), where one of them certainly found the other,
     whichever came first. Matches in ``band`` are rescored with
     the ``fp32`` model (loaded once per worker, on the first such match) before a post's cluster is decided; stored
-    posts then keep their text. Retention: an event-time timer evicts posts older than ``retention_seconds``;
-    ``max_per_cell`` keeps only the newest posts (exact copies included).
+    posts then keep their text.
+
+    Eviction never rewrites state: a post goes to the current bag of state until that bag spans a quarter of
+    ``retention_seconds`` or holds a quarter of ``max_per_cell`` (:func:`~semsim_core.streaming.next_bucket`), and a
+    bag is cleared once the index holds none of its posts. The index forgets posts older than ``retention_seconds``
+    by an event-time timer on a grid of the bucket width (queries skip them before), and, once ``max_per_cell`` plus
+    a bucket's worth are stored, all but the newest ``max_per_cell`` (exact copies count).
     """
 
-    ENTRIES = BagStateSpec("entries", EntryCoder())
-    VERSION = ReadModifyWriteStateSpec("version", StrUtf8Coder())
+    BUCKET_SPECS = tuple(BagStateSpec(f"bucket_{i}", EntryCoder()) for i in range(BUCKETS))
+    META = ReadModifyWriteStateSpec("meta", _META_CODER)
     FLOOR = ReadModifyWriteStateSpec("history_floor", FloatCoder())
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
     FP32_CACHE = 10_000  # fp32 vectors kept per DoFn instance, most recently used
@@ -190,9 +226,13 @@ class CellStateFn(beam.DoFn):
         self._history = history
         self._cache_bytes = cache_bytes
         self._cache_key = uuid.uuid4().hex  # the same in every copy of this DoFn: they share a process's cells
+        live = BUCKETS - 2  # buckets within the limits: one more fills, one more is free to rotate into
+        self._width = retention_seconds / live if retention_seconds else None
+        self._capacity = -(-max_per_cell // live) if max_per_cell else None
         self._rescored = Metrics.counter(METRICS_NAMESPACE, "rescored_pairs")
         self._rebuilds = Metrics.counter(METRICS_NAMESPACE, "cell_cache_rebuilds")
         self._history_reads = Metrics.counter(METRICS_NAMESPACE, "history_cells_read")
+        self._cleared = Metrics.counter(METRICS_NAMESPACE, "cell_buckets_cleared")
 
     def setup(self) -> None:
         with _process_caches_lock:
@@ -228,46 +268,56 @@ class CellStateFn(beam.DoFn):
         """The cell as its state holds it now, taken out of the process's cache: the cached index if the state's
         token is the one it was built at, else rebuilt from the history store (records later than ``horizon`` and
         the cell's floor) and state. Put it back with :meth:`_CellCache.put` when done."""
-        token = state.version.read()
+        token = state.token()
         cached = self._cells.take(cell)
         if cached is not None and cached.token == token:
             return cached
         self._rebuilds.inc()
         index = CellIndex()
-        own = list(state.entries.read())
+        own = [list(bag.read()) for bag in state.buckets]
         loaded: list[Entry] = []
         if self._history is not None:
             self._history_reads.inc()
             bounds = [b for b in (horizon, state.floor.read()) if b is not None]
-            ids = {e.id for e in own}
+            ids = {e.id for bag in own for e in bag}
             loaded = [e for e in self._history.cell_entries(cell, max(bounds, default=None)) if e.id not in ids]
-        for entry in [*loaded, *own]:
+        for entry in [*loaded, *(e for bag in own for e in bag)]:
             index.insert(entry)
-        return _CachedCell(token, index, {e.id for e in loaded})
-
-    @staticmethod
-    def _written(cached: _CachedCell, state: CellState) -> _CachedCell:
-        """After a write to the cell's state: a new token, which the cached cell now matches."""
-        token = uuid.uuid4().hex
-        state.version.write(token)
-        return cached._replace(token=token)
+        return _CachedCell(token, index, {e.id for e in loaded}, [{e.id for e in bag} for bag in own])
 
     def _evict(self, cached: _CachedCell, state: CellState, **limits) -> _CachedCell:
-        """Evict from the index by ``limits`` (:meth:`CellIndex.evict`), then write the cell's posts (not its
-        history records, which stay in the store below the new floor) to state again."""
-        if not cached.index.evict(**limits):
+        """Evict from the index by ``limits`` (:meth:`CellIndex.evict`); clear each bag of state the index now
+        holds none of (history records stay in the store, below the new floor)."""
+        gone = set(cached.index.evict(**limits))
+        if not gone:
             return cached
-        state.entries.clear()
-        for entry in cached.index.entries():
-            if entry.id not in cached.from_history:
-                state.entries.add(entry)
+        for bag, ids in zip(state.buckets, cached.buckets, strict=True):
+            if ids and ids <= gone:
+                bag.clear()
+                self._cleared.inc()
+            ids -= gone
         if self._history is not None:
             state.floor.write(cached.index.evicted_until)
-        return self._written(cached, state)
+        return cached._replace(token=state.write(state.bucket()))
+
+    def _store(self, cached: _CachedCell, state: CellState, entry: Entry) -> _CachedCell:
+        """Add a stored post to the current bucket's bag, then keep ``max_per_cell`` (lazily: once one bucket's
+        worth more has come)."""
+        free = [i for i, ids in enumerate(cached.buckets) if not ids]
+        bucket = next_bucket(state.bucket(), entry.timestamp, self._width, self._capacity, free)
+        state.buckets[bucket.index].add(entry)
+        cached.buckets[bucket.index].add(entry.id)
+        cached = cached._replace(token=state.write(bucket))
+        if self._max_per_cell and len(cached.index.seen) > self._max_per_cell + self._capacity:
+            cached = self._evict(cached, state, keep_newest=self._max_per_cell)
+        return cached
 
     def _schedule_expiry(self, index: CellIndex, expire) -> None:
+        """Arm the retention timer at the oldest post's horizon, rounded up to a multiple of the bucket width: the
+        index evicts (and is rebuilt) at most once per width, whatever the traffic."""
         if self._retention and index.seen:
-            expire.set(Timestamp(min(index.seen.values()) + self._retention))
+            due = min(index.seen.values()) + self._retention
+            expire.set(Timestamp(math.ceil(due / self._width) * self._width))
 
     def _horizon(self, now: float) -> float | None:
         return now - self._retention if self._retention else None
@@ -275,26 +325,30 @@ class CellStateFn(beam.DoFn):
     def process(
         self,
         element: tuple[int, Post],
-        entries=beam.DoFn.StateParam(ENTRIES),
-        version=beam.DoFn.StateParam(VERSION),
+        bucket_0=beam.DoFn.StateParam(BUCKET_SPECS[0]),
+        bucket_1=beam.DoFn.StateParam(BUCKET_SPECS[1]),
+        bucket_2=beam.DoFn.StateParam(BUCKET_SPECS[2]),
+        bucket_3=beam.DoFn.StateParam(BUCKET_SPECS[3]),
+        bucket_4=beam.DoFn.StateParam(BUCKET_SPECS[4]),
+        bucket_5=beam.DoFn.StateParam(BUCKET_SPECS[5]),
+        meta=beam.DoFn.StateParam(META),
         floor=beam.DoFn.StateParam(FLOOR),
         expire=beam.DoFn.TimerParam(EXPIRE),
     ) -> Iterator[tuple[str, Answer]]:
         cell, post = element
         primary = cell == post.cells[0]
-        state = CellState(entries, version, floor)
-        cached = self._take(cell, state, self._horizon(post.timestamp))
+        state = CellState((bucket_0, bucket_1, bucket_2, bucket_3, bucket_4, bucket_5), meta, floor)
+        horizon = self._horizon(post.timestamp)
+        cached = self._take(cell, state, horizon)
         index = cached.index
         fp32 = self._fp32_scores(post)
         text = post.text if self._band.band else ""
-        outcome = index.add(post.id, post.vector, post.text_hash, post.timestamp, self._band, fp32, text, post.cells)
+        outcome = index.add(
+            post.id, post.vector, post.text_hash, post.timestamp, self._band, fp32, text, post.cells, horizon, cell
+        )
         self._rescored.inc(outcome.rescored)
-        outcome.matches = [m for m in outcome.matches if reported_in(cell, post.cells, m)]
         if not outcome.seen_before:
-            entries.add(index.entry(post.id))
-            cached = self._written(cached, state)
-            if self._max_per_cell and len(index.seen) > self._max_per_cell:
-                cached = self._evict(cached, state, keep_newest=self._max_per_cell)
+            cached = self._store(cached, state, index.entry(post.id))
             self._schedule_expiry(index, expire)
         self._cells.put(cell, cached)
         yield post.id, Answer(cell, post.cells, post.timestamp, outcome, post if primary else None)
@@ -304,12 +358,17 @@ class CellStateFn(beam.DoFn):
         self,
         cell=beam.DoFn.KeyParam,
         fired=beam.DoFn.TimestampParam,
-        entries=beam.DoFn.StateParam(ENTRIES),
-        version=beam.DoFn.StateParam(VERSION),
+        bucket_0=beam.DoFn.StateParam(BUCKET_SPECS[0]),
+        bucket_1=beam.DoFn.StateParam(BUCKET_SPECS[1]),
+        bucket_2=beam.DoFn.StateParam(BUCKET_SPECS[2]),
+        bucket_3=beam.DoFn.StateParam(BUCKET_SPECS[3]),
+        bucket_4=beam.DoFn.StateParam(BUCKET_SPECS[4]),
+        bucket_5=beam.DoFn.StateParam(BUCKET_SPECS[5]),
+        meta=beam.DoFn.StateParam(META),
         floor=beam.DoFn.StateParam(FLOOR),
         expire=beam.DoFn.TimerParam(EXPIRE),
     ) -> None:
-        state = CellState(entries, version, floor)
+        state = CellState((bucket_0, bucket_1, bucket_2, bucket_3, bucket_4, bucket_5), meta, floor)
         horizon = self._horizon(float(fired))
         cached = self._evict(self._take(cell, state, horizon), state, older_than=horizon + 1e-6)
         self._schedule_expiry(cached.index, expire)
@@ -339,16 +398,21 @@ def _decided(by_cell: dict[int, Answer]) -> bool:
 
 class ResolveFn(beam.DoFn):
     """Keyed by post id: waits for an answer from every cell the post went to, then emits the post's cluster
-    assignment, its pairs (``pairs``) and, when it matched, one notification naming the earliest matching post
-    (``notifications``).
+    assignment, its pairs (``pairs``), the cluster ids its arrival merged (``cluster_changes``) and, when it matched,
+    one notification naming the earliest matching post (``notifications``).
+
+    The post's cluster is that of its best reported match in any cell (highest score, then smaller id), else its
+    own id: the cell that reports the match stored the post in that cluster too. Every other cluster id a cell
+    stored the post under, or that a reported match carries, is merged into it: one :class:`ClusterChange` each
+    (cells decide before they hear from each other, so two posts arriving together can leave a cell holding an id
+    that another cell's answer replaced; applied in order, the changes give every pair one cluster).
 
     Answers are tracked per cell, so a re-delivered post's second answers (``seen_before``) neither count twice nor
     decide. A post that is not decided ``timeout_seconds`` (processing time) after its first answer is resolved with
-    what arrived (``resolve_timeouts``): without its primary cell's answer, in the cluster of the best match the
-    other cells found (or its own), and not appended to the history; a post whose only primary answer says
-    ``seen_before`` was resolved before, and emits nothing. Once resolved, a post id is remembered until its event
-    time plus the retention horizon (or ``guard_seconds`` without one, Pub/Sub's longest message retention by
-    default), so re-deliveries in that time resolve nothing.
+    what arrived (``resolve_timeouts``), and without its primary cell's answer not appended to the history; a post
+    whose only primary answer says ``seen_before`` was resolved before, and emits nothing. Once resolved, a post id
+    is remembered until its event time plus the retention horizon (or ``guard_seconds`` without one, Pub/Sub's
+    longest message retention by default), so re-deliveries in that time resolve nothing.
     A stored post that matches itself (a re-delivery racing its own insert) gives no pair (``self_matches``).
     """
 
@@ -417,20 +481,21 @@ class ResolveFn(beam.DoFn):
         primary = _primary(by_cell)
         if primary is not None and primary.outcome.seen_before:
             return  # resolved before: a re-delivery
-        matches = [m for a in by_cell.values() for m in a.outcome.matches if m.id != post_id]
-        self._self_matches.inc(sum(m.id == post_id for a in by_cell.values() for m in a.outcome.matches))
-        copies_of = {a.outcome.exact_of for a in by_cell.values()} - {None}
-        if primary is not None:
-            decided = primary.outcome
-            cluster, size = decided.cluster_id, decided.cluster_size
-        else:  # timed out without the primary cell: the best match found elsewhere, or the post's own cluster
-            best = min(matches, key=lambda m: (-m.score, m.id), default=None)
-            cluster, size = (best.cluster_id, 0) if best else (post_id, 1)
+        answered = [a.outcome for a in by_cell.values() if not a.outcome.seen_before]
+        matches = [m for outcome in answered for m in outcome.matches if m.id != post_id]
+        self._self_matches.inc(sum(m.id == post_id for outcome in answered for m in outcome.matches))
+        copies_of = {outcome.exact_of for outcome in answered} - {None}
+        best = min(matches, key=lambda m: (-m.score, m.id), default=None)
+        cluster = best.cluster_id if best else post_id
+        size = max((outcome.cluster_size for outcome in answered if outcome.cluster_id == cluster), default=0)
+        merged = sorted(({o.cluster_id for o in answered} | {m.cluster_id for m in matches}) - {cluster, None})
         yield ClusterAssignment(post_id, cluster, cluster == post_id, size)
+        for previous in merged:
+            yield beam.pvalue.TaggedOutput(CHANGES, ClusterChange(post_id, cluster, previous))
         if primary is not None:  # stored in its cells: the history gets it too
             post = primary.post
             copy = primary.outcome.exact_of is not None  # its nearest cell holds it without a vector of its own
-            stored = AcceptedPost(post.id, post.text, post.timestamp, post.cells, post.vector, cluster, copy)
+            stored = AcceptedPost(post.id, post.text, post.timestamp, post.cells, post.vector, cluster, copy, merged)
             yield beam.pvalue.TaggedOutput(ACCEPTED, stored)
         kinds = {match.id: EXACT if match.id in copies_of else SEMANTIC for match in matches}
         for match in matches:
@@ -455,8 +520,8 @@ class ResolveFn(beam.DoFn):
 
 
 class MatchPosts(beam.PTransform):
-    """Records -> ``clusters`` (:class:`ClusterAssignment`), ``pairs`` (:class:`Pair`), ``notifications`` and
-    ``accepted`` (:class:`AcceptedPost`).
+    """Records -> ``clusters`` (:class:`ClusterAssignment`), ``pairs`` (:class:`Pair`), ``cluster_changes``
+    (:class:`ClusterChange`), ``notifications`` and ``accepted`` (:class:`AcceptedPost`).
 
     Posts are embedded in batches of at most ``batch_size`` cut from each bundle (a post never waits for a batch to
     fill), keyed by their nearest cell and every cell within ``margin`` of it (one cell without ``centroids``),
@@ -485,5 +550,6 @@ class MatchPosts(beam.PTransform):
             records
             | "EmbedAndAssignCells" >> beam.ParDo(self._embed)
             | "MatchInCell" >> beam.ParDo(self._cells)
-            | "Resolve" >> beam.ParDo(self._resolve).with_outputs(PAIRS, NOTIFICATIONS, ACCEPTED, main="clusters")
+            | "Resolve"
+            >> beam.ParDo(self._resolve).with_outputs(PAIRS, CHANGES, NOTIFICATIONS, ACCEPTED, main="clusters")
         )
