@@ -20,7 +20,7 @@ commands:
               [--format F] [--positive-min S] [--target-precision P] [--out PREFIX]
   report      one self-contained HTML page on a batch run: semsim report OUT_DIR [--html FILE] [--examples N]
               [--top-clusters K] [--input GLOB]   (semsim report --help for all flags)
-  history     what a history store holds, and its upkeep: semsim history {info,compact,unlock} H
+  history     what a history store holds, and its upkeep: semsim history {info,compact,recentre,unlock} H
 """
 
 

@@ -1,4 +1,4 @@
-"""``semsim history {info,compact,unlock} H``: what a history store holds, and its upkeep."""
+"""``semsim history {info,compact,recentre,unlock} H``: what a history store holds, and its upkeep."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import NoReturn
 from semsim_core.history import History, HistoryError, Manifest
 
 COMPACT_OWNER = "semsim history compact"
+RECENTRE_OWNER = "semsim history recentre"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,15 +21,30 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="semsim history", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{info,compact,unlock}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{info,compact,recentre,unlock}")
     for name, text in (
         ("info", "print what the history holds as JSON: model, cells, records, files, orphans, the lock"),
         ("compact", "rewrite it as one file per cell and one records file, with merged cluster ids resolved"),
+        ("recentre", "train new centroids on the stored vectors and repartition the store into their cells"),
         ("unlock", "remove the writer's lock left by a dead run"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("history", metavar="H", help="the history store (local folder or gs://bucket/path)")
+        if name == "recentre":
+            command.add_argument("--cells", type=_positive, default=0, help="cells (default: one per target size)")
+            command.add_argument("--target-cell-size", type=_positive, default=2_000, help="records per cell")
+            command.add_argument("--max-cell-size", type=_positive, default=20_000, help="larger cells split again")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _shape(manifest: Manifest) -> str:
@@ -50,6 +66,14 @@ def run(argv: Sequence[str]) -> str:
         return (
             f"compacted history {history.root}: {_shape(before)} (version {before.version}) -> "
             f"{_shape(after)} (version {after.version})"
+        )
+    if args.command == "recentre":
+        before = history.manifest()
+        after = history.recentre(RECENTRE_OWNER, args.cells, args.target_cell_size, args.max_cell_size)
+        return (
+            f"recentred history {history.root}: {before.cells} -> {after.cells} cells, "
+            f"{sum(s.rows for s in after.segments)} records (version {before.version} -> {after.version}); "
+            "restart the streams on it"
         )
     holder = history.lock_holder()
     if holder is None:

@@ -64,6 +64,8 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
         centroids = load_centroids(opts.centroids) if opts.centroids else None
     if centroids is None:
         _LOG.warning("no --centroids: the stream runs as a single cell (correct, not parallel)")
+    elif len(centroids) == 1:
+        _LOG.warning("the history store has one cell: the stream runs as one (`semsim history recentre` splits it)")
     posts = pipeline | "Read" >> ReadPosts(opts.subscription, opts.parse_config(), _id_label(pipeline, opts))
     matched = posts.records | "Match" >> MatchPosts(
         opts.embed_config(),

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import posixpath
 import socket
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from semsim_core.cells import assign_cells, split_oversized, train_centroids
 from semsim_core.keep import FIRST_ID, POLICIES
 from semsim_core.normalize import text_hash
 
@@ -714,26 +716,107 @@ class History:
             if rewrite_records:
                 written.append(self._compact_records(manifest, f"{RECORDS}{segment_id}-{uuid.uuid4().hex[:8]}.parquet"))
                 replaced.extend(records_files)
-            gone = set(replaced)
-            kept = [f for s in manifest.segments for f in s.files if f not in gone]
-            segment = Segment(segment_id, _iso(_now()), rows, "compact", tuple(sorted([*kept, *written])))
-            missing = self._missing(list(segment.files))
-            if missing:
-                raise HistoryError(f"history {self.root}: committed file {missing[0]} is missing")
-            new = self._replace_manifest(
-                replace(manifest, version=manifest.version + 1, segments=(segment,)), manifest.version
-            )
+            segment = Segment(segment_id, "", rows, "compact", ())
+            new = self._commit_replacement(manifest, manifest, segment, written, replaced)
             committed = True
-            for relative in replaced:  # best effort: one left behind is an orphan, invisible to readers
-                with contextlib.suppress(OSError):
-                    self._fs.delete_file(self._path(relative))
             return new
         finally:
             if not committed:
-                for relative in written:
-                    with contextlib.suppress(OSError):
-                        self._fs.delete_file(self._path(relative))
+                self._delete(written)
             self.unlock(owner)
+
+    def recentre(
+        self,
+        owner: str,
+        cells: int = 0,
+        target_cell_size: int = 2_000,
+        max_cell_size: int = 20_000,
+        sample_size: int = 50_000,
+        seed: int = 0,
+    ) -> Manifest:
+        """Under the lock: train new centroids on the stored vectors (``cells`` of them, else one per
+        ``target_cell_size`` records; cells the sample predicts over ``max_cell_size`` are split again, as a batch
+        run trains them) and write each stored row again into its new cells (nearest, plus those within the store's
+        margin), committed as one segment with the new centroids; the old cell files and centroids are deleted after
+        the commit. Records and merges are kept as they are. A stream started on the old centroids refuses the store
+        from then on (restart it)."""
+        self.lock(owner)
+        written: list[str] = []
+        committed = False
+        try:
+            manifest = self.manifest()
+            ids, texts, vectors = self._stored_rows(manifest)
+            if not ids:
+                raise HistoryError(f"history {self.root} holds no vectors to train centroids on")
+            sample = vectors[np.sort(np.random.default_rng(seed).permutation(len(ids))[:sample_size])]
+            k = cells or math.ceil(len(ids) / target_cell_size)
+            centroids = split_oversized(
+                sample, train_centroids(sample, k, seed), len(ids), max_cell_size, manifest.margin, seed
+            )
+            assigned = assign_cells(vectors, centroids, manifest.margin)
+            members: list[list[int]] = [[] for _ in range(len(centroids))]
+            for row, row_cells in enumerate(assigned):
+                for cell in row_cells:
+                    members[cell].append(row)
+            segment_id = new_segment_id()
+            for cell, rows in enumerate(members):
+                if rows:
+                    table = cell_table([ids[r] for r in rows], [texts[r] for r in rows], [assigned[r] for r in rows],
+                                       vectors[rows], manifest.dtype)  # fmt: skip
+                    written.append(self.write_table(self.cell_part_path(segment_id, cell), table))
+            replaced = [f for cell in range(manifest.cells) for f in manifest.cell_files(cell)]
+            moved = replace(manifest, cells=len(centroids), centroids=self.write_centroids(centroids))
+            if moved.centroids != manifest.centroids:
+                replaced.append(manifest.centroids)
+                written.append(moved.centroids)
+            segment = Segment(segment_id, "", sum(s.rows for s in manifest.segments), "recentre", ())
+            new = self._commit_replacement(manifest, moved, segment, written, replaced)
+            committed = True
+            return new
+        finally:
+            if not committed:
+                self._delete(written)
+            self.unlock(owner)
+
+    def _stored_rows(self, manifest: Manifest) -> tuple[list[str], list[str], np.ndarray]:
+        """Every stored row once (from its nearest cell's files): ids, texts and float32 vectors."""
+        ids: list[str] = []
+        texts: list[str] = []
+        vectors: list[np.ndarray] = []
+        for cell in range(manifest.cells):
+            table = self.read_cell(manifest, cell)
+            nearest = pc.equal(pc.list_element(table["cells"], 0), cell)
+            table = table.filter(nearest)
+            ids += table["id"].to_pylist()
+            texts += table["text"].to_pylist()
+            if table.num_rows:
+                vectors.append(np.stack(table["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32))
+        dim = manifest.dim
+        return ids, texts, np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32)
+
+    def _commit_replacement(
+        self, manifest: Manifest, new: Manifest, segment: Segment, written: list[str], replaced: list[str]
+    ) -> Manifest:
+        """Commit ``new`` (``manifest`` changed, or not) with one segment: every committed file less ``replaced``,
+        plus ``written``; then delete the replaced files."""
+        gone = set(replaced)
+        kept = [f for s in manifest.segments for f in s.files if f not in gone]
+        added = [f for f in written if f != new.centroids]
+        segment = replace(segment, committed=_iso(_now()), files=tuple(sorted([*kept, *added])))
+        missing = self._missing(list(segment.files))
+        if missing:
+            raise HistoryError(f"history {self.root}: committed file {missing[0]} is missing")
+        committed = self._replace_manifest(
+            replace(new, version=manifest.version + 1, segments=(segment,)), manifest.version
+        )
+        self._delete(replaced)
+        return committed
+
+    def _delete(self, relatives: Iterable[str]) -> None:
+        """Delete files, best effort: one left behind is an orphan, invisible to readers."""
+        for relative in relatives:
+            with contextlib.suppress(OSError):
+                self._fs.delete_file(self._path(relative))
 
     def _compact_records(self, manifest: Manifest, relative: str) -> str:
         """Every committed records file into ``relative``, cluster ids resolved through the merges; one file read at

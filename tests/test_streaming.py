@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 import pandas as pd
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -332,6 +334,22 @@ def test_retention_forgets_posts_by_timer(pubsub, tmp_path):
         publish(publisher, topic, paraphrase).result()
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 2)
     assert read_folder(tmp_path / "out" / "pairs").empty, "the first post was forgotten before its paraphrase came"
+
+
+def test_a_stream_of_one_cell_says_so(tmp_path, caplog, embedder):
+    """Without --centroids the stream is one cell (correct, not parallel), and its log says so at start."""
+    centroids = tmp_path / "centroids.npy"
+    np.save(centroids, embedder.encode(["A cat sat.", "Stocks fell today.", "Rain is coming."]))
+
+    def warnings(*extra: str) -> str:
+        options = PipelineOptions(stream_flags("projects/semsim-test/subscriptions/s", tmp_path / "out", *extra))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pipelines.streaming_dedup"):
+            build(beam.Pipeline(options=options), validate_streaming(options))
+        return caplog.text
+
+    assert "the stream runs as a single cell" in warnings()
+    assert "single cell" not in warnings("--centroids", str(centroids))
 
 
 def test_emulator_and_its_java_process_stop():

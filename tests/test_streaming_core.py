@@ -13,7 +13,9 @@ import pytest
 from apache_beam.coders import PickleCoder
 from apache_beam.utils.timestamp import Timestamp
 
+from pipelines import history_cli
 from semsim_core import stream_history
+from semsim_core.cells import assign_cells
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.evaluation import read_stsb
 from semsim_core.history import History, HistoryError, Manifest, Segment
@@ -383,6 +385,44 @@ def test_the_clusters_a_stream_merges_are_merged_in_the_store(embedder, tmp_path
     writer.append(as_stored[1:2], "s1", "test", "stream")  # p1 stored under its own id in one cell
     writer.append([as_stored[2]._replace(cluster_id="p0", merged=("p1",))], "s2", "test", "stream")
     assert {e.id: e.cluster_id for e in StreamHistory(root).cell_entries(0)} == {"p0": "p0", "p1": "p0", "p2": "p0"}
+
+
+def test_recentre_repartitions_a_store_that_streams_then_read_in_parallel(embedder, tmp_path, capsys):
+    """A one-cell store (what a stream without centroids appends to) of 300 real titles: `semsim history recentre
+    --cells 4` trains centroids on the stored vectors and writes each row into its new cells (nearest plus the
+    store's margin), keeping records and merges; a stream started on the old centroids refuses the store."""
+    texts = [row["text"] for row in sample_titles(300)]
+    p = posts(texts, embedder.encode(texts))
+    root = str(tmp_path / "h")
+    history = History(root)
+    empty = Segment("empty", "", 0, "test", ())
+    history.commit(Manifest("m", None, 384, "float32", 0.05, "", 1), empty, None, np.ones((1, 384), np.float32))
+    before = StreamHistory(root, centroids=history.manifest().centroids)
+    stored = [AcceptedPost(q.id, q.text, q.timestamp, (0,), q.vector, q.id, False) for q in p]
+    before.append([*stored[:-1], stored[-1]._replace(cluster_id="p0", merged=("p299",))], "day1", "test", "stream")
+    old_centroids = history.manifest().centroids
+
+    History(root).lock("a stream's append")
+    assert history_cli.main(["recentre", root, "--cells", "4"]) == 2
+    assert "is locked by a stream's append" in capsys.readouterr().err
+    History(root).unlock()
+    assert history_cli.main(["recentre", root, "--cells", "4"]) == 0
+    assert "1 -> 4 cells, 300 records" in capsys.readouterr().out
+    manifest = history.manifest()
+    centroids = history.centroids(manifest)
+    assert manifest.cells == 4 and not (tmp_path / "h" / old_centroids).exists()
+    cells_of = assign_cells(np.stack([q.vector for q in p]), centroids, 0.05)
+    assigned = dict(zip([q.id for q in p], cells_of, strict=True))
+    after = StreamHistory(root, centroids=manifest.centroids)
+    for cell in range(4):
+        entries = after.cell_entries(cell)
+        assert sorted(e.id for e in entries) == sorted(i for i, cells in assigned.items() if cell in cells)
+        assert all(e.cells == assigned[e.id] for e in entries)
+        assert {e.cluster_id for e in entries if e.id in ("p0", "p299")} <= {"p0"}, "merges kept"
+    assert sum(len(after.cell_entries(c)) for c in range(4)) > 300 > max(len(after.cell_entries(c)) for c in range(4))
+    with pytest.raises(HistoryError, match="has other centroids"):
+        before.append(stored[:1], "day2", "test", "stream")
+    assert History(root).info()["orphans"] == []
 
 
 def test_entry_coder_round_trips_and_is_compact(embedder):
