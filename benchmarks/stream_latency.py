@@ -9,8 +9,10 @@ disk - first publish). The steady rate is measured on a backlog: ``--backlog`` p
 starts, rate = the middle 80% of them / the time between the 10th and 90th percentile of their rows appearing (the
 DirectRunner blocks up to 30 s in an empty pull, apache/beam#25442, which would otherwise dominate). The batch rate
 is ``semsim batch`` (FnApiRunner, whole run incl. model load) on the same texts. With ``--history H`` (a store from
-``semsim batch --history``) the streams at each rate match against it and append to it (use a copy), and each also
-reports the time from launch to the first result; the peak RSS of this process (the streams run in it) is printed.
+``semsim batch --history``) the streams at each rate match against it and append to it (``--commit-seconds 5``; use
+a copy), and each also reports the time from launch to the first result; then a stream is restarted on the store and
+its first result timed, with how many copies of the first stream's posts it finds as ``exact``; the peak RSS of
+this process (the streams run in it) is printed.
 """
 
 from __future__ import annotations
@@ -99,6 +101,37 @@ def measure_rate(
     }
 
 
+def measure_restart(clients, texts: list[str], workdir: Path, tag: str, flags: list[str]) -> dict:
+    """A stream started on the store after the others stopped: the time from launch to its first result, and how
+    many copies (upper-cased) of ten posts the first stream committed it finds as ``exact`` pairs with them."""
+    publisher, subscriber = clients
+    topic, subscription = f"projects/{PROJECT}/topics/restart", f"projects/{PROJECT}/subscriptions/restart"
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+    out = workdir / "out-restart"
+    watcher = ClusterWatcher(out / "clusters")
+    watcher.start()
+    launched = time.time()
+    result = start(["--subscription", subscription, "--output", str(out), "--window-seconds", "1", *flags])
+    copies = {f"copy-{tag}-{i}": f"{tag}-{i}" for i in range(10)}
+    try:
+        for i, copy in enumerate(copies):
+            publisher.publish(topic, texts[i].upper().encode("utf-8"), id=copy)
+        deadline = time.time() + 300
+        while not all(i in watcher.seen for i in copies) and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # the pairs' window
+    finally:
+        result.cancel()
+        watcher.stop.set()
+    pairs = pd.read_parquet(out / "pairs") if (out / "pairs").exists() else pd.DataFrame(columns=["id_a", "id_b"])
+    found = {tuple(sorted(p)) for p in pairs[pairs["kind"] == "exact"][["id_a", "id_b"]].itertuples(index=False)}
+    return {
+        "first_result": min(watcher.seen.values(), default=float("nan")) - launched,
+        "exact": sum(tuple(sorted(item)) in found for item in copies.items()),
+    }
+
+
 def measure_backlog(clients, texts: list[str], workdir: Path) -> float:
     """Posts per second while ``semsim stream`` drains a backlog of ``texts``."""
     publisher, subscriber = clients
@@ -132,7 +165,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=2000)
     parser.add_argument("--history", type=Path, help="a history store the streams match against and append to")
     args = parser.parse_args()
-    flags = ["--history", str(args.history)] if args.history else []
+    flags = ["--history", str(args.history), "--commit-seconds", "5"] if args.history else []
     texts = read_titles(args.titles, max(int(max(args.rates) * args.seconds) + 20, args.backlog))
     with tempfile.TemporaryDirectory() as tmp, pubsub_emulator() as (publisher, subscriber, _):
         workdir = Path(tmp)
@@ -140,6 +173,8 @@ def main() -> None:
             measure_rate((publisher, subscriber), texts, r, args.seconds, workdir, f"r{int(r)}", flags)
             for r in args.rates
         ]
+        first = f"r{int(args.rates[0])}"
+        restart = measure_restart((publisher, subscriber), texts, workdir, first, flags) if args.history else None
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         steady = measure_backlog((publisher, subscriber), texts[: args.backlog], workdir)
         source = write_titles(workdir, texts)
@@ -158,6 +193,11 @@ def main() -> None:
             f"{r['throughput']:>11.1f} {r['throughput'] / batch_rate:>7.2f}x {r['first_result']:>14.1f}"
         )
     print(f"steady rate draining a backlog of {args.backlog}: {steady:.1f} posts/s = {steady / batch_rate:.2f}x batch")
+    if restart:
+        print(
+            f"restart on the store: first result {restart['first_result']:.1f} s after launch; copies of the first "
+            f"stream's posts found as exact: {restart['exact']} of 10"
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -43,10 +44,19 @@ def embedder() -> Embedder:
 
 
 @pytest.fixture(scope="session")
-def stsb_test_vectors(embedder) -> tuple[list[str], np.ndarray]:
-    """The distinct STSb test sentences and their fp32 vectors, embedded once for every test that needs them."""
+def stsb_test_vectors(embedder, backend_cache) -> tuple[list[str], np.ndarray]:
+    """The distinct STSb test sentences and their fp32 vectors, embedded once for every test that needs them: the
+    first pytest worker to ask embeds them into the session's cache folder, the others wait and read (a run with
+    instruction-set caps keeps its own file: its vectors come from other kernels)."""
     sentences = stsb_unique_sentences()
-    return sentences, embedder.encode(sentences)
+    path = backend_cache / f"stsb-test-vectors{'-avx2-caps' if os.environ.get('SEMSIM_AVX2_CAPS') else ''}.npy"
+    with open(backend_cache / "stsb-test-vectors.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            partial = path.with_suffix(".partial.npy")
+            np.save(partial, embedder.encode(sentences))
+            partial.rename(path)
+    return sentences, np.load(path)
 
 
 def borderline_pairs(ids: list[str], vectors: np.ndarray, threshold: float, tol: float = 1e-5) -> set[tuple[str, str]]:

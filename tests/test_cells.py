@@ -13,12 +13,10 @@ import pytest
 import semsim_core.cells as cells_module
 from semsim_core.cells import assign_cells, bounded_cell_pairs, owning_cell, split_oversized, train_centroids
 from semsim_core.embeddings_io import parse_embeddings
-from semsim_core.evaluation import read_stsb
 from semsim_core.pairs import threshold_pairs
 from semsim_core.records import EmbeddedRecord
 from tests.conftest import (
     SAMPLE_PARAPHRASES,
-    STSB_TEST,
     assert_invariants,
     borderline_pairs,
     run_batch,
@@ -30,9 +28,9 @@ from transforms.cells import id_hash
 
 
 @pytest.fixture(scope="module")
-def stsb(embedder):
-    sentences = sorted(set(read_stsb(str(STSB_TEST)).first + read_stsb(str(STSB_TEST)).second))
-    return [f"s{i:05d}" for i in range(len(sentences))], embedder.encode(sentences)
+def stsb(stsb_test_vectors):
+    sentences, vectors = stsb_test_vectors
+    return [f"s{i:05d}" for i in range(len(sentences))], vectors
 
 
 def cell_pairs(ids, vectors, centroids, margin, threshold, max_cell_size=10**9):

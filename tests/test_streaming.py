@@ -337,18 +337,20 @@ def test_retention_forgets_posts_by_timer(pubsub, tmp_path):
 
 
 def test_a_stream_of_one_cell_says_so(tmp_path, caplog, embedder):
-    """Without --centroids the stream is one cell (correct, not parallel), and its log says so at start."""
+    """Without --centroids the stream is one cell (correct, not parallel), and its log says so at start. Its
+    stateful steps are keyed with deterministic coders (Beam warns otherwise)."""
     centroids = tmp_path / "centroids.npy"
     np.save(centroids, embedder.encode(["A cat sat.", "Stocks fell today.", "Rain is coming."]))
 
     def warnings(*extra: str) -> str:
         options = PipelineOptions(stream_flags("projects/semsim-test/subscriptions/s", tmp_path / "out", *extra))
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="pipelines.streaming_dedup"):
+        with caplog.at_level(logging.WARNING):
             build(beam.Pipeline(options=options), validate_streaming(options))
         return caplog.text
 
     assert "the stream runs as a single cell" in warnings()
+    assert "may not be deterministic" not in caplog.text, "the stateful steps' keys have deterministic coders"
     assert "single cell" not in warnings("--centroids", str(centroids))
 
 

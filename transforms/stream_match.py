@@ -8,7 +8,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -548,8 +548,8 @@ class MatchPosts(beam.PTransform):
     def expand(self, records):
         return (
             records
-            | "EmbedAndAssignCells" >> beam.ParDo(self._embed)
-            | "MatchInCell" >> beam.ParDo(self._cells)
+            | "EmbedAndAssignCells" >> beam.ParDo(self._embed).with_output_types(tuple[int, Any])  # deterministic keys
+            | "MatchInCell" >> beam.ParDo(self._cells).with_output_types(tuple[str, Any])
             | "Resolve"
             >> beam.ParDo(self._resolve).with_outputs(PAIRS, CHANGES, NOTIFICATIONS, ACCEPTED, main="clusters")
         )
