@@ -30,7 +30,9 @@ from transforms.cells import id_hash
 @pytest.fixture(scope="module")
 def stsb(stsb_test_vectors):
     sentences, vectors = stsb_test_vectors
-    return [f"s{i:05d}" for i in range(len(sentences))], vectors
+    order = np.argsort(sentences, kind="stable")  # sorted, as these tests always took them: a fixed margin's recall
+    # depends on the partition k-means finds, and so on the order (issue 18)
+    return [f"s{i:05d}" for i in range(len(sentences))], vectors[order]
 
 
 def cell_pairs(ids, vectors, centroids, margin, threshold, max_cell_size=10**9):
