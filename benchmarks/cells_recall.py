@@ -3,8 +3,10 @@
     python -m benchmarks.cells_recall [--titles TITLES.tsv.gz] [-n 50000]
 
 Embeds the titles once (``semsim batch --write-embeddings``), then for each threshold runs ``semsim batch
---input-embeddings`` twice: exact (one cell, never split) and with the default cells and margin. Recall is the share
-of the exact run's semantic pairs that the cell run finds. Each run is a child process: wall time and peak RSS.
+--input-embeddings`` three times: exact (one cell, never split), the default cells with the margin tuned for
+``--target-recall`` (the default), and the same cells with the fixed margin 0.1 semsim used before. Recall is the
+share of the exact run's semantic pairs that a run finds; "sample recall" is what the run measured itself on its
+brute-force sample. Each run is a child process: wall time and peak RSS.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.measure import SEMSIM, run_measured
+from benchmarks.measure import SEMSIM, machine, run_measured
 from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 from semsim_core.run_layout import SUMMARY, Summary
 
@@ -46,24 +48,31 @@ def main() -> None:
         )
         print(f"embed {args.n} titles once: {seconds:.0f} s, peak RSS {rss:.2f} GiB")
 
+    print(machine())
     print(
-        f"{'threshold':>9} {'exact pairs':>11} {'exact s':>8} {'exact GiB':>9} {'cells':>6} {'cells s':>8} "
-        f"{'cells GiB':>9} {'recall':>7} {'speed-up':>8}"
+        f"{'threshold':>9} {'run':>6} {'pairs':>7} {'s':>7} {'GiB':>5} {'cells':>5} {'margin':>7} {'recall':>7} "
+        f"{'sample recall':>13} {'speed-up':>8}"
+    )
+    variants = (
+        ("exact", ["--cells", "1", "--max-cell-size", "1000000000"]),
+        ("tuned", args.cell_flags),  # the default: the margin tuned for --target-recall
+        ("0.1", [*args.cell_flags, "--cell-margin", "0.1"]),  # the fixed margin semsim used before
     )
     for threshold in args.thresholds:
         runs = {}
-        for name, flags in (("exact", ["--cells", "1", "--max-cell-size", "1000000000"]), ("cells", args.cell_flags)):
+        for name, flags in variants:
             out = args.workdir / f"{name}-{args.n}-{threshold}"
             cmd = [SEMSIM, "batch", "--input-embeddings", str(embeddings), "--output", str(out), "--overwrite"]
             seconds, rss = run_measured([*cmd, "--threshold", str(threshold), *flags])
             runs[name] = (seconds, rss, semantic_pairs(out), Summary.from_json((out / SUMMARY).read_text()))
-        exact, cells = runs["exact"][2], runs["cells"][2]
-        recall = len(exact & cells) / max(len(exact), 1)
-        print(
-            f"{threshold:>9} {len(exact):>11} {runs['exact'][0]:>8.1f} {runs['exact'][1]:>9.2f} "
-            f"{runs['cells'][3].cells:>6} {runs['cells'][0]:>8.1f} {runs['cells'][1]:>9.2f} {recall:>7.4f} "
-            f"{runs['exact'][0] / runs['cells'][0]:>7.2f}x"
-        )
+        exact = runs["exact"][2]
+        for name, (seconds, rss, pairs, summary) in runs.items():
+            recall = len(exact & pairs) / max(len(exact), 1)
+            sample = f"{summary.recall.recall:.4f}" if summary.recall else "-"
+            print(
+                f"{threshold:>9} {name:>6} {len(pairs):>7} {seconds:>7.1f} {rss:>5.2f} {summary.cells:>5} "
+                f"{summary.cell_margin or 0:>7.4f} {recall:>7.4f} {sample:>13} {runs['exact'][0] / seconds:>7.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -80,12 +80,12 @@ def run_pipeline(args: argparse.Namespace) -> None:
             >> beam.FlatMap(generate_chunk, centres, args.copy_every, args.seed).with_outputs(PLANTED, main="vectors")
         )
         vectors = generated.vectors
-        centroids = vectors | "TrainCentroids" >> TrainCentroids(
-            0, args.target_cell_size, args.max_cell_size, args.margin, args.kmeans_sample
+        partition = vectors | "TrainCentroids" >> TrainCentroids(
+            0, args.target_cell_size, args.max_cell_size, args.kmeans_sample, args.threshold, 0.995, args.margin
         )
         work = str(args.out.parent / "work")
         files = CellFiles(work, work, None, "synthetic")
-        search = SearchCells(files, centroids, ScoreBand(args.threshold), args.margin, args.max_cell_size)
+        search = SearchCells(files, partition, ScoreBand(args.threshold), args.max_cell_size)
         found = vectors | "WithText" >> beam.Map(lambda v: (v[0], v[1], "")) | "FindPairs" >> search
         planted_true = generated[PLANTED] | "AboveThreshold" >> beam.Filter(lambda p: p[2] >= args.threshold)
         planted_keys = planted_true | "PlantedKey" >> beam.Map(lambda p: ((p[0], p[1]), "planted"))
@@ -103,7 +103,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
             "planted_found": planted_found,
         }
         measured = counted | "Count" >> CountEach()
-        measured["cells"] = centroids | "CountCells" >> beam.Map(len)
+        measured["cells"] = partition | "CountCells" >> beam.Map(lambda p: len(p.centroids))
         measured["largest_cell"] = found[CELL_SIZES] | "Largest" >> beam.CombineGlobally(largest)
         measured["recall"] = {"vectors": vectors, "pairs": found["pairs"]} | MeasureRecall(
             args.recall_sample, args.threshold

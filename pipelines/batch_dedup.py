@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import sys
 import uuid
@@ -36,10 +37,10 @@ from semsim_core.records import (
     Pair,
 )
 from semsim_core.rescore import ScoreBand
-from semsim_core.run_layout import HistoryCounts, ReadSpec, Summary
+from semsim_core.run_layout import HistoryCounts, ReadSpec, Summary, recall_shortfall
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
 from transforms.cell_search import CELL_SIZES, STORED_TEXTS, CellFiles, SearchCells, largest
-from transforms.cells import TrainCentroids
+from transforms.cells import Partition, TrainCentroids
 from transforms.cluster import ClusterRecords, HdbscanEdges
 from transforms.dedup_ids import DropDuplicateIds
 from transforms.deduplicated import WriteDeduplicated
@@ -56,6 +57,8 @@ from transforms.removed import ExplainRemovals
 from transforms.rescore import IN_BAND, RESCORED_TEXTS, RescorePairs
 from transforms.vector_coder import IdVector, IdVectorText
 from transforms.write import CountEach, WriteRows, WriteSummary
+
+_LOG = logging.getLogger(__name__)
 
 
 def _load_centroids(path: str) -> np.ndarray:
@@ -176,15 +179,18 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
     if opts.write_embeddings:
         embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
         written.append(embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, layout.EMBEDDINGS)))
+    given = _load_centroids(opts.centroids) if opts.centroids else None
     if history and history.centroids is not None:
-        centroids = pipeline | "StoredCentroids" >> beam.Create([history.centroids])
-    elif opts.centroids:
-        centroids = pipeline | "LoadCentroids" >> beam.Create([_load_centroids(opts.centroids)])
+        partition = pipeline | "StoredCentroids" >> beam.Create([Partition(history.centroids, history.margin)])
+    elif given is not None and opts.cell_margin is not None:
+        partition = pipeline | "LoadCentroids" >> beam.Create([Partition(given, opts.cell_margin)])
     else:
         train = TrainCentroids(
-            opts.cells, opts.target_cell_size, opts.max_cell_size, opts.cell_margin, opts.kmeans_sample
-        )
-        centroids = vectors | "TrainCentroids" >> train
+            opts.cells, opts.target_cell_size, opts.max_cell_size, opts.kmeans_sample, opts.threshold,
+            opts.target_recall, opts.cell_margin, given,
+        )  # fmt: skip
+        partition = vectors | "TrainCentroids" >> train
+    centroids = partition | "Centroids" >> beam.Map(lambda p: p.centroids)
     written.append(centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, layout.CENTROIDS)))
     work = FileSystems.join(out, layout.WORK)  # staged vectors; without a store, the cell files too
     if history:
@@ -192,8 +198,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
         files = CellFiles(work, plan.root, plan.manifest, plan.segment, history.dtype)
     else:
         files = CellFiles(work, work, None, new_segment_id())
-    margin = history.margin if history else opts.cell_margin
-    search = SearchCells(files, centroids, band, margin, opts.max_cell_size)
+    search = SearchCells(files, partition, band, opts.max_cell_size)
     found = with_text | "FindPairs" >> search
     semantic = found["pairs"]
     if band.band:
@@ -256,6 +261,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
     if opts.progress_seconds > 0:
         _log_progress(counted, exact.representatives, opts.progress_seconds)
     measured["cells"] = centroids | "CountCells" >> beam.Map(len)
+    measured["cell_margin"] = partition | "Margin" >> beam.Map(lambda p: p.margin)
     measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(largest)
     if opts.recall_sample:
         recall = MeasureRecall(opts.recall_sample, opts.threshold)
@@ -283,10 +289,11 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
         read=ReadSpec(opts.input, opts.format, opts.id_field, opts.text_field, opts.max_text_bytes, opts.time_field),
         outputs=outputs,
         keep=opts.keep_policy(),
+        target_recall=opts.target_recall,
     )
     done = measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings, after=written)
     if history:
-        done = done | "CommitHistory" >> CommitSegment(plan, centroids, segment_files.values())
+        done = done | "CommitHistory" >> CommitSegment(plan, partition, segment_files.values())
     done | "RemoveWork" >> beam.Map(lambda _: remove_folder(work))
 
 
@@ -330,7 +337,11 @@ def run(argv: list[str]) -> tuple[Summary, PipelineResult]:
             release(history)
         raise
     _remove_empty_temp_dirs(opts.output)
-    return read_summary(opts.output), result
+    summary = read_summary(opts.output)
+    shortfall = recall_shortfall(summary)
+    if shortfall:
+        _LOG.warning(shortfall)
+    return summary, result
 
 
 def counters(result: PipelineResult) -> dict[str, int]:

@@ -23,7 +23,7 @@ class HistoryRun:
     centroids: np.ndarray | None  # the store's; None when the run creates the store (and trains them)
     dim: int
     dtype: str
-    margin: float
+    margin: float | None  # the store's; None when the run creates the store (and tunes it, unless --cell-margin)
     records_before: int
     seen: dt.datetime  # the event time of this run's records
 
@@ -37,10 +37,10 @@ def open_history(opts: BatchDedupOptions) -> HistoryRun:
         fingerprint, dim = model_identity(opts.model)
         manifest = history.manifest() if history.exists() else None
         if manifest is None:
-            created = Manifest(
-                opts.model, fingerprint, dim, opts.history_dtype, opts.cell_margin, "", 0, keep=opts.keep_policy()
+            created = Manifest(  # cells, centroids and margin: the run's partition, at the commit
+                opts.model, fingerprint, dim, opts.history_dtype, 0.0, "", 0, keep=opts.keep_policy()
             )
-            centroids, margin, dtype, before = None, opts.cell_margin, opts.history_dtype, 0
+            centroids, margin, dtype, before = None, None, opts.history_dtype, 0
         else:
             check_compatible(manifest, opts.model, fingerprint, dim, root=opts.history)
             history.verify(manifest)

@@ -20,6 +20,8 @@ from transforms.embed import DEFAULT_WINDOW
 from transforms.embeddings_io import embeddings_pattern
 
 DEFAULT_THRESHOLD = 0.80
+DEFAULT_TARGET_RECALL = 0.995
+DEFAULT_RECALL_SAMPLE = 1_000  # queries searched by brute force against every vector: ~1 s per 100,000 vectors
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -79,8 +81,8 @@ class SemsimOptions(PipelineOptions):
             parser,
             "cell_margin",
             type=float,
-            default=0.1,
-            help="a vector also joins every cell whose centroid similarity is within this of its nearest cell's",
+            help="a vector also joins every cell whose centroid similarity is within this of its nearest cell's; "
+            "default: tuned for --target-recall (batch), the partition's own (stream)",
         )
         _flag(parser, "centroids", help="centroids.npy of an earlier batch run")
 
@@ -152,7 +154,14 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         )
         _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
         _flag(parser, "batch_window", type=int, default=DEFAULT_WINDOW, help="texts per sorted embedding window")
-        _flag(parser, "cells", type=int, default=0, help="k-means cells; 0: count / --target-cell-size")
+        _flag(
+            parser, "cells", type=int, default=0,
+            help="k-means cells; 0: one up to --max-cell-size records, else count / --target-cell-size",
+        )  # fmt: skip
+        _flag(
+            parser, "target_recall", type=float, default=DEFAULT_TARGET_RECALL,
+            help="the share of threshold pairs the cells must keep: the margin is tuned for it on a sample",
+        )  # fmt: skip
         _flag(parser, "target_cell_size", type=int, default=2_000, help="vectors per cell when --cells is 0")
         _flag(parser, "max_cell_size", type=int, default=20_000, help="larger cells are split again")
         _flag(parser, "kmeans_sample", type=int, default=50_000, help="vectors to train the centroids on")
@@ -160,7 +169,7 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
             parser,
             "recall_sample",
             type=int,
-            default=0,
+            default=DEFAULT_RECALL_SAMPLE,
             help="measure pair recall against brute force for this many sampled vectors (0: off)",
         )
         _flag(
@@ -234,7 +243,7 @@ def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: b
         raise OptionsError("--output is required (a folder)")
     if not 0.0 < opts.threshold <= 1.0:
         raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
-    if opts.cell_margin < 0:
+    if opts.cell_margin is not None and opts.cell_margin < 0:
         raise OptionsError("--cell-margin must not be negative")
     if not 0.0 <= opts.rescore_band < 1.0:
         raise OptionsError(f"--rescore-band must be in [0, 1), got {opts.rescore_band}")
@@ -272,6 +281,8 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         )
     if opts.cells < 0 or opts.recall_sample < 0:
         raise OptionsError("--cells and --recall-sample must not be negative")
+    if not 0.0 < opts.target_recall <= 1.0:
+        raise OptionsError(f"--target-recall must be in (0, 1], got {opts.target_recall}")
     positive = (
         "batch_window",
         "hdbscan_min_cluster_size",

@@ -39,6 +39,16 @@ def load_centroids(path: str) -> np.ndarray:
     return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
 
 
+def partition_margin(centroids_path: str) -> float | None:
+    """The margin the batch run that wrote ``centroids_path`` (``OUT/centroids.npy``) assigned its cells with, from
+    its ``summary.json``; None when there is no such summary (centroids from elsewhere)."""
+    folder = centroids_path.rsplit("/", 1)[0] if "/" in centroids_path else "."
+    try:
+        return read_summary(folder).cell_margin
+    except (OSError, ValueError):
+        return None
+
+
 def save_centroids(centroids: np.ndarray, path: str) -> str:
     """Write ``centroids`` as ``.npy`` to ``path``; returns the path."""
     buffer = io.BytesIO()

@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.options import OptionsError, StreamingDedupOptions, duration_seconds, validate_streaming
-from pipelines.run_files import load_centroids
+from pipelines.run_files import load_centroids, partition_margin
 from semsim_core import run_layout as layout
 from semsim_core.embedder import model_identity
 from semsim_core.history import History, HistoryError, check_compatible
@@ -29,12 +29,15 @@ from transforms.stream_match import ACCEPTED, CHANGES, NOTIFICATIONS, PAIRS, Mat
 from transforms.write import WriteWindowedRows
 
 _LOG = logging.getLogger(__name__)
+FALLBACK_MARGIN = 0.1  # for --centroids without the summary of the batch run that tuned their margin
 
 
 def _open_history(opts: StreamingDedupOptions, rescoring: bool) -> tuple[StreamHistory, np.ndarray, float]:
     """``--history``: the store checked against this stream's model; its centroids and margin become the stream's
     cells. Only the manifest and centroids are read here: workers read cells when they first serve them."""
     history = History(opts.history)
+    if opts.cell_margin is not None:
+        raise OptionsError("--cell-margin cannot be given with --history: the store's cells and margin are used")
     try:
         manifest = history.manifest()
         fingerprint, dim = model_identity(opts.model)
@@ -62,6 +65,13 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
         history, centroids, margin = _open_history(opts, bool(band.band))
     else:
         centroids = load_centroids(opts.centroids) if opts.centroids else None
+        if centroids is not None and margin is None:
+            margin = partition_margin(opts.centroids)
+            if margin is None:
+                margin = FALLBACK_MARGIN
+                _LOG.warning("no summary.json beside --centroids: cell margin %.2f (give --cell-margin)", margin)
+    if centroids is not None:
+        _LOG.info("cells: %d, margin %.4f", len(centroids), margin)
     if centroids is None:
         _LOG.warning("no --centroids: the stream runs as a single cell (correct, not parallel)")
     elif len(centroids) == 1:

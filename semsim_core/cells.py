@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import faiss
 import numpy as np
@@ -85,6 +86,76 @@ def assign_cells(
         close = sims[row, ranked] >= best[row] - margin
         cells.append(tuple(int(c) for c in ranked[close]))
     return cells
+
+
+class MarginEstimate(NamedTuple):
+    """A margin tuned on a sample (:func:`tune_margin`): the ``margin``, the ``threshold`` its sample pairs were
+    taken at, and how many sample vectors had such a pair (``pairs``; each gives one)."""
+
+    margin: float
+    threshold: float
+    pairs: int
+
+
+MIN_ESTIMATE_PAIRS = 300  # sample vectors with a pair needed to trust a quantile near 0.995; else the threshold drops
+SPARSE_MARGIN = 0.1  # the least margin when the sample has too few pairs to tune on (semsim's fixed margin before)
+ESTIMATE_QUERIES = 10_000  # sample vectors searched against the sample: ~5 s of float32 work at 50,000 x 384
+
+
+def margins_needed(vectors: np.ndarray, centroids: np.ndarray, pairs: np.ndarray, max_cells: int = 8) -> np.ndarray:
+    """For each row ``(a, b)`` of ``pairs``, the smallest margin at which vectors ``a`` and ``b`` share a cell
+    (:func:`assign_cells`: a vector is in each of its ``max_cells`` most similar cells whose similarity is within the
+    margin of its nearest); ``inf`` when no margin makes them share one."""
+    sims = np.asarray(vectors, np.float32) @ centroids.T
+    gaps = sims.max(axis=1, keepdims=True) - sims
+    if centroids.shape[0] > max_cells:
+        beyond = np.argsort(-sims, axis=1, kind="stable")[:, max_cells:]
+        np.put_along_axis(gaps, beyond, np.inf, axis=1)
+    return np.maximum(gaps[pairs[:, 0]], gaps[pairs[:, 1]]).min(axis=1)
+
+
+def tune_margin(
+    sample: np.ndarray,
+    centroids: np.ndarray,
+    threshold: float,
+    target_recall: float,
+    queries: int = ESTIMATE_QUERIES,
+    min_pairs: int = MIN_ESTIMATE_PAIRS,
+) -> MarginEstimate:
+    """The smallest margin at which the cells keep ``target_recall`` of the pairs at ``threshold``, estimated on the
+    unit vectors ``sample``.
+
+    The first ``queries`` sample vectors are searched against the whole sample. Each that has a neighbour at or above
+    the threshold (exact copies left out: the exact pre-pass finds them) gives one pair: its *least* similar such
+    neighbour, the pair that needs the widest margin. One pair per vector keeps a group of near-copies from
+    outvoting the rest, and the hardest one errs on the side of recall. The margin is the ``target_recall`` quantile
+    of what those pairs need (:func:`margins_needed`). With fewer than ``min_pairs`` such vectors the threshold
+    drops in steps of 0.02 (pairs further apart need wider margins: again on the side of recall), at most by 0.1;
+    still fewer, and the margin is at least :data:`SPARSE_MARGIN`. One cell needs no margin."""
+    if len(centroids) <= 1:
+        return MarginEstimate(0.0, threshold, 0)
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    steps = [threshold - 0.02 * step for step in range(6)]
+    partner = np.full((len(steps), min(queries, len(sample))), -1)  # per threshold, each query's least similar
+    for start in range(0, partner.shape[1], 1_000):  # 1,000 x 50,000 similarities at a time: 200 MB
+        sims = sample[start : start + 1_000] @ sample.T
+        rows = np.arange(len(sims))
+        sims[rows, rows + start] = np.inf  # not itself
+        sims[sims >= 1 - 1e-4] = np.inf  # nor an exact copy
+        for i, at in enumerate(steps):
+            near = np.where(sims >= at, sims, np.inf)
+            found = np.isfinite(near).any(axis=1)
+            partner[i, start + rows[found]] = near[found].argmin(axis=1)
+    i = next((i for i in range(len(steps)) if (partner[i] >= 0).sum() >= min_pairs), len(steps) - 1)
+    at = steps[i]
+    rows = np.flatnonzero(partner[i] >= 0)
+    margin = 0.0
+    if len(rows):
+        needed = np.sort(margins_needed(sample, centroids, np.stack([rows, partner[i, rows]], axis=1)))
+        margin = min(float(needed[min(len(needed), math.ceil(target_recall * len(needed))) - 1]), 2.0)
+    if len(rows) < min_pairs:  # too few to tell a quantile near the target: never narrower than the old fixed margin
+        margin = max(margin, SPARSE_MARGIN)
+    return MarginEstimate(round(margin + 1e-6, 6), at, len(rows))  # 2.0: every cell of the top ones
 
 
 def bounded_cell_pairs(

@@ -30,7 +30,7 @@ from semsim_core.records import (
     DeadLetter,
     Record,
 )
-from semsim_core.run_layout import Summary
+from semsim_core.run_layout import Summary, recall_shortfall
 from semsim_core.svg_charts import Marker, bar_list_svg, calibration_svg, fmt, histogram_svg
 
 RUN_FIELDS = ("threshold", "model", "backend", "cluster_method", "keep", "runner", "input_embeddings")
@@ -542,10 +542,16 @@ def _recall_part(summary: Summary) -> str:
     if recall is None:
         return '<p class="note">Pair recall was not measured (<code>semsim batch --recall-sample N</code>).</p>'
     items = [("pair recall", f"{recall.recall:.4f}")]
+    if summary.target_recall is not None:
+        items.append(("target", f"{summary.target_recall:g}"))
     items += [("queries", fmt(recall.queries)), ("true pairs", fmt(recall.true_pairs)), ("found", fmt(recall.found))]
+    if summary.cell_margin is not None:
+        items.append(("cell margin", f"{summary.cell_margin:.4f}"))
+    shortfall = recall_shortfall(summary)
+    warning = f'<p class="bad">{escape(shortfall)}</p>' if shortfall else ""
     return (
-        f'{_figures(items)}<p class="caption">Share of the true pairs (by brute force) of the sampled query vectors '
-        "that the cell partition found.</p>"
+        f'{_figures(items)}{warning}<p class="caption">Share of the true pairs (by brute force) of the sampled query '
+        "vectors that the cell partition found.</p>"
     )
 
 

@@ -108,6 +108,7 @@ class Summary:
     read: ReadSpec
     outputs: dict[str, str]  # output name -> folder
     keep: str = "first-id"  # the --keep policy that chose each cluster's kept record
+    target_recall: float | None = None  # the pair recall the cells' margin was tuned for (--target-recall)
     backend: str | None = None  # the concrete backends the workers ran, comma-separated
     inputs: int = 0  # records read, accepted or not
     accepted: int = 0
@@ -119,13 +120,14 @@ class Summary:
     removed: int | None = None  # accepted records their cluster did not keep (rows of removed/)
     deduplicated: int | None = None  # with --write-deduplicated: rows of deduplicated/
     cells: int = 0
+    cell_margin: float | None = None  # a vector also joins every cell within this of its nearest (tuned, stored, given)
     largest_cell: int = 0
     rescored_pairs: int | None = None  # with a rescore band: pairs in it, rescored with fp32
     rescored_texts: int | None = None
     recall: Recall | None = None
     history: HistoryCounts | None = None
     # left out of the JSON when not measured
-    _OPTIONAL = ("removed", "deduplicated", "rescored_pairs", "rescored_texts", "recall", "history")
+    _OPTIONAL = ("removed", "deduplicated", "rescored_pairs", "rescored_texts", "recall", "history", "cell_margin")
 
     def measured(self, **values: Any) -> Summary:
         """This summary with measured fields set (``recall`` given as a dict)."""
@@ -155,6 +157,17 @@ class Summary:
             return cls(**values)
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a semsim batch summary ({e})") from None
+
+
+def recall_shortfall(summary: Summary) -> str | None:
+    """One line when the run's measured pair recall is below its ``--target-recall``, else None."""
+    recall, target = summary.recall, summary.target_recall
+    if recall is None or target is None or recall.recall >= target:
+        return None
+    return (
+        f"pair recall {recall.recall:.4f} ({recall.found} of {recall.true_pairs} sampled pairs) is below the target "
+        f"{target:g}: pairs were lost at cell borders (margin {summary.cell_margin}); rerun with a larger --cell-margin"
+    )
 
 
 def counts(summary: Summary) -> dict[str, int]:

@@ -11,7 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import semsim_core.cells as cells_module
-from semsim_core.cells import assign_cells, bounded_cell_pairs, owning_cell, split_oversized, train_centroids
+from semsim_core.cells import (
+    assign_cells,
+    bounded_cell_pairs,
+    owning_cell,
+    split_oversized,
+    train_centroids,
+    tune_margin,
+)
 from semsim_core.embeddings_io import parse_embeddings
 from semsim_core.pairs import threshold_pairs
 from semsim_core.records import EmbeddedRecord
@@ -30,9 +37,7 @@ from transforms.cells import id_hash
 @pytest.fixture(scope="module")
 def stsb(stsb_test_vectors):
     sentences, vectors = stsb_test_vectors
-    order = np.argsort(sentences, kind="stable")  # sorted, as these tests always took them: a fixed margin's recall
-    # depends on the partition k-means finds, and so on the order (issue 18)
-    return [f"s{i:05d}" for i in range(len(sentences))], vectors[order]
+    return [f"s{i:05d}" for i in range(len(sentences))], vectors
 
 
 def cell_pairs(ids, vectors, centroids, margin, threshold, max_cell_size=10**9):
@@ -60,13 +65,26 @@ def test_margin_covering_all_borders_gives_exact_pairs(stsb):
     assert set(found) - borderline == exact - borderline
 
 
-@pytest.mark.parametrize("threshold", [0.75, 0.8, 0.9])
-def test_default_margin_recall_on_real_sentences(stsb, threshold):
+@pytest.mark.parametrize("cells", [4, 16, 32])
+def test_a_margin_tuned_on_a_sample_keeps_the_target_recall(stsb, cells):
+    """STSb test sentences at forced cell counts: the margin tune_margin picks on a sample of half of them keeps at
+    least the target recall of the exact pairs at 0.8 on all of them, and every pair found is a true one."""
     ids, vectors = stsb
-    exact = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, threshold)}
-    found = cell_pairs(ids, vectors, train_centroids(vectors, 8), margin=0.1, threshold=threshold)
-    assert len(found) == len(set(found)) and set(found) - borderline_pairs(ids, vectors, threshold) <= exact
-    assert len(set(found)) / len(exact) >= 0.99
+    shuffled = np.random.default_rng(cells).permutation(len(ids))
+    sample = vectors[shuffled[: len(ids) // 2]]
+    centroids = train_centroids(sample, cells)
+    estimate = tune_margin(sample, centroids, 0.8, 0.995)
+    assert estimate.pairs >= 300 and 0 < estimate.margin < 0.5, estimate
+    exact = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, 0.8)}
+    found = cell_pairs(ids, vectors, centroids, estimate.margin, 0.8)
+    borderline = borderline_pairs(ids, vectors, 0.8)
+    assert len(found) == len(set(found)) and set(found) - borderline <= exact, "precision 1"
+    assert len(set(found) & exact) / len(exact) >= 0.995, (estimate, len(set(found) & exact), len(exact))
+    assert len(cell_pairs(ids, vectors, centroids, 0.0, 0.8)) < len(exact), "without a margin, pairs are lost"
+
+
+def test_one_cell_needs_no_margin(stsb):
+    assert tune_margin(stsb[1][:500], train_centroids(stsb[1][:500], 1), 0.8, 0.995).margin == 0.0
 
 
 def test_oversized_cell_searched_in_bounded_pieces(stsb, monkeypatch):

@@ -123,8 +123,10 @@ def test_days_against_history_equal_one_full_run(tmp_path, days):
     assert third.records_before == runs[0].summary.accepted + runs[1].summary.accepted
 
     centroids = next(history.glob("centroids-*.npy"))
+    margin = History(str(history)).manifest().margin
+    assert margin == runs[0].summary.cell_margin > 0, "the store keeps the margin its first run tuned"
     inputs = [flag for day in days.files for flag in ("--input", str(day))]
-    full = run_batch(tmp_path / "full", *inputs, "--centroids", str(centroids))
+    full = run_batch(tmp_path / "full", *inputs, "--centroids", str(centroids), "--cell-margin", str(margin))
     daily_pairs = pd.concat([run.pairs for run in runs])
     assert _pair_set(daily_pairs) == _pair_set(full.pairs)
     assert full.summary.semantic_pairs >= 10  # paraphrase pairs across days, mostly

@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import validate_streaming
 from pipelines.streaming_dedup import build, start
+from semsim_core.run_layout import ReadSpec, Summary
 from tests.conftest import REPO, SAMPLE_PARAPHRASES, fp32_unless_named, run_batch, sample_titles, write_jsonl
 from tests.pubsub_emulator import PROJECT, find_launcher, pubsub_emulator
 
@@ -337,21 +338,28 @@ def test_retention_forgets_posts_by_timer(pubsub, tmp_path):
 
 
 def test_a_stream_of_one_cell_says_so(tmp_path, caplog, embedder):
-    """Without --centroids the stream is one cell (correct, not parallel), and its log says so at start. Its
+    """Without --centroids the stream is one cell (correct, not parallel), and its log says so at start. With them,
+    the margin is the one the batch run that wrote them tuned (its summary.json), unless --cell-margin. Its
     stateful steps are keyed with deterministic coders (Beam warns otherwise)."""
     centroids = tmp_path / "centroids.npy"
     np.save(centroids, embedder.encode(["A cat sat.", "Stocks fell today.", "Rain is coming."]))
 
-    def warnings(*extra: str) -> str:
+    def logged(*extra: str) -> str:
         options = PipelineOptions(stream_flags("projects/semsim-test/subscriptions/s", tmp_path / "out", *extra))
         caplog.clear()
-        with caplog.at_level(logging.WARNING):
+        with caplog.at_level(logging.INFO):
             build(beam.Pipeline(options=options), validate_streaming(options))
         return caplog.text
 
-    assert "the stream runs as a single cell" in warnings()
+    assert "the stream runs as a single cell" in logged()
     assert "may not be deterministic" not in caplog.text, "the stateful steps' keys have deterministic coders"
-    assert "single cell" not in warnings("--centroids", str(centroids))
+    assert "single cell" not in logged("--centroids", str(centroids))
+    assert "no summary.json beside --centroids: cell margin 0.10" in caplog.text
+    read = ReadSpec(["in.jsonl"], None, "id", "text", 65536, None)
+    summary = Summary(0.8, "m", None, "auto", 0.02, "components", "FnApiRunner", read, {}, cell_margin=0.0625)
+    (tmp_path / "summary.json").write_bytes(summary.to_json())
+    assert "cells: 3, margin 0.0625" in logged("--centroids", str(centroids)), "the batch run's tuned margin"
+    assert "cells: 3, margin 0.2000" in logged("--centroids", str(centroids), "--cell-margin", "0.2")
 
 
 def test_emulator_and_its_java_process_stop():

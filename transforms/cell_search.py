@@ -28,6 +28,7 @@ from semsim_core.pairs import range_search_at_least
 from semsim_core.records import SEMANTIC, make_pair
 from semsim_core.rescore import ScoreBand
 from transforms import METRICS_NAMESPACE
+from transforms.cells import Partition
 from transforms.history_read import as_record
 
 CELL_SIZES = "cell_sizes"
@@ -86,22 +87,21 @@ class SplitByCellFn(beam.DoFn):
     """A staged file -> one part per cell under ``store``'s ``cell=NNNNN/`` (rows for every cell of each vector,
     stored as ``dtype``); emits ``(cell, part path)``."""
 
-    def __init__(self, work: str, store: str, segment: str, margin: float, dtype: str):
+    def __init__(self, work: str, store: str, segment: str, dtype: str):
         self._work = work
         self._store = store
         self._segment = segment
-        self._margin = margin
         self._dtype = dtype
 
     def setup(self) -> None:
         self._staged = History(self._work)
         self._cells = History(self._store)
 
-    def process(self, path: str, centroids: np.ndarray) -> Iterator[tuple[int, str]]:
+    def process(self, path: str, partition: Partition) -> Iterator[tuple[int, str]]:
         table = self._staged.read_files([path], ["id", "text", "embedding"])
         ids, texts, vectors = table.column("id").to_pylist(), table.column("text").to_pylist(), embeddings(table)
         rows: dict[int, list[int]] = {}
-        cells_of = assign_cells(vectors, centroids, self._margin)
+        cells_of = assign_cells(vectors, partition.centroids, partition.margin)
         for row, cells in enumerate(cells_of):
             for cell in cells:
                 rows.setdefault(cell, []).append(row)
@@ -119,12 +119,11 @@ class SearchCellFn(beam.DoFn):
     records (an exact FAISS range search of the new vectors over the stored ones). Also emits the cell's size on
     ``cell_sizes`` and, for pairs in the rescore band, the stored record's text on ``stored_texts``."""
 
-    def __init__(self, store: str, manifest: Manifest | None, band: ScoreBand, max_cell_size: int, margin: float):
+    def __init__(self, store: str, manifest: Manifest | None, band: ScoreBand, max_cell_size: int):
         self._store = store
         self._manifest = manifest
         self._band = band
         self._max_cell_size = max_cell_size
-        self._margin = margin
         self._pairs = Metrics.counter(METRICS_NAMESPACE, "candidate_pairs")
         self._history_pairs = Metrics.counter(METRICS_NAMESPACE, "history_candidate_pairs")
         self._sizes = Metrics.distribution(METRICS_NAMESPACE, "cell_size")
@@ -132,7 +131,7 @@ class SearchCellFn(beam.DoFn):
     def setup(self) -> None:
         self._history = History(self._store)
 
-    def process(self, element: tuple[int, Iterable[str]]) -> Iterator:
+    def process(self, element: tuple[int, Iterable[str]], partition: Partition) -> Iterator:
         cell, parts = element
         new = self._history.read_files(sorted(parts), ["id", "cells", "embedding"]).sort_by("id")
         ids = new.column("id").to_pylist()
@@ -143,7 +142,8 @@ class SearchCellFn(beam.DoFn):
         size = len(ids) + (stored.num_rows if stored is not None else 0)
         self._sizes.update(size)
         yield beam.pvalue.TaggedOutput(CELL_SIZES, size)
-        for pair in bounded_cell_pairs(ids, vectors, self._band.search_threshold, self._max_cell_size, self._margin):
+        threshold, margin = self._band.search_threshold, partition.margin
+        for pair in bounded_cell_pairs(ids, vectors, threshold, self._max_cell_size, margin):
             if owning_cell(cells_of[pair.id_a], cells_of[pair.id_b]) == cell:
                 self._pairs.inc()
                 yield pair
@@ -190,27 +190,27 @@ class SearchCells(beam.PTransform):
     ``parts`` (``(cell, part path)``: the new vectors, written under ``files.store``), ``cell_sizes`` and
     ``stored_texts`` (distinct stored :class:`Record` values in rescore-band pairs)."""
 
-    def __init__(self, files: CellFiles, centroids, band: ScoreBand, margin: float, max_cell_size: int):
+    def __init__(self, files: CellFiles, partition, band: ScoreBand, max_cell_size: int):
         super().__init__()
         self._files = files
-        self._centroids = centroids
+        self._partition = partition
         self._band = band
-        self._margin = margin
         self._max_cell_size = max_cell_size
 
     def expand(self, vectors):
         files = self._files
-        split = SplitByCellFn(files.work, files.store, files.segment, self._margin, files.dtype)
+        partition = beam.pvalue.AsSingleton(self._partition)
+        split = SplitByCellFn(files.work, files.store, files.segment, files.dtype)
         parts = (
             vectors
             | "Stage" >> beam.ParDo(StageVectorsFn(files.work, files.segment))
-            | "SplitByCell" >> beam.ParDo(split, beam.pvalue.AsSingleton(self._centroids))
+            | "SplitByCell" >> beam.ParDo(split, partition)
         )
-        search = SearchCellFn(files.store, files.manifest, self._band, self._max_cell_size, self._margin)
+        search = SearchCellFn(files.store, files.manifest, self._band, self._max_cell_size)
         found = (
             parts
             | "GroupPartsByCell" >> beam.GroupByKey()
-            | "SearchCell" >> beam.ParDo(search).with_outputs(CELL_SIZES, STORED_TEXTS, main="pairs")
+            | "SearchCell" >> beam.ParDo(search, partition).with_outputs(CELL_SIZES, STORED_TEXTS, main="pairs")
         )
         texts = (
             found[STORED_TEXTS]

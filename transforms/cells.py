@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 
-from semsim_core.cells import assign_cells, split_oversized, train_centroids
+from semsim_core.cells import assign_cells, split_oversized, train_centroids, tune_margin
 from transforms.vector_coder import CellMember
 
+_LOG = logging.getLogger(__name__)
 Member = tuple[str, np.ndarray, tuple[int, ...]]  # (id, unit vector, all cells of the vector)
 
 
@@ -20,30 +23,67 @@ def id_hash(item: tuple[str, np.ndarray]) -> int:
     return int.from_bytes(hashlib.blake2b(item[0].encode("utf-8"), digest_size=8).digest(), "big")
 
 
-class TrainCentroids(beam.PTransform):
-    """Returns a one-element PCollection: the ``(K, dim)`` float32 centroids for ``(id, vector)`` input.
+class Partition(NamedTuple):
+    """A run's cells: the ``(K, dim)`` float32 ``centroids``, and the ``margin`` within which a vector also joins a
+    cell other than its nearest (:func:`~semsim_core.cells.assign_cells`)."""
 
-    ``cells`` = 0 picks K = ceil(count / ``target_cell_size``); K = 1 (small inputs) is exact all-pairs. The training
-    sample is the ``sample_size`` vectors with the smallest id hashes, so reruns train the same centroids. Cells the
-    sample predicts to exceed ``max_cell_size`` are split again (:func:`split_oversized`).
+    centroids: np.ndarray
+    margin: float
+
+
+class TrainCentroids(beam.PTransform):
+    """Returns a one-element PCollection: the :class:`Partition` for ``(id, vector)`` input.
+
+    ``cells`` = 0 picks K = 1 (exact all-pairs) for an input of at most ``max_cell_size`` vectors, which a cell of
+    that size costs anyway, else K = ceil(count / ``target_cell_size``). The training sample is the ``sample_size``
+    vectors with the smallest id hashes, so reruns train the same centroids. Cells the sample predicts to exceed
+    ``max_cell_size`` are split again (:func:`split_oversized`). Without a fixed ``margin``, the margin is tuned on the
+    sample for ``target_recall`` of the pairs at ``threshold`` (:func:`tune_margin`). ``centroids`` given: only the
+    margin is tuned (when not fixed).
     """
 
     def __init__(
-        self, cells: int, target_cell_size: int, max_cell_size: int, margin: float, sample_size: int, seed: int = 0
+        self,
+        cells: int,
+        target_cell_size: int,
+        max_cell_size: int,
+        sample_size: int,
+        threshold: float,
+        target_recall: float,
+        margin: float | None = None,
+        centroids: np.ndarray | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         self._cells = cells
-        self._margin = margin
         self._target = target_cell_size
         self._max = max_cell_size
         self._sample_size = sample_size
+        self._threshold = threshold
+        self._target_recall = target_recall
+        self._margin = margin
+        self._given = centroids
         self._seed = seed
 
-    def _train(self, sample: list[tuple[str, np.ndarray]], total: int) -> np.ndarray:
+    def _tuned(self, vectors: np.ndarray, centroids: np.ndarray) -> float:
+        if self._margin is not None:
+            return self._margin
+        estimate = tune_margin(vectors, centroids, self._threshold, self._target_recall)
+        _LOG.info(
+            "cells: %d; margin %.4f, tuned for recall %.3f on %d sample pairs at %.2f",
+            len(centroids), estimate.margin, self._target_recall, estimate.pairs, estimate.threshold,
+        )  # fmt: skip
+        return estimate.margin
+
+    def _train(self, sample: list[tuple[str, np.ndarray]], total: int) -> Partition:
         vectors = np.stack([v for _, v in sorted(sample, key=lambda item: item[0])])
-        k = self._cells or math.ceil(total / self._target)
+        if self._given is not None:
+            return Partition(self._given, self._tuned(vectors, self._given))
+        k = self._cells or (1 if total <= self._max else math.ceil(total / self._target))
         centroids = train_centroids(vectors, k, seed=self._seed)
-        return split_oversized(vectors, centroids, total, self._max, self._margin, seed=self._seed)
+        margin = self._tuned(vectors, centroids)
+        split = split_oversized(vectors, centroids, total, self._max, margin, seed=self._seed)
+        return Partition(split, self._tuned(vectors, split) if len(split) != len(centroids) else margin)
 
     def expand(self, vectors):
         total = vectors | "Count" >> beam.combiners.Count.Globally()

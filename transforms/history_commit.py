@@ -9,7 +9,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 
@@ -24,6 +23,7 @@ from semsim_core.history import (
     record_row,
 )
 from semsim_core.run_layout import Summary
+from transforms.cells import Partition
 
 FAIL_BEFORE_COMMIT = "SEMSIM_FAIL_BEFORE_COMMIT"  # fault injection for the commit-safety tests: set to 1 to fail there
 
@@ -99,7 +99,7 @@ def _relative(root: str, path: str) -> str:
     return path[len(root) :] if path.startswith(root) else os.path.relpath(path, root)
 
 
-def _commit(summary: Summary, plan: CommitPlan, centroids: np.ndarray, *written: list) -> Manifest:
+def _commit(summary: Summary, plan: CommitPlan, partition: Partition, *written: list) -> Manifest:
     if os.environ.get(FAIL_BEFORE_COMMIT) == "1":
         raise RuntimeError(f"{FAIL_BEFORE_COMMIT}=1: failing before the history commit")
     history = History(plan.root)
@@ -108,7 +108,8 @@ def _commit(summary: Summary, plan: CommitPlan, centroids: np.ndarray, *written:
     committed = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     segment = Segment(plan.segment, committed, rows, plan.run, tuple(files))
     if plan.manifest is None:
-        manifest = history.commit(replace(plan.created, cells=len(centroids)), segment, None, centroids)
+        created = replace(plan.created, cells=len(partition.centroids), margin=partition.margin)
+        manifest = history.commit(created, segment, None, partition.centroids)
     else:
         manifest = history.commit(plan.manifest, segment, plan.manifest.version)
     history.unlock(plan.owner)
@@ -119,14 +120,15 @@ class CommitSegment(beam.PTransform):
     """Commits the run's segment to the store once ``summary`` (the one-element PCollection WriteSummary returns)
     exists, which is after every output: a crash before leaves the store as it was, with the lock of a dead process
     (taken over by the next run on this host). ``files``: PCollections of written paths (cell parts as
-    ``(cell, path)``)."""
+    ``(cell, path)``). A store this run creates takes the run's :class:`Partition` (centroids and margin)."""
 
-    def __init__(self, plan: CommitPlan, centroids, files: Iterable):
+    def __init__(self, plan: CommitPlan, partition, files: Iterable):
         super().__init__()
         self._plan = plan
-        self._centroids = centroids
+        self._partition = partition
         self._files = files
 
     def expand(self, summary):
         written = [beam.pvalue.AsList(paths) for paths in self._files]
-        return summary | "Commit" >> beam.Map(_commit, self._plan, beam.pvalue.AsSingleton(self._centroids), *written)
+        partition = beam.pvalue.AsSingleton(self._partition)
+        return summary | "Commit" >> beam.Map(_commit, self._plan, partition, *written)
