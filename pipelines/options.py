@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import replace
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    TestOptions,
+    _BeamArgumentParser,
+)
 
 from pipelines.run_files import run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
@@ -259,11 +266,31 @@ def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: b
         raise OptionsError(error)
 
 
+def check_known_flags(options: PipelineOptions, command: type[PipelineOptions]) -> None:
+    """Refuse, in one line, an argument that neither ``command``'s flags nor any Beam option class knows (Beam itself
+    only warns and runs on: a mistyped ``--treshold`` would run the job at the default), with Beam's suggestion."""
+    parser = _BeamArgumentParser(allow_abbrev=False)  # as PipelineOptions.get_all_options builds it
+    others = {BatchDedupOptions, StreamingDedupOptions} - {command}  # the other command's flags are not this one's
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__() if c not in others}.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(options._flags)  # the arguments as given (Beam keeps no public copy)
+    if not unknown:
+        return
+    arg = unknown[0]
+    if not arg.startswith("-"):
+        raise OptionsError(f"unexpected argument {arg!r} (every value follows its flag: --flag value)")
+    name = arg.split("=", 1)[0]
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    close = difflib.get_close_matches(name, known, n=1)
+    raise OptionsError(f"unknown flag {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def validate(options: PipelineOptions) -> BatchDedupOptions:
     """Check the batch options before anything runs; raise :class:`OptionsError` with one clear line.
 
     Also sets the default runner, FnApiRunner (Beam's DirectRunner first tries to download Prism).
     """
+    check_known_flags(options, BatchDedupOptions)
     opts = options.view_as(BatchDedupOptions)
     if not opts.input and not opts.input_embeddings:
         raise OptionsError("give --input (a file glob), --input-embeddings (an embeddings/ folder), or both")
@@ -318,6 +345,7 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
 
 def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
     """Check the streaming options; sets streaming mode and the default runner, BundleBasedDirectRunner."""
+    check_known_flags(options, StreamingDedupOptions)
     opts = options.view_as(StreamingDedupOptions)
     if not opts.subscription or not re.match(r"^projects/[^/]+/subscriptions/[^/]+$", opts.subscription):
         raise OptionsError("--subscription is required, as projects/PROJECT/subscriptions/NAME")

@@ -139,13 +139,15 @@ def tune_margin(
     partner = np.full((len(steps), min(queries, len(sample))), -1)  # per threshold, each query's least similar
     for start in range(0, partner.shape[1], 1_000):  # 1,000 x 50,000 similarities at a time: 200 MB
         sims = sample[start : start + 1_000] @ sample.T
-        rows = np.arange(len(sims))
-        sims[rows, rows + start] = np.inf  # not itself
-        sims[sims >= 1 - 1e-4] = np.inf  # nor an exact copy
+        rows, cols = np.nonzero((sims >= steps[-1]) & (sims < 1 - 1e-4))  # exact copies left out
+        scores = sims[rows, cols]
+        keep = cols != rows + start  # not itself
+        rows, cols, scores = rows[keep], cols[keep], scores[keep]
         for i, at in enumerate(steps):
-            near = np.where(sims >= at, sims, np.inf)
-            found = np.isfinite(near).any(axis=1)
-            partner[i, start + rows[found]] = near[found].argmin(axis=1)
+            above = scores >= at
+            order = np.lexsort((scores[above], rows[above]))  # by row, least similar first
+            first = np.unique(rows[above][order], return_index=True)
+            partner[i, start + first[0]] = cols[above][order][first[1]]
     i = next((i for i in range(len(steps)) if (partner[i] >= 0).sum() >= min_pairs), len(steps) - 1)
     at = steps[i]
     rows = np.flatnonzero(partner[i] >= 0)

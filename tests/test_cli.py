@@ -26,6 +26,10 @@ SEMSIM = str(Path(sys.executable).with_name("semsim"))
         (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
         (["--history-dtype", "float16"], "--history-dtype float16 sets how a new --history store keeps embeddings"),
         (["--keep", "earliest"], "--keep earliest needs --time-field (the input field with each record's time)"),
+        (["--treshold", "0.99"], "unknown flag --treshold (did you mean --threshold?)"),
+        (["--retention", "30d"], "unknown flag --retention (did you mean --region?)"),  # a stream flag
+        (["0.9"], "unexpected argument '0.9' (every value follows its flag: --flag value)"),
+        (["--target-recall", "0"], "--target-recall must be in (0, 1], got 0.0"),
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
@@ -113,6 +117,8 @@ def test_a_second_run_into_an_output_is_refused_unless_overwrite(tmp_path, capsy
             "--centroids cannot be given with --history: the store's own centroids are used",
         ),  # fmt: skip
         (["--history", "/nonexistent/h"], "history /nonexistent/h does not exist (no manifest.json)"),
+        (["--max-per-cel", "5"], "unknown flag --max-per-cel (did you mean --max-per-cell?)"),
+        (["--cells", "4"], "unknown flag --cells (did you mean --labels?)"),  # a batch flag (the suggestion: Beam's)
     ],
 )
 def test_bad_stream_options_fail_with_one_line(tmp_path, capsys, flags, message):

@@ -303,8 +303,10 @@ def test_stream_with_centroids_probes_neighbour_cells(pubsub, tmp_path):
         for row in posts:
             publish(publisher, topic, row)
         wait_for(  # pairs and clusters are written apart: a window's clusters can land before its pairs
-            lambda: len(read_folder(tmp_path / "out" / "clusters")) >= len(posts)
-            and pair_set(read_folder(tmp_path / "out" / "pairs")) >= pair_set(batch.pairs)
+            lambda: (
+                len(read_folder(tmp_path / "out" / "clusters")) >= len(posts)
+                and pair_set(read_folder(tmp_path / "out" / "pairs")) >= pair_set(batch.pairs)
+            )
         )
     stream_pairs = read_folder(tmp_path / "out" / "pairs")
     assert sorted(read_folder(tmp_path / "out" / "clusters")["id"]) == sorted(r["id"] for r in posts)
