@@ -8,6 +8,7 @@ import re
 from dataclasses import replace
 
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.gcp import pubsub
 from apache_beam.options.pipeline_options import (
     DirectOptions,
     PipelineOptions,
@@ -343,12 +344,24 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     return opts
 
 
+def _check_pubsub_path(flag: str, path: str, parse) -> None:
+    """A Pub/Sub path checked as Beam's source and sink check it (project and resource names), in one line."""
+    try:
+        parse(path)
+    except ValueError as e:
+        raise OptionsError(f"{flag} {path}: {e}") from None
+
+
 def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
     """Check the streaming options; sets streaming mode and the default runner, BundleBasedDirectRunner."""
     check_known_flags(options, StreamingDedupOptions)
     opts = options.view_as(StreamingDedupOptions)
     if not opts.subscription or not re.match(r"^projects/[^/]+/subscriptions/[^/]+$", opts.subscription):
         raise OptionsError("--subscription is required, as projects/PROJECT/subscriptions/NAME")
+    _check_pubsub_path("--subscription", opts.subscription, pubsub.parse_subscription)
+    for flag, topic in (("--notify-topic", opts.notify_topic), ("--dead-letter-topic", opts.dead_letter_topic)):
+        if topic:
+            _check_pubsub_path(flag, topic, pubsub.parse_topic)
     if opts.history and opts.centroids:
         raise OptionsError("--centroids cannot be given with --history: the store's own centroids are used")
     _check_shared(opts, ())

@@ -117,7 +117,20 @@ def test_a_second_run_into_an_output_is_refused_unless_overwrite(tmp_path, capsy
             "--centroids cannot be given with --history: the store's own centroids are used",
         ),  # fmt: skip
         (["--history", "/nonexistent/h"], "history /nonexistent/h does not exist (no manifest.json)"),
+        (
+            ["--history", "/nonexistent/h", "--cell-margin", "0.2"],
+            "--cell-margin cannot be given with --history: the store's cells and margin are used",
+        ),
         (["--max-per-cel", "5"], "unknown flag --max-per-cel (did you mean --max-per-cell?)"),
+        (
+            ["--notify-topic", "projects/x/topics/t"],
+            "--notify-topic projects/x/topics/t: Invalid PubSub project name: 'x'.",
+        ),
+        (
+            ["--dead-letter-topic", "topics/t"],
+            "--dead-letter-topic topics/t: PubSub topic must be in the form "
+            "\"projects/<project>/topics/<topic>\" (got 'topics/t').",
+        ),  # fmt: skip
         (["--cells", "4"], "unknown flag --cells (did you mean --labels?)"),  # a batch flag (the suggestion: Beam's)
     ],
 )
@@ -125,3 +138,11 @@ def test_bad_stream_options_fail_with_one_line(tmp_path, capsys, flags, message)
     argv = ["stream", "--subscription", "projects/semsim-test/subscriptions/posts", "--output", str(tmp_path / "out")]
     assert main([*argv, *flags]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"semsim stream: error: {message}"]
+
+
+def test_a_subscription_beam_would_refuse_is_one_line(tmp_path, capsys):
+    argv = ["stream", "--subscription", "projects/bars/subscriptions/s", "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "semsim stream: error: --subscription projects/bars/subscriptions/s: Invalid PubSub project name: 'bars'."
+    ]
