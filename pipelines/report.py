@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from semsim_core import run_layout as layout
 from semsim_core.formats import FORMATS, ParseConfig, Parsed, detect_format, parse_file
-from semsim_core.report import ReportError, find_texts, load_run, read_summary, render_html
+from semsim_core.report import ReportError, RunFolder, find_texts, load_run, read_summary, render_html
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,8 +23,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="semsim report", description=__doc__)
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="the --output folder of a semsim batch run (local)")
-    parser.add_argument("--html", metavar="FILE", help="where to write the page (default: OUT_DIR/report.html)")
+    parser.add_argument(
+        "out_dir", metavar="OUT_DIR", help="the --output folder of a semsim batch run: a path or a URI (gs://, file://)"
+    )
+    parser.add_argument("--html", metavar="FILE", help="a local file for the page (default: OUT_DIR/report.html)")
     parser.add_argument("--examples", type=int, default=5, metavar="N", help="example records per cluster (5)")
     parser.add_argument("--top-clusters", type=int, default=10, metavar="K", help="largest clusters shown (10)")
     texts = parser.add_argument_group(
@@ -66,41 +68,45 @@ def _texts(paths: Sequence[str], fmt: str | None, config: ParseConfig, wanted: s
     return find_texts(_parsed(paths, fmt, config), wanted)
 
 
-def write_report(argv: Sequence[str]) -> Path:
-    """Parse the flags, read the run and write the page; return its path. Bad input raises :class:`ReportError`."""
+def write_report(argv: Sequence[str]) -> tuple[str, int]:
+    """Parse the flags, read the run (on any filesystem pyarrow reaches) and write the page; return where, and its
+    size in bytes. Bad input raises :class:`ReportError`."""
     args = _parser().parse_args(argv)
     for flag, value in (("--examples", args.examples), ("--top-clusters", args.top_clusters)):
         if value < 1:
             raise ReportError(f"{flag} must be a positive integer, got {value}")
+    out = RunFolder(args.out_dir)
     texts = None
     if args.input:
         config = ParseConfig(args.id_field, args.text_field, args.max_text_bytes)
         texts = partial(_texts, _input_paths(args.input), args.format, config)
-    elif (read := read_summary(Path(args.out_dir)).read).input:
+    elif (read := read_summary(out).read).input:
         # The run's own input and parsing flags, recorded in its summary.json; gone since: ids only.
         config = ParseConfig(read.id_field, read.text_field, read.max_text_bytes)
         try:
             texts = partial(_texts, _input_paths(read.input), read.format, config)
         except ReportError as e:
             print(f"semsim report: no example texts: the run's input is gone ({e}); give --input", file=sys.stderr)
-    run = load_run(args.out_dir, args.examples, args.top_clusters, texts)
-    path = Path(args.html) if args.html else Path(args.out_dir) / layout.REPORT
+    page = render_html(load_run(out, args.examples, args.top_clusters, texts)).encode("utf-8")
+    where = args.html or f"{args.out_dir.rstrip('/')}/{layout.REPORT}"
     try:
-        path.write_text(render_html(run), encoding="utf-8")
+        if args.html:
+            Path(args.html).write_bytes(page)
+        else:
+            out.write_bytes(layout.REPORT, page)
     except OSError as e:
-        raise ReportError(f"cannot write {str(path)!r}: {e.strerror}") from None
-    return path
+        raise ReportError(f"cannot write {where!r}: {e}") from None
+    return where, len(page)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: write the report and say where; bad input prints one line on stderr and exits 2."""
     started = time.perf_counter()
     try:
-        path = write_report(sys.argv[1:] if argv is None else argv)
+        path, size = write_report(sys.argv[1:] if argv is None else argv)
     except ReportError as e:
         print(f"semsim report: error: {e}", file=sys.stderr)
         return 2
-    size = path.stat().st_size
     print(f"wrote {path} ({size / 1024:.0f} KiB) in {time.perf_counter() - started:.2f} s")
     return 0
 

@@ -8,6 +8,7 @@ script, no external resource and inline SVG charts (:mod:`semsim_core.svg_charts
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from html import escape
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from semsim_core import run_layout as layout
 from semsim_core.ranking import best_f1_index
@@ -237,44 +239,79 @@ def find_texts(parsed: Iterable[Record | DeadLetter], wanted: Collection[str]) -
     return found
 
 
-def read_calibration(path: Path) -> Calibration:
-    """A calibration CSV (``threshold,precision,recall,f1[,predicted_positive]``), sorted by threshold."""
+def read_calibration(name: str, data: bytes) -> Calibration:
+    """A calibration CSV (``threshold,precision,recall,f1[,predicted_positive]``) named ``name``, sorted by
+    threshold."""
     try:
-        table = pa_csv.read_csv(path)
+        table = pa_csv.read_csv(pa.BufferReader(data))
         missing = [c for c in CALIBRATION_COLUMNS if c not in table.column_names]
         if missing:
-            return Calibration(path.name, error=f"lacks column(s) {', '.join(missing)}")
+            return Calibration(name, error=f"lacks column(s) {', '.join(missing)}")
         names = [c for c in (*CALIBRATION_COLUMNS, "predicted_positive") if c in table.column_names]
         columns = {c: table[c].cast(pa.float64()).to_numpy() for c in names}
     except (OSError, ValueError) as e:
-        return Calibration(path.name, error=f"cannot read it: {e}")
+        return Calibration(name, error=f"cannot read it: {e}")
     order = np.argsort(columns["threshold"], kind="stable")
-    return Calibration(path.name, {c: values[order] for c, values in columns.items()})
+    return Calibration(name, {c: values[order] for c, values in columns.items()})
 
 
-def read_summary(out: Path) -> Summary:
+class RunFolder:
+    """A batch run's ``--output`` folder on any filesystem pyarrow reaches: a local path, or a URI (``file://``,
+    ``gs://``, ``s3://``, ``hdfs://``); or a path on a given ``filesystem``."""
+
+    def __init__(self, location: str | Path, filesystem: pafs.FileSystem | None = None):
+        self.location = str(location)
+        if filesystem is not None:
+            self.fs, self.root = filesystem, self.location
+        elif "://" in self.location:
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(self.location)
+            except (OSError, ValueError) as e:
+                raise ReportError(f"cannot open {self.location!r}: {e}") from None
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(self.location)
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def is_dir(self, name: str = "") -> bool:
+        return self.fs.get_file_info(self.path(name) if name else self.root).type == pafs.FileType.Directory
+
+    def read_bytes(self, name: str) -> bytes:
+        with self.fs.open_input_stream(self.path(name)) as f:
+            return f.read()
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        with self.fs.open_output_stream(self.path(name)) as f:
+            f.write(data)
+
+    def names(self) -> list[str]:
+        """The entries directly in the folder."""
+        return sorted(info.base_name for info in self.fs.get_file_info(pafs.FileSelector(self.root)))
+
+
+def read_summary(out: RunFolder) -> Summary:
     """``summary.json`` of a batch run; a missing or unreadable one is a :class:`ReportError`."""
     if not out.is_dir():
-        raise ReportError(f"output folder {str(out)!r} does not exist")
-    path = out / layout.SUMMARY
+        raise ReportError(f"output folder {out.location!r} does not exist")
+    path = out.path(layout.SUMMARY)
     try:
-        return Summary.from_json(path.read_text(encoding="utf-8"))
+        return Summary.from_json(out.read_bytes(layout.SUMMARY).decode("utf-8"))
     except FileNotFoundError:
         raise ReportError(
-            f"{str(path)!r} not found: the run did not finish, or {str(out)!r} is not a semsim batch run's --output"
+            f"{path!r} not found: the run did not finish, or {out.location!r} is not a semsim batch run's --output"
         ) from None
     except (OSError, ValueError) as e:
-        raise ReportError(f"cannot read {str(path)!r}: {e}") from None
+        raise ReportError(f"cannot read {path!r}: {e}") from None
 
 
-def _dataset(out: Path, name: str, schema: pa.Schema) -> ds.Dataset:
-    folder = out / name
-    if not folder.is_dir():
-        raise ReportError(f"{str(folder)!r} not found: is {str(out)!r} the --output of a semsim batch run?")
+def _dataset(out: RunFolder, name: str, schema: pa.Schema) -> ds.Dataset:
+    if not out.is_dir(name):
+        raise ReportError(f"{out.path(name)!r} not found: is {out.location!r} the --output of a semsim batch run?")
     try:
-        return ds.dataset(folder, format="parquet", schema=schema)
+        return ds.dataset(out.path(name), filesystem=out.fs, format="parquet", schema=schema)
     except (OSError, ValueError) as e:
-        raise ReportError(f"cannot read {str(folder)!r}: {e}") from None
+        raise ReportError(f"cannot read {out.path(name)!r}: {e}") from None
 
 
 def _cluster_examples(
@@ -315,15 +352,17 @@ def _removal_examples(removed: ds.Dataset, n: int, texts: TextLookup | None) -> 
 
 
 def load_run(
-    out_dir: str | Path, examples: int = 5, top_clusters: int = 10, texts: TextLookup | None = None
+    out_dir: str | Path | RunFolder, examples: int = 5, top_clusters: int = 10, texts: TextLookup | None = None
 ) -> RunReport:
-    """Read what the report needs from a batch run's ``--output`` folder; ``texts`` looks up example texts by id."""
-    out = Path(out_dir)
+    """Read what the report needs from a batch run's ``--output`` folder (a path, a URI or a :class:`RunFolder`);
+    ``texts`` looks up example texts by id."""
+    out = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
     summary = read_summary(out)
     pairs = _dataset(out, layout.PAIRS, PAIRS_SCHEMA)
     clusters = _dataset(out, layout.CLUSTERS, CLUSTERS_SCHEMA)
     dead = _dataset(out, layout.DEAD_LETTER, DEAD_LETTER_SCHEMA)
-    removed = _dataset(out, layout.REMOVED, REMOVED_SCHEMA) if (out / layout.REMOVED).is_dir() else None
+    removed = _dataset(out, layout.REMOVED, REMOVED_SCHEMA) if out.is_dir(layout.REMOVED) else None
+    calibration_files = [name for name in out.names() if "calibration" in name and name.endswith(".csv")]
     try:
         scores = pairs.to_table(columns=["score"], filter=ds.field("kind") == SEMANTIC)["score"].to_numpy()
         representatives = clusters.to_table(
@@ -331,7 +370,7 @@ def load_run(
         )
         top = largest_clusters(representatives, top_clusters)
         return RunReport(
-            out_dir=str(out),
+            out_dir=out.location,
             summary=summary,
             scores=score_histogram(scores, summary.threshold),
             sizes=size_histogram(representatives["cluster_size"].to_numpy()),
@@ -341,11 +380,11 @@ def load_run(
             removals=_removal_examples(removed, 2 * examples, texts) if removed else [],
             removed_rows=removed.count_rows() if removed else None,
             reasons=dead_letter_reasons(dead),
-            calibrations=[read_calibration(p) for p in sorted(out.glob("*calibration*.csv"))],
+            calibrations=[read_calibration(name, out.read_bytes(name)) for name in calibration_files],
             texts_looked_up=texts is not None,
         )
     except (pa.ArrowInvalid, OSError) as e:
-        raise ReportError(f"cannot read the outputs in {str(out)!r}: {e}") from None
+        raise ReportError(f"cannot read the outputs in {out.location!r}: {e}") from None
 
 
 STYLE = """

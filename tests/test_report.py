@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 from PIL import Image
 from selenium import webdriver
@@ -27,6 +29,8 @@ from semsim_core.report import (
     Link,
     Reason,
     RemovalExample,
+    ReportError,
+    RunFolder,
     RunReport,
     load_run,
     log2_edges,
@@ -100,6 +104,24 @@ def chromium(tmp_path, monkeypatch) -> Iterator[webdriver.Chrome]:
         for process in alive:
             process.kill()
         assert not alive, f"processes left running after quit: {alive}"
+
+
+def test_report_reads_a_run_on_any_filesystem(run_dir, tmp_path, capsys):
+    """`semsim report` takes the run as a URI (file:// here; gs:// the same way) and reads it through pyarrow's
+    filesystems: the run copied into pyarrow's in-memory filesystem reads as the local one does."""
+    data, out, _ = run_dir
+    page = tmp_path / "page.html"
+    assert main(["report", out.as_uri(), "--input", str(data), "--html", str(page)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {page} (") and "Recall and calibration" in page.read_text()
+
+    memory = pafs._MockFileSystem()
+    pafs.copy_files(str(out), "/runs/out", destination_filesystem=memory)
+    remote, local = load_run(RunFolder("/runs/out", memory)), load_run(out)
+    assert remote.out_dir == "/runs/out"
+    assert render_html(dataclasses.replace(remote, out_dir=local.out_dir)) == render_html(local), "the same page"
+    assert [c.name for c in remote.calibrations] == ["stsb_dev_calibration.csv"]
+    with pytest.raises(ReportError, match="output folder '/runs/gone' does not exist"):
+        load_run(RunFolder("/runs/gone", memory))
 
 
 def test_report_of_a_real_run_renders_in_chromium(run_dir, chromium, capsys):
