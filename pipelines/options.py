@@ -93,6 +93,14 @@ class SemsimOptions(PipelineOptions):
             "default: tuned for --target-recall (batch), the partition's own (stream)",
         )
         _flag(parser, "centroids", help="centroids.npy of an earlier batch run")
+        _flag(
+            parser,
+            "progress_seconds",
+            type=float,
+            default=30.0,
+            help="log progress at most this often per worker (batch: records read, embedded with ETA, pairs; stream: "
+            "posts received, resolved, dead letters, latency p50/p95, cells held); 0: off",
+        )
 
     def parse_config(self) -> ParseConfig:
         return ParseConfig(self.id_field, self.text_field, self.max_text_bytes)
@@ -186,13 +194,6 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
             choices=CLUSTER_METHODS,
             default="components",
             help="components: connected components of the pairs; hdbscan: HDBSCAN on PCA-reduced embeddings",
-        )
-        _flag(
-            parser,
-            "progress_seconds",
-            type=float,
-            default=30.0,
-            help="log records read, embedded (with ETA) and pairs found at most this often per worker; 0: off",
         )
         _flag(parser, "hdbscan_min_cluster_size", type=int, default=2, help="HDBSCAN min_cluster_size")
         _flag(parser, "pca_dims", type=int, default=32, help="PCA dimensions before HDBSCAN")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import uuid
 
 import apache_beam as beam
 import numpy as np
@@ -24,8 +25,9 @@ from semsim_core.records import CLUSTER_CHANGES_SCHEMA, CLUSTERS_SCHEMA, DEAD_LE
 from semsim_core.stream_history import StreamHistory
 from transforms import DEAD_LETTER
 from transforms.history_append import AppendToHistory
+from transforms.progress import LogStreamStatus
 from transforms.pubsub import PublishJson, ReadPosts
-from transforms.stream_match import ACCEPTED, CHANGES, NOTIFICATIONS, PAIRS, MatchPosts
+from transforms.stream_match import ACCEPTED, CHANGES, NOTIFICATIONS, PAIRS, MatchPosts, cells_held
 from transforms.write import WriteWindowedRows
 
 _LOG = logging.getLogger(__name__)
@@ -96,6 +98,11 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     matched[CHANGES] | "WriteClusterChanges" >> WriteWindowedRows(changes, CLUSTER_CHANGES_SCHEMA, seconds)
     dead = posts[DEAD_LETTER]
     dead | "WriteDeadLetters" >> WriteWindowedRows(folder[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA, seconds)
+    if opts.progress_seconds > 0:
+        run, seconds = uuid.uuid4().hex, opts.progress_seconds
+        posts.records | "StatusReceived" >> LogStreamStatus("received", seconds, run, cells_held)
+        matched.clusters | "StatusResolved" >> LogStreamStatus("resolved", seconds, run, cells_held, latency=True)
+        dead | "StatusDeadLetters" >> LogStreamStatus("dead letters", seconds, run, cells_held)
     if opts.notify_topic:
         matched[NOTIFICATIONS] | "Notify" >> PublishJson(opts.notify_topic)
     if opts.dead_letter_topic:

@@ -1,10 +1,11 @@
-"""Progress lines of long batch runs: counts, rates, ETA; logged by the pipeline only when asked."""
+"""Progress lines of long batch runs (counts, rates, ETA; logged by the pipeline only when asked) and a stream's
+status lines."""
 
 from __future__ import annotations
 
 import logging
 
-from semsim_core.progress import Progress, eta_text, run_progress
+from semsim_core.progress import Progress, StreamStatus, eta_text, run_progress
 from tests.conftest import SAMPLE_PARAPHRASES, run_batch
 
 
@@ -32,6 +33,28 @@ def test_line_has_counts_rates_and_eta():
     progress.add("embedded", 500)
     assert len(lines) == 1  # 5 s after the last line
     assert progress.line() == "read 2,000, 500/s | embedded 1,000 of 1,000 (100%), 67/s"
+
+
+def test_stream_status_counts_since_the_last_line_and_its_latency_percentiles():
+    clock, lines = Clock(), []
+    status = StreamStatus(interval=10, held=lambda: "cells held 2, 1 MB", clock=clock, log=lines.append)
+    for latency in (0.5, 0.7, 0.9, 1.1, 3.0):
+        status.add("received")
+        status.add("resolved", latency)
+    status.add("dead letters")
+    assert lines == []
+    clock.now = 110.0
+    status.add("received")
+    assert lines == [
+        "stream: received 6 (+6) | resolved 5 (+5) | dead letters 1 (+1) | latency p50 0.90 s, p95 3.00 s (5 posts) "
+        "| cells held 2, 1 MB"
+    ]
+    clock.now = 121.0
+    status.add("resolved", 0.25)  # only what came since the last line counts for the interval and its latency
+    assert lines[-1] == (
+        "stream: received 6 (+0) | resolved 6 (+1) | dead letters 1 (+0) | latency p50 0.25 s, p95 0.25 s (1 posts) "
+        "| cells held 2, 1 MB"
+    )
 
 
 def test_interval_zero_never_logs():

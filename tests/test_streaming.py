@@ -329,17 +329,22 @@ def test_max_per_cell_forgets_the_oldest_posts(pubsub, tmp_path):
     assert clusters.set_index("id").loc[paraphrase["id"], "cluster_id"] == paraphrase["id"]
 
 
-def test_retention_forgets_posts_by_timer(pubsub, tmp_path):
+def test_retention_forgets_posts_by_timer(pubsub, tmp_path, caplog):
+    """Also: the stream logs its status every --progress-seconds."""
     publisher, _ = pubsub
     topic, subscription = make_topic(pubsub, "retained")
     first, paraphrase, *_ = paraphrase_rows(2)
-    with streaming(pubsub, topic, stream_flags(subscription, tmp_path / "out", "--retention", "2s")):
+    flags = stream_flags(subscription, tmp_path / "out", "--retention", "2s", "--progress-seconds", "1")
+    with caplog.at_level(logging.INFO, logger="semsim.progress"), streaming(pubsub, topic, flags):
         publish(publisher, topic, first).result()
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 1)
         time.sleep(5)  # the watermark moves past the first post's expiry, and its timer evicts it
         publish(publisher, topic, paraphrase).result()
         wait_for(lambda: len(read_folder(tmp_path / "out" / "clusters")) >= 2)
     assert read_folder(tmp_path / "out" / "pairs").empty, "the first post was forgotten before its paraphrase came"
+    status = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stream: ")]
+    assert status and any("resolved 1 (" in line and "latency p50" in line for line in status), status
+    assert all("cells held 1," in line for line in status if "resolved" in line), status
 
 
 def test_a_stream_of_one_cell_says_so(tmp_path, caplog, embedder):

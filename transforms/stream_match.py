@@ -140,6 +140,10 @@ class _CellCache:
         with self._lock:
             return self._cells.pop(cell, None)
 
+    def cells(self) -> list[_CachedCell]:
+        with self._lock:
+            return list(self._cells.values())
+
     def put(self, cell: int, cached: _CachedCell) -> None:
         with self._lock:
             self._cells[cell] = cached
@@ -150,6 +154,14 @@ class _CellCache:
 
 _process_caches: dict[str, _CellCache] = {}  # one per CellStateFn of a pipeline (its key), in this process
 _process_caches_lock = threading.Lock()
+
+
+def cells_held() -> str:
+    """The cells this worker process holds in memory, and their size: for the stream's status line."""
+    with _process_caches_lock:
+        caches = list(_process_caches.values())
+    cells = [cell for cache in caches for cell in cache.cells()]
+    return f"cells held {len(cells):,}, {sum(c.index.nbytes() for c in cells) / 2**20:,.0f} MB"
 
 
 BUCKETS = 6  # bags of Beam state per cell: eviction clears a bag once the index holds none of its posts
