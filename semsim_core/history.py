@@ -694,10 +694,7 @@ class History:
     def compact(self, owner: str) -> Manifest:
         """Under the lock: one file per cell, one records file with every cluster id resolved through the merges
         (which are dropped), committed as one segment; the replaced files are deleted after the commit."""
-        self.lock(owner)
-        written: list[str] = []
-        committed = False
-        try:
+        with self._rewriting(owner) as written:
             manifest = self.manifest()
             merges_files = manifest.files(MERGES)
             records_files = manifest.files(RECORDS)
@@ -717,13 +714,7 @@ class History:
                 written.append(self._compact_records(manifest, f"{RECORDS}{segment_id}-{uuid.uuid4().hex[:8]}.parquet"))
                 replaced.extend(records_files)
             segment = Segment(segment_id, "", rows, "compact", ())
-            new = self._commit_replacement(manifest, manifest, segment, written, replaced)
-            committed = True
-            return new
-        finally:
-            if not committed:
-                self._delete(written)
-            self.unlock(owner)
+            return self._commit_replacement(manifest, manifest, segment, written, replaced)
 
     def recentre(
         self,
@@ -740,10 +731,7 @@ class History:
         margin), committed as one segment with the new centroids; the old cell files and centroids are deleted after
         the commit. Records and merges are kept as they are. A stream started on the old centroids refuses the store
         from then on (restart it)."""
-        self.lock(owner)
-        written: list[str] = []
-        committed = False
-        try:
+        with self._rewriting(owner) as written:
             manifest = self.manifest()
             ids, texts, vectors = self._stored_rows(manifest)
             if not ids:
@@ -770,12 +758,20 @@ class History:
                 replaced.append(manifest.centroids)
                 written.append(moved.centroids)
             segment = Segment(segment_id, "", sum(s.rows for s in manifest.segments), "recentre", ())
-            new = self._commit_replacement(manifest, moved, segment, written, replaced)
-            committed = True
-            return new
+            return self._commit_replacement(manifest, moved, segment, written, replaced)
+
+    @contextlib.contextmanager
+    def _rewriting(self, owner: str) -> Iterator[list[str]]:
+        """Hold the lock while the block writes files (it lists them in the list it is given) and commits: the files
+        are deleted again if the block raises, before or instead of committing."""
+        self.lock(owner)
+        written: list[str] = []
+        try:
+            yield written
+        except BaseException:
+            self._delete(written)
+            raise
         finally:
-            if not committed:
-                self._delete(written)
             self.unlock(owner)
 
     def _stored_rows(self, manifest: Manifest) -> tuple[list[str], list[str], np.ndarray]:
