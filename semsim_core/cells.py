@@ -154,10 +154,11 @@ def tune_margin(
     margin = 0.0
     if len(rows):
         needed = np.sort(margins_needed(sample, centroids, np.stack([rows, partner[i, rows]], axis=1)))
-        margin = min(float(needed[min(len(needed), math.ceil(target_recall * len(needed))) - 1]), 2.0)
+        quantile = float(needed[min(len(needed), math.ceil(target_recall * len(needed))) - 1])
+        margin = min(quantile, 2.0)  # 2.0: every cell among a vector's top ones
     if len(rows) < min_pairs:  # too few to tell a quantile near the target: never narrower than the old fixed margin
         margin = max(margin, SPARSE_MARGIN)
-    return MarginEstimate(round(margin + 1e-6, 6), at, len(rows))  # 2.0: every cell of the top ones
+    return MarginEstimate(round(margin + 1e-6, 6), at, len(rows))
 
 
 def bounded_cell_pairs(
