@@ -27,7 +27,7 @@ from transforms import DEAD_LETTER
 from transforms.history_append import AppendToHistory
 from transforms.progress import LogStreamStatus
 from transforms.pubsub import PublishJson, ReadPosts
-from transforms.stream_match import ACCEPTED, CHANGES, NOTIFICATIONS, PAIRS, MatchPosts, cells_held
+from transforms.stream_match import ACCEPTED, CHANGES, NOTIFICATIONS, PAIRS, MatchPosts
 from transforms.write import WriteWindowedRows
 
 _LOG = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     elif len(centroids) == 1:
         _LOG.warning("the history store has one cell: the stream runs as one (`semsim history recentre` splits it)")
     posts = pipeline | "Read" >> ReadPosts(opts.subscription, opts.parse_config(), _id_label(pipeline, opts))
-    matched = posts.records | "Match" >> MatchPosts(
+    matcher = MatchPosts(
         opts.embed_config(),
         band,
         centroids,
@@ -88,6 +88,7 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
         max_per_cell=opts.max_per_cell,
         history=history,
     )
+    matched = posts.records | "Match" >> matcher
     if history:
         matched[ACCEPTED] | "AppendToHistory" >> AppendToHistory(history, opts.commit_seconds)
     seconds = opts.window_seconds
@@ -100,9 +101,10 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     dead | "WriteDeadLetters" >> WriteWindowedRows(folder[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA, seconds)
     if opts.progress_seconds > 0:
         run, seconds = uuid.uuid4().hex, opts.progress_seconds
-        posts.records | "StatusReceived" >> LogStreamStatus("received", seconds, run, cells_held)
-        matched.clusters | "StatusResolved" >> LogStreamStatus("resolved", seconds, run, cells_held, latency=True)
-        dead | "StatusDeadLetters" >> LogStreamStatus("dead letters", seconds, run, cells_held)
+        held = matcher.held()
+        posts.records | "StatusReceived" >> LogStreamStatus("received", seconds, run, held)
+        matched.clusters | "StatusResolved" >> LogStreamStatus("resolved", seconds, run, held, latency=True)
+        dead | "StatusDeadLetters" >> LogStreamStatus("dead letters", seconds, run, held)
     if opts.notify_topic:
         matched[NOTIFICATIONS] | "Notify" >> PublishJson(opts.notify_topic)
     if opts.dead_letter_topic:

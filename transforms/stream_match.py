@@ -7,7 +7,8 @@ import math
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -156,11 +157,12 @@ _process_caches: dict[str, _CellCache] = {}  # one per CellStateFn of a pipeline
 _process_caches_lock = threading.Lock()
 
 
-def cells_held() -> str:
-    """The cells this worker process holds in memory, and their size: for the stream's status line."""
+def cells_held(cache_key: str) -> str:
+    """The cells one stream (its :class:`CellStateFn`'s ``cache_key``) holds in this worker process, and their size:
+    for the stream's status line."""
     with _process_caches_lock:
-        caches = list(_process_caches.values())
-    cells = [cell for cache in caches for cell in cache.cells()]
+        cache = _process_caches.get(cache_key)
+    cells = cache.cells() if cache else []
     return f"cells held {len(cells):,}, {sum(c.index.nbytes() for c in cells) / 2**20:,.0f} MB"
 
 
@@ -237,7 +239,7 @@ class CellStateFn(beam.DoFn):
         self._max_per_cell = max_per_cell
         self._history = history
         self._cache_bytes = cache_bytes
-        self._cache_key = uuid.uuid4().hex  # the same in every copy of this DoFn: they share a process's cells
+        self.cache_key = uuid.uuid4().hex  # the same in every copy of this DoFn: they share a process's cells
         live = BUCKETS - 2  # buckets within the limits: one more fills, one more is free to rotate into
         self._width = retention_seconds / live if retention_seconds else None
         self._capacity = -(-max_per_cell // live) if max_per_cell else None
@@ -248,7 +250,7 @@ class CellStateFn(beam.DoFn):
 
     def setup(self) -> None:
         with _process_caches_lock:
-            self._cells = _process_caches.setdefault(self._cache_key, _CellCache(self._cache_bytes))
+            self._cells = _process_caches.setdefault(self.cache_key, _CellCache(self._cache_bytes))
         self._fp32_model: Embedder | None = None
         self._fp32_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -556,6 +558,10 @@ class MatchPosts(beam.PTransform):
         fp32 = config.fp32() if band.band else None
         self._cells = CellStateFn(band, fp32, retention_seconds, max_per_cell, history)
         self._resolve = ResolveFn(retention_seconds)
+
+    def held(self) -> Callable[[], str]:
+        """What the stream holds in a worker process, as :func:`cells_held` says it (picklable)."""
+        return partial(cells_held, self._cells.cache_key)
 
     def expand(self, records):
         return (
