@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from pipelines.command_parser import CommandParser
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.calibration import GRID, PAIRS_FORMATS, read_labeled_pairs
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, model_error
@@ -29,7 +30,7 @@ CURVE_COLUMNS = ("threshold", "precision", "recall", "f1", "predicted_positive")
 
 def _parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=formatter)
+    parser = CommandParser(prog=PROG, description=__doc__, formatter_class=formatter)
     parser.add_argument(
         "--pairs",
         required=True,

@@ -73,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import calibrate
 
         return calibrate.main(args[1:])
-    print(USAGE, file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout)
-    return 0 if args[:1] in (["-h"], ["--help"]) else 2
+    if args and args[0] not in ("-h", "--help"):
+        command = " ".join(args[:2]) if args[0] == "eval" else args[0]
+        print(f"semsim: error: unknown command {command!r} (semsim --help lists them)", file=sys.stderr)
+        return 2
+    print(USAGE, file=sys.stdout if args else sys.stderr)
+    return 0 if args else 2
 
 
 if __name__ == "__main__":

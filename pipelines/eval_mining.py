@@ -16,6 +16,7 @@ import tempfile
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import batch_dedup
+from pipelines.command_parser import CommandParser
 from pipelines.options import OptionsError
 from pipelines.run_files import read_parquet_folder
 from semsim_core import run_layout as layout
@@ -27,7 +28,7 @@ PROG = "semsim eval mining"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

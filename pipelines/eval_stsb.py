@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from pipelines.command_parser import CommandParser
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, Embedder, model_error
 from semsim_core.evaluation import evaluate_stsb
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="semsim eval stsb", description=__doc__)
+    parser = CommandParser(prog="semsim eval stsb", description=__doc__)
     parser.add_argument("--file", required=True, help="an STS Benchmark file, e.g. sts-test.csv (tab-separated)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers name or local path")
     parser.add_argument("--backend", choices=CHOICES, default=DEFAULT_BACKEND, help="inference backend (default: auto)")

@@ -6,6 +6,7 @@ import difflib
 import os
 import re
 from dataclasses import replace
+from typing import NoReturn
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp import pubsub
@@ -268,10 +269,18 @@ def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: b
         raise OptionsError(error)
 
 
+class _FlagParser(_BeamArgumentParser):
+    """Beam's parser, whose errors (an invalid choice, a value that is not a number) are one :class:`OptionsError`
+    line instead of argparse's usage dump of every Beam flag."""
+
+    def error(self, message: str) -> NoReturn:
+        raise OptionsError(message)
+
+
 def check_known_flags(options: PipelineOptions, command: type[PipelineOptions]) -> None:
     """Refuse, in one line, an argument that neither ``command``'s flags nor any Beam option class knows (Beam itself
     only warns and runs on: a mistyped ``--treshold`` would run the job at the default), with Beam's suggestion."""
-    parser = _BeamArgumentParser(allow_abbrev=False)  # as PipelineOptions.get_all_options builds it
+    parser = _FlagParser(allow_abbrev=False)  # as PipelineOptions.get_all_options builds it
     others = {BatchDedupOptions, StreamingDedupOptions} - {command}  # the other command's flags are not this one's
     for cls in {str(c): c for c in PipelineOptions.__subclasses__() if c not in others}.values():
         cls._add_argparse_args(parser)

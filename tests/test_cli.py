@@ -39,6 +39,37 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["batch", "--backend", "nope"], "semsim batch: error: argument --backend: invalid choice: 'nope'"),
+        (["batch", "--threshold", "high"], "semsim batch: error: argument --threshold: invalid float value: 'high'"),
+        (["stream", "--subscription", "projects/semsim-test/subscriptions/s", "--window-seconds", "1.5"],
+         "semsim stream: error: argument --window-seconds/--window_seconds: invalid int value: '1.5'"),
+        (["eval", "stsb"], "semsim eval stsb: error: the following arguments are required: --file"),
+        (["eval", "stsb", "--file", "/nonexistent.csv"], "semsim eval stsb: error: cannot read --file"),
+        (["eval", "mining", "--input", "x.jsonl"], "semsim eval mining: error: the following arguments are required"),
+        (["eval", "bogus"], "semsim: error: unknown command 'eval bogus' (semsim --help lists them)"),
+        (["calibrate", "--pairs", "p.csv", "--format", "nope"], "semsim calibrate: error: argument --format: invalid"),
+        (["calibrate"], "semsim calibrate: error: the following arguments are required: --pairs"),
+        (["report", "/nonexistent"], "semsim report: error: output folder '/nonexistent' does not exist"),
+        (["report", "out", "--examples", "many"], "semsim report: error: argument --examples: invalid int value"),
+        (["history", "info", "/nonexistent"], "semsim history: error: history /nonexistent does not exist"),
+        (["history", "recentre", "h", "--cells", "0"], "semsim history: error: argument --cells: must be a positive"),
+        (["history", "frob", "h"], "semsim history: error: argument {info,compact,recentre,unlock}: invalid choice"),
+        (["frobnicate"], "semsim: error: unknown command 'frobnicate' (semsim --help lists them)"),
+    ],
+)  # fmt: skip
+def test_every_command_says_a_bad_invocation_in_one_line(tmp_path, capsys, argv, message):
+    argv = [*argv, "--output", str(tmp_path / "out")] if argv[0] in ("batch", "stream") else argv
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's exit, as the installed command exits
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(message), err
+
+
 def test_bad_option_in_the_installed_command_prints_one_line_and_exits_2(tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "A girl is styling her hair."}])
     args = [SEMSIM, "batch", "--input", str(data), "--output", str(tmp_path / "out"), "--rescore-band", "1.5"]
