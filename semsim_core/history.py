@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from semsim_core.cells import assign_cells, split_oversized, train_centroids
 from semsim_core.keep import FIRST_ID, POLICIES
+from semsim_core.locations import resolve
 from semsim_core.normalize import text_hash
 
 SCHEMA_VERSION = 2  # 2: records/ text_length
@@ -271,13 +272,10 @@ class History:
 
     def __init__(self, root: str):
         self.root = root
-        if "://" in root:
-            try:
-                self._fs, path = pafs.FileSystem.from_uri(root)
-            except (pa.ArrowException, OSError, ValueError) as e:
-                raise HistoryError(f"history {root}: cannot open: {_reason(e)}") from None
-        else:
-            self._fs, path = pafs.LocalFileSystem(), os.path.abspath(root)
+        try:
+            self._fs, path = resolve(root)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise HistoryError(f"history {root}: cannot open: {_reason(e)}") from None
         self._base = path.rstrip("/") or "/"
         self._local = isinstance(self._fs, pafs.LocalFileSystem)
 

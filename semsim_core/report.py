@@ -8,7 +8,6 @@ script, no external resource and inline SVG charts (:mod:`semsim_core.svg_charts
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from html import escape
@@ -22,6 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from semsim_core import run_layout as layout
+from semsim_core.locations import resolve
 from semsim_core.ranking import best_f1_index
 from semsim_core.records import (
     CLUSTERS_SCHEMA,
@@ -263,13 +263,11 @@ class RunFolder:
         self.location = str(location)
         if filesystem is not None:
             self.fs, self.root = filesystem, self.location
-        elif "://" in self.location:
-            try:
-                self.fs, self.root = pafs.FileSystem.from_uri(self.location)
-            except (OSError, ValueError) as e:
-                raise ReportError(f"cannot open {self.location!r}: {e}") from None
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(self.location)
+            return
+        try:
+            self.fs, self.root = resolve(self.location)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise ReportError(f"cannot open {self.location!r}: {e}") from None
 
     def path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"
