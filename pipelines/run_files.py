@@ -42,9 +42,8 @@ def load_centroids(path: str) -> np.ndarray:
 def partition_margin(centroids_path: str) -> float | None:
     """The margin the batch run that wrote ``centroids_path`` (``OUT/centroids.npy``) assigned its cells with, from
     its ``summary.json``; None when there is no such summary (centroids from elsewhere)."""
-    folder = centroids_path.rsplit("/", 1)[0] if "/" in centroids_path else "."
     try:
-        return read_summary(folder).cell_margin
+        return read_summary(FileSystems.split(centroids_path)[0]).cell_margin
     except (OSError, ValueError):
         return None
 
