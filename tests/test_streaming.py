@@ -238,9 +238,14 @@ def test_a_stream_on_a_history_store_appends_to_it_and_a_killed_stream_forgets_n
     paraphrased = {tuple(sorted((stored[i]["id"], stored[i + 1]["id"]))) for i in clear}  # of stored posts
     copied = tuple(sorted((stored[0]["id"], "copy-1")))  # a copy of a stored text, found by hash
 
-    def a_done() -> bool:
+    def a_done() -> bool:  # the store commit and A's output files are written apart: wait for both
         committed = {i for s in stream_segments(store) for i in _segment_ids(store, s)}
-        return {r["id"] for r in day_two[0::2]} <= committed and {copied, *paraphrased} <= pair_set(a_pairs())
+        day_two_ids = {r["id"] for r in day_two[0::2]}
+        return (
+            day_two_ids <= committed
+            and {copied, *paraphrased} <= pair_set(a_pairs())
+            and day_two_ids | {"copy-1"} <= set(read_folder(tmp_path / "a" / "clusters").get("id", []))
+        )
 
     def a_pairs() -> pd.DataFrame:
         return read_folder(tmp_path / "a" / "pairs")
