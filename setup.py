@@ -31,6 +31,7 @@ setup(
         "onnxruntime>=1.32",
         "openvino>=2026.4",
         "nncf>=3.4",
+        "tqdm>=4.66",
     ],
     extras_require={
         "test": ["pytest>=9", "pytest-xdist>=3.8", "ruff>=0.17", "selenium>=4.51", "psutil", "pillow", "pandas>=3"]

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-import uuid
+import time
 from dataclasses import asdict
 from typing import NamedTuple
 
@@ -20,12 +20,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipelines.history_run import HistoryRun, open_history, release
 from pipelines.options import BatchDedupOptions, OptionsError, validate
 from pipelines.run_files import load_centroids, read_summary, remove_folder, remove_run, save_centroids
 from semsim_core import run_layout as layout
 from semsim_core.history import new_segment_id
+from semsim_core.progress import ProgressSpec
 from semsim_core.records import (
     CLUSTER_CHANGES_SCHEMA,
     CLUSTERS_SCHEMA,
@@ -56,9 +58,10 @@ from transforms.recall import MeasureRecall
 from transforms.removed import ExplainRemovals
 from transforms.rescore import IN_BAND, RESCORED_TEXTS, RescorePairs
 from transforms.vector_coder import IdVector, IdVectorText
-from transforms.write import CountEach, WriteRows, WriteSummary
+from transforms.write import CountEach, WriteRows, WriteSummary, write_summary
 
 _LOG = logging.getLogger(__name__)
+EXECUTION_TIME = "metric:ptransform_execution_time:total_msecs:v1"
 
 
 def _load_centroids(path: str) -> np.ndarray:
@@ -72,7 +75,9 @@ def _edge(pair: Pair) -> tuple[str, str]:
     return pair.id_a, pair.id_b
 
 
-def _vectors_from_text(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun | None):
+def _vectors_from_text(
+    pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun | None, progress: ProgressSpec | None
+):
     parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     accepted, rejected, texts = unique.records, [parsed[DEAD_LETTER], unique[DEAD_LETTER]], None
@@ -83,12 +88,12 @@ def _vectors_from_text(pipeline: beam.Pipeline, opts: BatchDedupOptions, history
         rejected.append(fresh[DEAD_LETTER])
         texts = accepted | "StoredTexts" >> StoredTexts(root, manifest)
     exact = accepted | "ExactPrepass" >> ExactPrepass(text_key, texts)
-    embed = EmbedRecords(opts.embed_config(), opts.batch_window, with_text=True)
+    embed = EmbedRecords(opts.embed_config(), opts.batch_window, with_text=True, progress=progress)
     embedded = exact.representatives | "Embed" >> embed
     return Front(parsed, accepted, rejected, exact, embedded)
 
 
-def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: None):
+def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: None, _):
     parsed = pipeline | "Read" >> ReadEmbeddings(opts.input_embeddings)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     exact = unique.records | "ExactPrepass" >> ExactPrepass(vector_key)
@@ -98,7 +103,7 @@ def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, h
     return Front(parsed, unique.records, [parsed[DEAD_LETTER], unique[DEAD_LETTER]], exact, {"vectors": vectors})
 
 
-def _vectors_from_text_and_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: None):
+def _vectors_from_text_and_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: None, _):
     """``--input`` is the record set; each record's vector comes from ``--input-embeddings`` by id."""
     parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
@@ -128,18 +133,6 @@ def _backends_used(names) -> str | None:
     return ", ".join(sorted(set(names))) or None
 
 
-def _log_progress(counted: dict, embedded_input, seconds: float) -> None:
-    """Progress lines: records read, vectors embedded (of the representatives, with an ETA) and pairs found."""
-    total = embedded_input | "CountToEmbed" >> beam.combiners.Count.Globally()
-    run = uuid.uuid4().hex
-    counted["inputs"] | "ProgressRead" >> LogProgress("read", seconds, run)
-    # The total is a side input, which keeps this step out of the embedding's fused stage: feed it one None per
-    # vector, not the vectors, so the runner buffers nothing heavy until the total is known.
-    embedded = counted["embedded"] | "EmbeddedMarks" >> beam.Map(lambda _: None)
-    embedded | "ProgressEmbedded" >> LogProgress("embedded", seconds, run, total)
-    counted["semantic_pairs"] | "ProgressPairs" >> LogProgress("pairs", seconds, run)
-
-
 def _history_counts(_, history: HistoryRun, **measured: int) -> dict:
     plan = history.plan
     return asdict(HistoryCounts(plan.root, plan.segment, plan.manifest is None, history.records_before, **measured))
@@ -163,14 +156,21 @@ def _count_history(pipeline: beam.Pipeline, history: HistoryRun, accepted, clust
     )
 
 
-def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun | None = None) -> None:
+def build(
+    pipeline: beam.Pipeline,
+    opts: BatchDedupOptions,
+    history: HistoryRun | None = None,
+    progress: ProgressSpec | None = None,
+) -> None:
     """Add the batch dedup steps to ``pipeline``, from text (``--input``) or saved embeddings; with ``history``
-    (``--history``), against the store it opened, which the run's new records are committed to at the end."""
+    (``--history``), against the store it opened, which the run's new records are committed to at the end; with
+    ``progress``, the steps report how far they are."""
     out = opts.output
     if opts.input and opts.input_embeddings:
-        front = _vectors_from_text_and_embeddings(pipeline, opts, history)
+        front = _vectors_from_text_and_embeddings(pipeline, opts, history, progress)
     else:
-        front = (_vectors_from_embeddings if opts.input_embeddings else _vectors_from_text)(pipeline, opts, history)
+        vectors_from = _vectors_from_embeddings if opts.input_embeddings else _vectors_from_text
+        front = vectors_from(pipeline, opts, history, progress)
     exact = front.exact
     with_text = front.embedded["vectors"]
     vectors = with_text | "IdVector" >> beam.Map(lambda v: v[:2]).with_output_types(IdVector)
@@ -198,7 +198,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
         files = CellFiles(work, plan.root, plan.manifest, plan.segment, history.dtype)
     else:
         files = CellFiles(work, work, None, new_segment_id())
-    search = SearchCells(files, partition, band, opts.max_cell_size)
+    search = SearchCells(files, partition, band, opts.max_cell_size, progress)
     found = with_text | "FindPairs" >> search
     semantic = found["pairs"]
     if band.band:
@@ -213,7 +213,7 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
 
     outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     if history:
-        cluster = ClusterWithHistory(plan.root, plan.manifest, opts.keep_policy())
+        cluster = ClusterWithHistory(plan.root, plan.manifest, opts.keep_policy(), progress)
         clustered = {"records": front.accepted, "pairs": pairs} | "Cluster" >> cluster
         clusters = clustered["clusters"]
         outputs[layout.CLUSTER_CHANGES] = FileSystems.join(out, layout.CLUSTER_CHANGES)
@@ -226,7 +226,8 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
             edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(_edge), linked) | "AllEdges" >> beam.Flatten()
         else:
             edges = pairs | "PairEdges" >> beam.Map(_edge)
-        clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> ClusterRecords(opts.keep_policy())
+        cluster = ClusterRecords(opts.keep_policy(), progress=progress)
+        clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> cluster
         removed = {"clusters": clusters, "pairs": pairs} | "ExplainRemovals" >> ExplainRemovals()
     outputs[layout.REMOVED] = FileSystems.join(out, layout.REMOVED)
     written.append(removed | "WriteRemoved" >> WriteRows(outputs[layout.REMOVED], REMOVED_SCHEMA))
@@ -258,8 +259,8 @@ def build(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: HistoryRun 
     if opts.write_deduplicated:
         rows = deduplicated | "DeduplicatedRows" >> beam.Map(lambda written_file: written_file[1])
         measured["deduplicated"] = rows | "CountDeduplicated" >> beam.CombineGlobally(sum)
-    if opts.progress_seconds > 0:
-        _log_progress(counted, exact.representatives, opts.progress_seconds)
+    if progress:
+        counted["inputs"] | "ProgressRead" >> LogProgress("read", progress)
     measured["cells"] = centroids | "CountCells" >> beam.Map(len)
     measured["cell_margin"] = partition | "Margin" >> beam.Map(lambda p: p.margin)
     measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(largest)
@@ -307,7 +308,16 @@ def _remove_empty_temp_dirs(output: str) -> None:
             pass
 
 
-def _pipeline(argv: list[str]) -> tuple[beam.Pipeline, BatchDedupOptions, HistoryRun | None]:
+class Launch(NamedTuple):
+    """A built batch pipeline, its options, the history store it locked and how it shows progress."""
+
+    pipeline: beam.Pipeline
+    opts: BatchDedupOptions
+    history: HistoryRun | None
+    progress: ProgressSpec | None
+
+
+def _pipeline(argv: list[str]) -> Launch:
     """Validate the flags, open (and lock) ``--history``, and build the pipeline they describe."""
     options = PipelineOptions(argv)
     opts = validate(options)
@@ -316,19 +326,22 @@ def _pipeline(argv: list[str]) -> tuple[beam.Pipeline, BatchDedupOptions, Histor
         remove_run(opts.output)
     history = open_history(opts) if opts.history and not dry_run else None
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, opts, history)
-    return pipeline, opts, history
+    progress = opts.progress()
+    build(pipeline, opts, history, progress)
+    return Launch(pipeline, opts, history, progress)
 
 
 def start(argv: list[str]) -> PipelineResult:
     """Validate the flags and start the pipeline; returns at once with its result (a flex template must not wait)."""
-    return _pipeline(argv)[0].run()
+    return _pipeline(argv).pipeline.run()
 
 
 def run(argv: list[str]) -> tuple[Summary, PipelineResult]:
     """Validate the flags, run the pipeline to completion; return the summary it wrote and the Beam result. A run
     that fails here unlocks its history store (left as it was: nothing is committed before the end)."""
-    pipeline, opts, history = _pipeline(argv)
+    pipeline, opts, history, progress = _pipeline(argv)
+    shown = progress.open() if progress else None  # held here, so an in-process run's last state can be shown
+    started = time.monotonic()
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -336,12 +349,34 @@ def run(argv: list[str]) -> tuple[Summary, PipelineResult]:
         if history:
             release(history)
         raise
+    finally:
+        if shown:
+            shown.finish()
     _remove_empty_temp_dirs(opts.output)
-    summary = read_summary(opts.output)
+    summary = read_summary(opts.output).measured(
+        wall_seconds=round(time.monotonic() - started, 1), step_seconds=step_seconds(result) or None
+    )
+    write_summary(FileSystems.join(opts.output, layout.SUMMARY), summary)
     shortfall = recall_shortfall(summary)
     if shortfall:
         _LOG.warning(shortfall)
     return summary, result
+
+
+def step_seconds(result: PipelineResult) -> dict[str, float]:
+    """Seconds the runner measured in each top-level step of the pipeline (Beam's ``ptransform_execution_time``:
+    processing elements, starting and finishing bundles), summed over its parts and workers; steps under 0.05 s are
+    left out, and a runner that reports no such metric gives an empty dict."""
+    try:
+        measured = result.monitoring_metrics().query()["counters"]
+    except (AttributeError, NotImplementedError):
+        return {}
+    totals: dict[str, float] = {}
+    for counter in measured:
+        if counter.key.metric.name == EXECUTION_TIME and counter.key.step:
+            step = counter.key.step.split("/", 1)[0]
+            totals[step] = totals.get(step, 0) + counter.committed / 1000
+    return {step: round(seconds, 1) for step, seconds in totals.items() if seconds >= 0.05}
 
 
 def counters(result: PipelineResult) -> dict[str, int]:
@@ -355,9 +390,11 @@ def counters(result: PipelineResult) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run and print the summary; bad options print one line and exit 2."""
+    """Entry point: run and print the summary; bad options print one line and exit 2. Log lines are written above
+    the progress bars, if any, rather than through them."""
     try:
-        summary, result = run(sys.argv[1:] if argv is None else argv)
+        with logging_redirect_tqdm():
+            summary, result = run(sys.argv[1:] if argv is None else argv)
     except OptionsError as e:
         print(f"semsim batch: error: {e}", file=sys.stderr)
         return 2

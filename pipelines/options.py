@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
+import sys
+import uuid
 from dataclasses import replace
 from typing import NoReturn
 
@@ -12,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp import pubsub
 from apache_beam.options.pipeline_options import (
     DirectOptions,
+    GoogleCloudOptions,
     PipelineOptions,
     StandardOptions,
     TestOptions,
@@ -23,6 +27,8 @@ from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.formats import FORMATS, ParseConfig, detect_format
 from semsim_core.keep import EARLIEST, FIRST_ID, POLICIES
+from semsim_core.progress import BARS, LINES, WORKER_LINES, ProgressSpec
+from semsim_core.progress import LOG as PROGRESS_LOG  # noqa: I001 - the alias reads better apart
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand, rescore_band
 from transforms.cluster import CLUSTER_METHODS
 from transforms.embed import DEFAULT_WINDOW
@@ -33,6 +39,10 @@ DEFAULT_TARGET_RECALL = 0.995
 DEFAULT_RECALL_SAMPLE = 1_000  # queries searched by brute force against every vector: ~1 s per 100,000 vectors
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+# runners whose workers run in the launching process (unless --direct_running_mode multi_processing)
+IN_PROCESS_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
 class OptionsError(ValueError):
@@ -99,8 +109,9 @@ class SemsimOptions(PipelineOptions):
             "progress_seconds",
             type=float,
             default=30.0,
-            help="log progress at most this often per worker (batch: records read, embedded with ETA, pairs; stream: "
-            "posts received, resolved, dead letters, latency p50/p95, cells held); 0: off",
+            help="log progress at most this often per worker (batch: records read, embedded with ETA, cells searched "
+            "and pairs, clustering round; live bars instead on a terminal with a local runner; stream: posts "
+            "received, resolved, dead letters, latency p50/p95, cells held); 0: off",
         )
 
     def parse_config(self) -> ParseConfig:
@@ -207,6 +218,22 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         store's own policy, once :func:`pipelines.history_run.open_history` has read it)."""
         return self.keep or (EARLIEST if self.time_field else FIRST_ID)
 
+    def progress(self) -> ProgressSpec | None:
+        """How the run shows progress, decided where it is launched: None with ``--progress-seconds 0`` or when the
+        logger ``semsim.progress`` is not enabled for INFO (library use stays quiet unless asked); live bars when
+        this process's stderr is a terminal and the runner works in this process; lines written by each worker
+        process when local worker processes share this stderr; else log lines every ``--progress-seconds`` (each
+        worker's own counts on a distributed runner)."""
+        if self.progress_seconds <= 0 or not PROGRESS_LOG.isEnabledFor(logging.INFO):
+            return None
+        local = self.view_as(StandardOptions).runner in IN_PROCESS_RUNNERS
+        processes = local and self.view_as(DirectOptions).direct_running_mode == "multi_processing"
+        if processes:
+            display = WORKER_LINES
+        else:
+            display = BARS if local and sys.stderr.isatty() else LINES
+        return ProgressSpec(uuid.uuid4().hex, self.progress_seconds, display, whole_run=local and not processes)
+
 
 class StreamingDedupOptions(SemsimOptions, PipelineOptions):
     """Flags of ``semsim stream`` (any other Beam pipeline flag is accepted too)."""
@@ -236,12 +263,40 @@ def duration_seconds(text: str) -> float:
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
+NO_GCS_CREDENTIALS = (
+    "no Google Cloud credentials were found: run `gcloud auth application-default login`, or set "
+    "GOOGLE_APPLICATION_CREDENTIALS to a service account's key file"
+)
+
+
+def gcs_credentials_missing(path: str) -> bool:
+    """Whether ``path`` is on Google Cloud Storage and this process finds no Google Cloud credentials (Beam would
+    then connect anonymously: enough to read a public bucket, and a two-minute retry before failing otherwise)."""
+    if not path.startswith("gs://"):
+        return False
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    quiet = logging.getLogger("google.auth._default")  # it warns of each place it looked: the error says it all
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        google.auth.default()
+    except DefaultCredentialsError:
+        return True
+    finally:
+        quiet.setLevel(level)
+    return False
+
+
 def match_files(flag: str, pattern: str) -> list:
     """The files ``pattern`` (of option ``flag``) matches on any Beam filesystem; none, or an error, is an
     :class:`OptionsError`."""
     try:
         matched = FileSystems.match([pattern])[0].metadata_list
     except Exception as e:  # noqa: BLE001 - any filesystem error is reported as one line
+        if gcs_credentials_missing(pattern):
+            raise OptionsError(f"cannot list {flag} {pattern!r}: {NO_GCS_CREDENTIALS} (anonymously: {e})") from None
         raise OptionsError(f"cannot list {flag} {pattern!r}: {e}") from None
     if not matched:
         raise OptionsError(f"{flag} {pattern!r} matches no file")
@@ -251,6 +306,10 @@ def match_files(flag: str, pattern: str) -> list:
 def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: bool = True) -> None:
     if not opts.output:
         raise OptionsError("--output is required (a folder)")
+    no_auth = opts.view_as(GoogleCloudOptions).no_auth  # e.g. a --dry_run that only builds a Dataflow job
+    for flag, folder in (("--output", opts.output), ("--history", opts.history)):
+        if folder and not no_auth and gcs_credentials_missing(folder):  # a run writes there: anonymously, it cannot
+            raise OptionsError(f"{flag} {folder!r} is on Google Cloud Storage, and {NO_GCS_CREDENTIALS}")
     if not 0.0 < opts.threshold <= 1.0:
         raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
     if opts.cell_margin is not None and opts.cell_margin < 0:

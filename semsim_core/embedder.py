@@ -33,12 +33,42 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def _hub_model_error(model: str) -> str | None:
+    """Why hub name ``model`` cannot be loaded here, or None: it is in the Hugging Face cache, or the hub has it. A
+    name without a slash is also tried as ``sentence-transformers/<name>``, as sentence-transformers does."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    repos = [model] if "/" in model else [f"sentence-transformers/{model}", model]
+    unknown = f"model {model!r} cannot be loaded: it is not a local folder, not in the Hugging Face cache"
+    try:
+        if any(isinstance(huggingface_hub.try_to_load_from_cache(r, "config.json"), str) for r in repos):
+            return None
+        if constants.HF_HUB_OFFLINE:
+            return f"{unknown}, and HF_HUB_OFFLINE is set"
+        for repo in repos:
+            try:
+                huggingface_hub.model_info(repo, timeout=10)
+                return None
+            except GatedRepoError:
+                return f"model {repo!r} is gated on the Hugging Face hub: accept its terms and set HF_TOKEN"
+            except RepositoryNotFoundError:
+                continue
+    except HFValidationError as e:
+        return f"model {model!r} is neither a local folder nor a Hugging Face hub name: {e}"
+    except Exception as e:  # noqa: BLE001 - any network failure: the workers would fail the same way, later
+        return f"{unknown}, and the hub cannot be reached ({type(e).__name__}: {e})"
+    return f"{unknown}, nor on the hub"
+
+
 def model_error(model: str) -> str | None:
-    """Return why ``model`` cannot be loaded from a local path, or None when it can or is a hub name to try."""
+    """Return why ``model`` (a local folder, the bundled model's name, or a Hugging Face hub name) cannot be loaded,
+    or None when it can."""
     path = os.path.expanduser(resolve_model(model))
     if not os.path.exists(path):
         explicit_path = model.startswith(("/", ".", "~"))
-        return f"model path {model!r} does not exist" if explicit_path else None
+        return f"model path {model!r} does not exist" if explicit_path else _hub_model_error(model)
     if not os.path.isdir(path):
         return f"model path {model!r} is not a directory"
     if not os.access(path, os.R_OK | os.X_OK):

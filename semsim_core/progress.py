@@ -4,11 +4,16 @@ line at most every ``interval`` seconds."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TextIO
+
+from tqdm import tqdm
 
 LOG = logging.getLogger("semsim.progress")
 
@@ -28,46 +33,105 @@ def eta_text(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
+class ProgressBars:
+    """A live tqdm bar per step on a terminal (``file``; default stderr), each with its count, share of the total when
+    known, rate and ETA; tqdm redraws a bar at most every ``mininterval`` seconds."""
+
+    def __init__(self, file: TextIO | None = None, mininterval: float = 0.5):
+        self._file = file
+        self._mininterval = mininterval
+        self._bars: dict[str, tqdm] = {}
+        self._updated: dict[str, float] = {}
+
+    def show(self, name: str, count: int, total: int | None) -> None:
+        """Draw step ``name`` at ``count`` (of ``total``)."""
+        bar = self._bars.get(name)
+        if bar is None:
+            bar = self._bars[name] = tqdm(
+                desc=name, total=total, unit="", position=len(self._bars), file=self._file or sys.stderr,
+                mininterval=self._mininterval, dynamic_ncols=True, leave=True,
+            )  # fmt: skip
+        if total is not None and bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(count - bar.n)
+        self._updated[name] = time.time()
+
+    def close(self) -> None:
+        """Draw every bar a last time, its time and rate as of its last change, and leave it on the terminal."""
+        for name, bar in self._bars.items():
+            bar._time = lambda at=self._updated[name]: at  # tqdm's clock: the final line must not count idle time
+            bar.close()
+        self._bars.clear()
+
+
 @dataclass
 class Progress:
-    """Counts per step (in the order first seen) of one worker process; thread-safe. ``add`` logs a line when
-    ``interval`` seconds have passed since the last one; ``interval`` <= 0 never logs."""
+    """Counts per step (in the order first seen) of one worker process; thread-safe. With ``bars``, every change is
+    drawn there; else ``add`` logs a line when ``interval`` seconds have passed since the last one (``interval`` <= 0
+    never logs)."""
 
     interval: float
     clock: Callable[[], float] = time.monotonic
     log: Callable[[str], None] = LOG.info
+    bars: ProgressBars | None = None
+    whole_run: bool = True  # False: other processes share the work, so a total is the run's, not this count's
     _steps: dict[str, _Step] = field(default_factory=dict)
     _last: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, step: str, count: int, total: int | None = None) -> None:
-        """Count ``count`` more items of ``step`` (of ``total`` in all, when known)."""
+        """Count ``count`` more items of ``step`` (of ``total`` in all, when known); ``count`` 0 marks the step as
+        started (its rate counts from the first call)."""
+        self._update(step, lambda state: state.count + count, total)
+
+    def reach(self, step: str, value: int, total: int | None = None) -> None:
+        """Set ``step``'s count to ``value`` unless it is already higher (e.g. the clustering round under way, which
+        every worker thread of that round reports)."""
+        self._update(step, lambda state: max(state.count, value), total)
+
+    def _update(self, step: str, count: Callable[[_Step], int], total: int | None) -> None:
         with self._lock:
             now = self.clock()
             state = self._steps.setdefault(step, _Step(started=now, updated=now))
-            state.count += count
+            state.count = count(state)
             state.updated = now
             if total is not None:
                 state.total = total
+            if self.bars is not None:
+                self.bars.show(step, state.count, state.total)
+                return
             if self._last is None:
                 self._last = now
             if self.interval > 0 and now - self._last >= self.interval:
                 self._last = now
                 self.log(self.line())
 
+    def finish(self) -> None:
+        """Show the final state: the bars drawn a last time and left on the terminal, or a last line (when this
+        process counted anything and lines are on)."""
+        with self._lock:
+            if self.bars is not None:
+                self.bars.close()
+            elif self._steps and self.interval > 0:
+                self.log(self.line())
+
     def line(self) -> str:
         """``"read 12,000, 5,210/s | embedded 8,192 of 20,000 (41%), 410/s, ETA 0:00:29"``: per step its count, its
-        total and share when known, its rate between its first and latest report, and the time left at that rate."""
+        total and share when known, its rate between its first and latest report, and the time left at that rate.
+        When the process does not do the whole run, a total reads ``"(run: 20,000)"``, with no share or ETA."""
         parts = []
         for name, step in self._steps.items():
             text = f"{name} {step.count:,}"
-            if step.total:
+            if step.total and self.whole_run:
                 text += f" of {step.total:,} ({step.count / step.total:.0%})"
+            elif step.total:
+                text += f" (run: {step.total:,})"
             elapsed = step.updated - step.started
             if elapsed > 0:
                 rate = step.count / elapsed
                 text += f", {rate:,.0f}/s"
-                if step.total and rate > 0 and step.count < step.total:
+                if self.whole_run and step.total and rate > 0 and step.count < step.total:
                     text += f", ETA {eta_text((step.total - step.count) / rate)}"
             parts.append(text)
         return " | ".join(parts)
@@ -77,14 +141,36 @@ _RUNS: weakref.WeakValueDictionary[str, Progress] = weakref.WeakValueDictionary(
 _RUNS_LOCK = threading.Lock()
 
 
-def run_progress(run: str, interval: float) -> Progress:
-    """The :class:`Progress` of pipeline run ``run`` in this process, shared by every step and thread that reports
-    for it; kept while some step holds it, so runs in one process never mix their counts."""
-    with _RUNS_LOCK:
-        progress = _RUNS.get(run)
-        if progress is None:
-            progress = _RUNS[run] = Progress(interval)
-        return progress
+BARS, LINES, WORKER_LINES = "bars", "lines", "worker-lines"  # how a run shows its progress: ProgressSpec.display
+
+
+def _worker_line(line: str) -> None:
+    sys.stderr.write(f"INFO semsim.progress (worker {os.getpid()}): {line}\n")
+    sys.stderr.flush()
+
+
+@dataclass(frozen=True)
+class ProgressSpec:
+    """How the steps of pipeline run ``run`` (any id they share) show progress in each worker process: ``bars``,
+    live bars on the process's terminal; ``lines``, a line at most every ``seconds`` through the logger
+    ``semsim.progress`` (INFO); ``worker-lines``, that line written straight to the process's stderr, for worker
+    processes that share the launching process's terminal (the runner relays their log records as protos)."""
+
+    run: str
+    seconds: float
+    display: str = LINES
+    whole_run: bool = True  # the process's workers do the whole run (an in-process runner): totals give ETAs
+
+    def open(self) -> Progress:
+        """The :class:`Progress` of this run in this process, shared by every step and thread that reports for it;
+        kept while some step holds it, so runs in one process never mix their counts."""
+        with _RUNS_LOCK:
+            progress = _RUNS.get(self.run)
+            if progress is None:
+                bars = ProgressBars() if self.display == BARS else None
+                log = _worker_line if self.display == WORKER_LINES else LOG.info
+                progress = _RUNS[self.run] = Progress(self.seconds, log=log, bars=bars, whole_run=self.whole_run)
+            return progress
 
 
 @dataclass

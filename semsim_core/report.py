@@ -436,7 +436,18 @@ def _summary_section(run: RunReport) -> str:
         f'<section id="summary"><h2>Summary</h2>{_figures(counts)}<dl class="run">{info}</dl>'
         f'<ul class="checks">{check_items}</ul>'
         '<p class="note">Removed: accepted records that are not the kept record (representative) of their cluster.</p>'
-        "</section>"
+        f"{_time_part(s)}</section>"
+    )
+
+
+def _time_part(summary: Summary) -> str:
+    if summary.wall_seconds is None:
+        return ""
+    steps = sorted((summary.step_seconds or {}).items(), key=lambda item: -item[1])
+    items = [("wall time", f"{summary.wall_seconds:,.1f} s"), *((step, f"{sec:,.1f} s") for step, sec in steps)]
+    return (
+        f'<h3>Time</h3>{_figures(items)}<p class="caption">Wall time from start to end; per step, the time the runner '
+        "measured in it, summed over workers.</p>"
     )
 
 

@@ -126,8 +126,14 @@ class Summary:
     rescored_texts: int | None = None
     recall: Recall | None = None
     history: HistoryCounts | None = None
+    wall_seconds: float | None = None  # from the pipeline's start to its end, as the launching process saw it
+    # seconds the runner measured in each top-level step (its elements, bundle starts and ends), summed over workers
+    step_seconds: dict[str, float] | None = None
     # left out of the JSON when not measured
-    _OPTIONAL = ("removed", "deduplicated", "rescored_pairs", "rescored_texts", "recall", "history", "cell_margin")
+    _OPTIONAL = (
+        "removed", "deduplicated", "rescored_pairs", "rescored_texts", "recall", "history", "cell_margin",
+        "wall_seconds", "step_seconds",
+    )  # fmt: skip
 
     def measured(self, **values: Any) -> Summary:
         """This summary with measured fields set (``recall`` given as a dict)."""

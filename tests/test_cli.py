@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +60,11 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
         (["history", "recentre", "h", "--cells", "0"], "semsim history: error: argument --cells: must be a positive"),
         (["history", "frob", "h"], "semsim history: error: argument {info,compact,recentre,unlock}: invalid choice"),
         (["frobnicate"], "semsim: error: unknown command 'frobnicate' (semsim --help lists them)"),
+        (["batch", "--input", "in.jsonl", "--model", "nonexistent-org/nope"],
+         "semsim batch: error: model 'nonexistent-org/nope' cannot be loaded: it is not a local folder, not in the "
+         "Hugging Face cache"),  # then: nor on the hub, or the hub cannot be reached (from here: no network)
+        (["stream", "--subscription", "projects/semsim-test/subscriptions/s", "--model", "no such model"],
+         "semsim stream: error: model 'no such model' is neither a local folder nor a Hugging Face hub name"),
     ],
 )  # fmt: skip
 def test_every_command_says_a_bad_invocation_in_one_line(tmp_path, capsys, argv, message):
@@ -77,6 +84,30 @@ def test_bad_option_in_the_installed_command_prints_one_line_and_exits_2(tmp_pat
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["semsim batch: error: --rescore-band must be in [0, 1), got 1.5"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["batch", "--input", "in.jsonl", "--output", "gs://semsim-test/out"],
+        ["batch", "--input", "in.jsonl", "--output", "out", "--history", "gs://semsim-test/history"],
+        ["stream", "--subscription", "projects/semsim-test/subscriptions/s", "--output", "gs://semsim-test/out"],
+    ],
+)
+def test_a_gcs_folder_without_credentials_is_one_line_at_once(tmp_path, argv):
+    """No credentials: Beam would connect anonymously and fail the first write (a listing retries for two
+    minutes); semsim says what is missing before anything runs."""
+    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}
+    env.update(CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), NO_GCE_CHECK="true")  # no gcloud login, not a GCE VM
+    done = subprocess.run([SEMSIM, *argv], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert re.fullmatch(
+        r"semsim (batch|stream): error: --(output|history) 'gs://semsim-test/\w+' is on Google Cloud Storage, and no "
+        r"Google Cloud credentials were found: run `gcloud auth application-default login`, or set "
+        r"GOOGLE_APPLICATION_CREDENTIALS to a service account's key file",
+        line,
+    )
 
 
 def test_missing_input_and_unknown_format(tmp_path, capsys):

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from huggingface_hub import constants as hub_constants
 
 from semsim_core.clustering import connected_components, hdbscan_edges
 from semsim_core.embedder import DEFAULT_MODEL, model_error, resolve_model
@@ -124,12 +125,22 @@ def test_embedder_counts_truncated_texts(embedder):
     assert embedder.count_truncated([long_post, sentences[0], long_post, "é" * 300]) == 2
 
 
-def test_model_resolution_and_errors(tmp_path):
+def test_model_resolution_and_errors(tmp_path, monkeypatch):
     assert os.path.isfile(os.path.join(resolve_model(DEFAULT_MODEL), "modules.json"))
     assert resolve_model("sentence-transformers/all-MiniLM-L6-v2") == resolve_model(DEFAULT_MODEL)
     assert resolve_model("some-org/other-model") == "some-org/other-model"
     assert model_error(DEFAULT_MODEL) is None
-    assert model_error("some-org/other-model") is None  # a hub name: loaded by users with a hub connection
+    # a hub name loads from the Hugging Face cache without the hub (a name without a slash as sentence-transformers')
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    for repo in ("some-org/other-model", "sentence-transformers/paraphrase-model"):
+        cached = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+        (cached / "refs").mkdir(parents=True)
+        (cached / "refs" / "main").write_text("0" * 40)
+        (cached / "snapshots" / ("0" * 40)).mkdir(parents=True)
+        (cached / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    assert model_error("some-org/other-model") is None and model_error("paraphrase-model") is None
+    assert model_error("some-org/missing").endswith("not in the Hugging Face cache, and HF_HUB_OFFLINE is set")
     assert "does not exist" in model_error(str(tmp_path / "missing"))
     (tmp_path / "file").write_text("")
     assert "not a directory" in model_error(str(tmp_path / "file"))

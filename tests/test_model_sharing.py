@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,19 +23,29 @@ def titles_file(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["multi_processing", "multi_threading"])
-def test_model_loaded_once_per_worker_process(tmp_path, titles_file, mode):
-    batch = run_batch(
-        tmp_path / "out",
-        "--input", str(titles_file),
-        "--batch-window", "8",
-        "--direct_running_mode", mode,
-        "--direct_num_workers", "2",
-        "--backend", "torch",  # one model per process (auto would also load the fp32 model to rescore)
-    )  # fmt: skip
+def test_model_loaded_once_per_worker_process(tmp_path, titles_file, mode, caplog, capfd):
+    """Also: with progress on, each worker process reports its own embedding as it goes (worker processes write
+    their lines to the stderr they share with this one; threads share one count, logged here)."""
+    with caplog.at_level(logging.INFO, logger="semsim.progress"):
+        batch = run_batch(
+            tmp_path / "out",
+            "--input", str(titles_file),
+            "--batch-window", "8",
+            "--direct_running_mode", mode,
+            "--direct_num_workers", "2",
+            "--backend", "torch",  # one model per process (auto would also load the fp32 model to rescore)
+            "--progress-seconds", "0.01",
+        )  # fmt: skip
     assert_invariants(batch)
     assert batch.counters["embedded"] == 300  # ~38 windows of 8 texts
     processes = 2 if mode == "multi_processing" else 1
     assert 1 <= batch.counters["model_loads"] <= processes
+    if mode == "multi_processing":
+        lines = [line for line in capfd.readouterr().err.splitlines() if "semsim.progress (worker" in line]
+    else:
+        lines = [r.getMessage() for r in caplog.records if r.name == "semsim.progress"]
+    counts = [int(m[1]) for m in (re.search(r"embedded (\d+) ", line) for line in lines) if m]
+    assert len(set(counts)) >= 3 and min(counts) < 300 / processes, "counts while the windows are embedded"
 
 
 def test_dofn_copies_in_threads_share_one_model():
@@ -46,6 +58,7 @@ def test_dofn_copies_in_threads_share_one_model():
         copy._load = lambda original=original: loads.append(1) or original()
 
     def embed(copy):
+        copy.setup()
         copy.start_bundle()
         outputs = list(copy.process([Record("r1", "A girl is styling her hair.", "stsb", 1)]))
         return [o for o in outputs if not isinstance(o, TaggedOutput)]  # the backend it ran, once per bundle

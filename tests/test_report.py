@@ -165,6 +165,8 @@ def test_report_of_a_real_run_renders_in_chromium(run_dir, chromium, capsys):
     spam = next(c for c in clusters if c.find_element(By.TAG_NAME, "h3").text.startswith("spam-0"))
     assert spam.find_element(By.CSS_SELECTOR, "td.text").text == INJECTED
     assert "pair recall" in chromium.find_element(By.ID, "quality").text
+    shown = chromium.find_element(By.ID, "summary").text
+    assert f"wall time\n{batch.summary.wall_seconds:,.1f} s" in shown and "Embed\n" in shown
 
     removed = batch.summary.accepted - batch.summary.clusters
     note = chromium.find_element(By.CSS_SELECTOR, "#removed p.note").text

@@ -25,7 +25,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 from semsim_core.cells import assign_cells, bounded_cell_pairs, owning_cell
 from semsim_core.history import History, Manifest, cell_table
 from semsim_core.pairs import range_search_at_least
-from semsim_core.records import SEMANTIC, make_pair
+from semsim_core.progress import ProgressSpec
+from semsim_core.records import SEMANTIC, Pair, make_pair
 from semsim_core.rescore import ScoreBand
 from transforms import METRICS_NAMESPACE
 from transforms.cells import Partition
@@ -117,21 +118,44 @@ class SearchCellFn(beam.DoFn):
     """``(cell, new part paths)`` -> the semantic pairs this cell owns (the smallest cell both records belong to):
     new against new (:func:`bounded_cell_pairs`) and, with a history ``manifest``, new against the cell's committed
     records (an exact FAISS range search of the new vectors over the stored ones). Also emits the cell's size on
-    ``cell_sizes`` and, for pairs in the rescore band, the stored record's text on ``stored_texts``."""
+    ``cell_sizes`` and, for pairs in the rescore band, the stored record's text on ``stored_texts``. With
+    ``progress``, each cell counts as ``cells searched`` (of the partition's cells) and its pairs as ``pairs``."""
 
-    def __init__(self, store: str, manifest: Manifest | None, band: ScoreBand, max_cell_size: int):
+    def __init__(
+        self,
+        store: str,
+        manifest: Manifest | None,
+        band: ScoreBand,
+        max_cell_size: int,
+        progress: ProgressSpec | None = None,
+    ):
         self._store = store
         self._manifest = manifest
         self._band = band
         self._max_cell_size = max_cell_size
+        self._progress_spec = progress
         self._pairs = Metrics.counter(METRICS_NAMESPACE, "candidate_pairs")
         self._history_pairs = Metrics.counter(METRICS_NAMESPACE, "history_candidate_pairs")
         self._sizes = Metrics.distribution(METRICS_NAMESPACE, "cell_size")
 
     def setup(self) -> None:
         self._history = History(self._store)
+        self._progress = self._progress_spec.open() if self._progress_spec else None
 
     def process(self, element: tuple[int, Iterable[str]], partition: Partition) -> Iterator:
+        self._report("cells searched", 0, len(partition.centroids))
+        pairs = 0
+        for output in self._search(element, partition):
+            pairs += isinstance(output, Pair)
+            yield output
+        self._report("cells searched", 1, len(partition.centroids))
+        self._report("pairs", pairs)
+
+    def _report(self, step: str, count: int, total: int | None = None) -> None:
+        if self._progress is not None:
+            self._progress.add(step, count, total)
+
+    def _search(self, element: tuple[int, Iterable[str]], partition: Partition) -> Iterator:
         cell, parts = element
         new = self._history.read_files(sorted(parts), ["id", "cells", "embedding"]).sort_by("id")
         ids = new.column("id").to_pylist()
@@ -190,12 +214,15 @@ class SearchCells(beam.PTransform):
     ``parts`` (``(cell, part path)``: the new vectors, written under ``files.store``), ``cell_sizes`` and
     ``stored_texts`` (distinct stored :class:`Record` values in rescore-band pairs)."""
 
-    def __init__(self, files: CellFiles, partition, band: ScoreBand, max_cell_size: int):
+    def __init__(
+        self, files: CellFiles, partition, band: ScoreBand, max_cell_size: int, progress: ProgressSpec | None = None
+    ):
         super().__init__()
         self._files = files
         self._partition = partition
         self._band = band
         self._max_cell_size = max_cell_size
+        self._progress = progress
 
     def expand(self, vectors):
         files = self._files
@@ -206,7 +233,7 @@ class SearchCells(beam.PTransform):
             | "Stage" >> beam.ParDo(StageVectorsFn(files.work, files.segment))
             | "SplitByCell" >> beam.ParDo(split, partition)
         )
-        search = SearchCellFn(files.store, files.manifest, self._band, self._max_cell_size)
+        search = SearchCellFn(files.store, files.manifest, self._band, self._max_cell_size, self._progress)
         found = (
             parts
             | "GroupPartsByCell" >> beam.GroupByKey()

@@ -10,6 +10,7 @@ import numpy as np
 
 from semsim_core.clustering import UnionFind, hdbscan_edges, large_star, singleton, small_star
 from semsim_core.keep import FIRST_ID, KeepKey, keep_key
+from semsim_core.progress import ProgressSpec
 from semsim_core.records import ClusterAssignment
 from transforms.cells import AssignCells, Member
 
@@ -84,17 +85,39 @@ def _assign(label: str, members: Iterable[tuple[str, KeepKey]]) -> Iterator[Clus
         yield ClusterAssignment(record_id, kept, record_id == kept, len(members))
 
 
+class LargeStarFn(beam.DoFn):
+    """The large-star step of clustering round ``round`` (from 1) of ``rounds``; with ``progress``, a bundle's start
+    marks that round as under way (``clustering round``)."""
+
+    def __init__(self, round: int, rounds: int, progress: ProgressSpec | None):
+        self._round = round
+        self._rounds = rounds
+        self._progress_spec = progress
+
+    def setup(self) -> None:
+        self._progress = self._progress_spec.open() if self._progress_spec else None
+
+    def start_bundle(self) -> None:
+        if self._progress is not None:
+            self._progress.reach("clustering round", self._round, self._rounds)
+
+    def process(self, element: tuple[str, Iterable[str]]) -> Iterator[tuple[str, str]]:
+        yield from large_star(*element)
+
+
 class ConnectedComponents(beam.PTransform):
     """``(id, id)`` edges -> ``(id, label)`` for every id on an edge; the label is the smallest id of its component.
 
     Runs ``rounds`` alternating large-star / small-star rounds (Kiveris et al. 2014, O(log^2 n) rounds to converge),
     each a GroupByKey, so no worker holds more than one node's neighbours. Edges whose endpoints still disagree
     afterwards (components the rounds did not finish) are merged exactly on one worker; they are few or none.
+    ``progress``: each round reports when it starts.
     """
 
-    def __init__(self, rounds: int = 6):
+    def __init__(self, rounds: int = 6, progress: ProgressSpec | None = None):
         super().__init__()
         self._rounds = rounds
+        self._progress = progress
 
     def expand(self, edges):
         current = edges
@@ -103,7 +126,7 @@ class ConnectedComponents(beam.PTransform):
                 current
                 | f"LargeStarOut{r}" >> beam.FlatMap(_both_directions)
                 | f"LargeStarGroup{r}" >> beam.GroupByKey()
-                | f"LargeStar{r}" >> beam.FlatMapTuple(large_star)
+                | f"LargeStar{r}" >> beam.ParDo(LargeStarFn(r + 1, self._rounds, self._progress))
                 | f"SmallStarOut{r}" >> beam.Map(_larger_first)
                 | f"SmallStarGroup{r}" >> beam.GroupByKey()
                 | f"SmallStar{r}" >> beam.FlatMapTuple(small_star)
@@ -129,15 +152,17 @@ class ConnectedComponents(beam.PTransform):
 class ClusterRecords(beam.PTransform):
     """Takes ``{"records", "edges"}`` and returns one :class:`ClusterAssignment` per record: connected components of
     the ``(id, id)`` edges, each represented by the record its ``keep`` policy keeps (:mod:`semsim_core.keep`),
-    whose id is the ``cluster_id``; a record on no edge is its own cluster of size 1."""
+    whose id is the ``cluster_id``; a record on no edge is its own cluster of size 1. ``progress``: the rounds
+    report when they start."""
 
-    def __init__(self, keep: str = FIRST_ID, rounds: int = 6):
+    def __init__(self, keep: str = FIRST_ID, rounds: int = 6, progress: ProgressSpec | None = None):
         super().__init__()
         self._keep = keep
         self._rounds = rounds
+        self._progress = progress
 
     def expand(self, inputs):
-        labels = inputs["edges"] | "Components" >> ConnectedComponents(self._rounds)
+        labels = inputs["edges"] | "Components" >> ConnectedComponents(self._rounds, self._progress)
         keys = inputs["records"] | "KeepKeys" >> beam.Map(keyed_member, self._keep)
         members = (
             {"key": keys, "label": labels}

@@ -11,6 +11,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
 from semsim_core.embedder import EmbedConfig, Embedder
+from semsim_core.progress import ProgressSpec
 from semsim_core.records import Record
 from transforms import METRICS_NAMESPACE
 from transforms.vector_coder import IdVector, IdVectorText
@@ -23,13 +24,22 @@ class EmbedBatchFn(beam.DoFn):
     ``backend_used`` once per bundle (``auto`` is decided by each worker for its own CPU).
 
     The model lives in a :class:`Shared` handle, so every DoFn instance and thread of one worker process uses the same
-    copy; it is loaded on first use and counted in the ``model_loads`` counter.
+    copy; it is loaded on first use and counted in the ``model_loads`` counter. With ``progress``, each window counts
+    as ``embedded`` once encoded (of ``total``, a side input, when given); the step's rate starts after the load.
     """
 
-    def __init__(self, shared: Shared, config: EmbedConfig, metrics_prefix: str = "", with_text: bool = False):
+    def __init__(
+        self,
+        shared: Shared,
+        config: EmbedConfig,
+        metrics_prefix: str = "",
+        with_text: bool = False,
+        progress: ProgressSpec | None = None,
+    ):
         self._shared = shared
         self._config = config
         self._with_text = with_text
+        self._progress_spec = progress
         self._embedder: Embedder | None = None
         self._loads = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}model_loads")
         self._embedded = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}embedded")
@@ -39,6 +49,9 @@ class EmbedBatchFn(beam.DoFn):
     def _load(self) -> Embedder:
         self._loads.inc()
         return self._config.load()
+
+    def setup(self) -> None:
+        self._progress = self._progress_spec.open() if self._progress_spec else None
 
     def start_bundle(self) -> None:
         self._backend_reported = False
@@ -58,8 +71,13 @@ class EmbedBatchFn(beam.DoFn):
         self._truncated.inc(self._embedder.count_truncated(texts))
         return vectors
 
-    def process(self, batch: Sequence[Record]) -> Iterator[tuple[str, np.ndarray]]:
+    def process(self, batch: Sequence[Record], total: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        if self._progress:
+            self._model()
+            self._progress.add("embedded", 0, total)
         vectors = self.embed([r.text for r in batch])
+        if self._progress:
+            self._progress.add("embedded", len(batch), total)
         if not self._backend_reported:
             self._backend_reported = True
             yield beam.pvalue.TaggedOutput(BACKEND_USED, self._embedder.backend)
@@ -78,7 +96,8 @@ class EmbedRecords(beam.PTransform):
     token length before cutting it into batches, so padding stays small. A larger window pads less and leaves fewer
     short end-of-bundle windows, at the cost of holding its texts and token ids in memory. Counters are named with
     ``metrics_prefix`` (e.g. ``rescore_embedded``), so a second model's work is counted apart. ``with_text``: the
-    vectors are ``(id, vector, text)`` (what a history store keeps).
+    vectors are ``(id, vector, text)`` (what a history store keeps). ``progress``: the records are counted first,
+    then windows count as they are encoded, against that total.
     """
 
     def __init__(
@@ -87,19 +106,25 @@ class EmbedRecords(beam.PTransform):
         window: int = DEFAULT_WINDOW,
         metrics_prefix: str = "",
         with_text: bool = False,
+        progress: ProgressSpec | None = None,
     ):
         super().__init__()
         self._config = config
         self._window = window
         self._metrics_prefix = metrics_prefix
         self._with_text = with_text
+        self._progress = progress
 
     def expand(self, records):
+        side = {}
+        if self._progress:
+            side["total"] = beam.pvalue.AsSingleton(records | "CountRecords" >> beam.combiners.Count.Globally())
+        fn = EmbedBatchFn(Shared(), self._config, self._metrics_prefix, self._with_text, self._progress)
         return (
             records
             | "Window" >> beam.BatchElements(min_batch_size=self._window, max_batch_size=self._window)
             | "Embed"
-            >> beam.ParDo(EmbedBatchFn(Shared(), self._config, self._metrics_prefix, self._with_text))
+            >> beam.ParDo(fn, **side)
             .with_output_types(IdVectorText if self._with_text else IdVector)
             .with_outputs(BACKEND_USED, main="vectors")
         )

@@ -18,6 +18,7 @@ import apache_beam as beam
 from semsim_core.clustering import singleton
 from semsim_core.history import Manifest
 from semsim_core.keep import FIRST_ID, KeepKey, removals
+from semsim_core.progress import ProgressSpec
 from semsim_core.records import ClusterAssignment, ClusterChange, Pair
 from transforms.cluster import ConnectedComponents, keyed_member
 from transforms.history_read import FindStored, SummarizeStored
@@ -107,13 +108,17 @@ class ClusterWithHistory(beam.PTransform):
     of each pair that has a stored record), ``removed`` and ``demoted`` (:class:`~semsim_core.keep.Removal`: a new
     record not kept; a stored record kept until this run). The store is read by lookup (:class:`FindStored`): the
     clusters of the stored records on pairs, the sizes and kept records of those clusters, and the members of merged
-    ones. A removal's chain passes through a stored cluster by a link to its kept record (the store has no pairs)."""
+    ones. A removal's chain passes through a stored cluster by a link to its kept record (the store has no pairs).
+    ``progress``: the clustering rounds report when they start."""
 
-    def __init__(self, root: str, manifest: Manifest | None, keep: str = FIRST_ID):
+    def __init__(
+        self, root: str, manifest: Manifest | None, keep: str = FIRST_ID, progress: ProgressSpec | None = None
+    ):
         super().__init__()
         self._root = root
         self._manifest = manifest
         self._keep = keep
+        self._progress = progress
 
     def expand(self, inputs):
         pairs = inputs["pairs"]
@@ -127,7 +132,7 @@ class ClusterWithHistory(beam.PTransform):
             | "NodeOfEnd" >> beam.FlatMap(_node_of_end).with_outputs(STORED_PAIRS, _ENDS, main="nodes")
         )
         edges = nodes.nodes | "GroupEnds" >> beam.GroupByKey() | "Edges" >> beam.FlatMap(_edge)
-        labels = edges | "Components" >> ConnectedComponents()
+        labels = edges | "Components" >> ConnectedComponents(progress=self._progress)
         touched = stored_clusters | "TouchedClusters" >> beam.Values()
         stored_summaries = (
             touched

@@ -1,5 +1,5 @@
-"""LogProgress: count a PCollection's elements into this worker process's periodic progress line; LogStreamStatus:
-the same for a stream's status line."""
+"""LogProgress: count a PCollection's elements into this worker process's progress; LogStreamStatus: the same for a
+stream's status line."""
 
 from __future__ import annotations
 
@@ -8,44 +8,37 @@ from collections.abc import Callable
 
 import apache_beam as beam
 
-from semsim_core.progress import run_progress, stream_status
+from semsim_core.progress import ProgressSpec, stream_status
 
 
 class ProgressFn(beam.DoFn):
     """Counts each element as ``step``; a bundle's start marks the step as running, so its rate includes the time
-    spent before its first element (e.g. encoding the first window)."""
+    spent before its first element."""
 
-    def __init__(self, step: str, seconds: float, run: str):
+    def __init__(self, step: str, spec: ProgressSpec):
         self._step = step
-        self._seconds = seconds
-        self._run = run
+        self._spec = spec
 
     def setup(self) -> None:
-        self._progress = run_progress(self._run, self._seconds)
+        self._progress = self._spec.open()
 
     def start_bundle(self) -> None:
         self._progress.add(self._step, 0)
 
-    def process(self, element, total: int | None = None) -> None:
-        self._progress.add(self._step, 1, total)
+    def process(self, element) -> None:
+        self._progress.add(self._step, 1)
 
 
 class LogProgress(beam.PTransform):
-    """A leaf step that counts the input's elements as ``step`` in the progress line of pipeline run ``run`` (any id
-    shared by the run's LogProgress steps), logged (logger ``semsim.progress``, INFO) at most every ``seconds`` per
-    worker process; with ``total`` (a one-element PCollection of the expected count) the line shows the share done
-    and an ETA."""
+    """A leaf step that counts the input's elements as ``step`` in the progress of the run ``spec`` names. It fuses
+    with the step that makes its input, so it counts while that step works."""
 
-    def __init__(self, step: str, seconds: float, run: str, total=None):
+    def __init__(self, step: str, spec: ProgressSpec):
         super().__init__()
-        self._step = step
-        self._seconds = seconds
-        self._run = run
-        self._total = total
+        self._fn = ProgressFn(step, spec)
 
     def expand(self, pcoll):
-        side = {} if self._total is None else {"total": beam.pvalue.AsSingleton(self._total)}
-        return pcoll | "Count" >> beam.ParDo(ProgressFn(self._step, self._seconds, self._run), **side)
+        return pcoll | "Count" >> beam.ParDo(self._fn)
 
 
 class StreamStatusFn(beam.DoFn):

@@ -6,7 +6,7 @@ import datetime as dt
 import random
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -56,15 +56,25 @@ def rows_table(schema: pa.Schema, rows: list[NamedTuple]) -> pa.Table:
     return pa.Table.from_pylist([row._asdict() for row in rows], schema=schema)
 
 
-def write_table(path: str, table: pa.Table) -> None:
-    """Write ``table`` to ``path`` (snappy Parquet, any Beam filesystem) under a temporary name of this attempt's
-    own (hidden: a leading dot) and rename it, so readers never see a partial file, two attempts never write one
-    temporary file, and a retried bundle rewrites the same file."""
+def write_file(path: str, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` (any Beam filesystem) with ``write`` under a temporary name of this attempt's own (hidden: a
+    leading dot) and rename it, so readers never see a partial file, two attempts never write one temporary file,
+    and a retried bundle rewrites the same file."""
     folder, slash, name = path.rpartition("/")
     temporary = f"{folder}{slash}.{name}.{uuid.uuid4().hex[:12]}.tmp"
     with FileSystems.create(temporary) as f:
-        pq.write_table(table, f, compression="snappy")
+        write(f)
     FileSystems.rename([temporary], [path])
+
+
+def write_table(path: str, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` as snappy Parquet with :func:`write_file`."""
+    write_file(path, lambda f: pq.write_table(table, f, compression="snappy"))
+
+
+def write_summary(path: str, summary: Summary) -> None:
+    """Write ``summary`` to ``path`` (``summary.json``) with :func:`write_file`."""
+    write_file(path, lambda f: f.write(summary.to_json()))
 
 
 def _by_hour_and_shard(row: NamedTuple, shards: int) -> tuple[tuple[str, int], NamedTuple]:
@@ -139,8 +149,7 @@ class WriteRows(beam.PTransform):
 
 def _write_summary(_, path: str, settings: Summary, *written: list, **measured) -> Summary:
     summary = settings.measured(**measured)
-    with FileSystems.create(path) as f:
-        f.write(summary.to_json())
+    write_summary(path, summary)
     return summary
 
 
