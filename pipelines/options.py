@@ -28,7 +28,7 @@ from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, mo
 from semsim_core.formats import FORMATS, ParseConfig, detect_format
 from semsim_core.keep import EARLIEST, FIRST_ID, POLICIES
 from semsim_core.progress import BARS, LINES, WORKER_LINES, ProgressSpec
-from semsim_core.progress import LOG as PROGRESS_LOG  # noqa: I001 - the alias reads better apart
+from semsim_core.progress import LOG as PROGRESS_LOG
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand, rescore_band
 from transforms.cluster import CLUSTER_METHODS
 from transforms.embed import DEFAULT_WINDOW
