@@ -6,21 +6,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
+from pipelines.command_parser import CommandParser
 from semsim_core.history import History, HistoryError, Manifest
 
 COMPACT_OWNER = "semsim history compact"
 RECENTRE_OWNER = "semsim history recentre"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line and exit status 2, as every semsim command
-        raise HistoryError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="semsim history", description=__doc__)
+    parser = CommandParser(prog="semsim history", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{info,compact,recentre,unlock}")
     for name, text in (
         ("info", "print what the history holds as JSON: model, cells, records, files, orphans, the lock"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -22,6 +21,7 @@ from apache_beam.options.pipeline_options import (
     _BeamArgumentParser,
 )
 
+from pipelines.command_parser import unknown_argument
 from pipelines.run_files import run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
@@ -344,15 +344,8 @@ def check_known_flags(options: PipelineOptions, command: type[PipelineOptions]) 
     for cls in {str(c): c for c in PipelineOptions.__subclasses__() if c not in others}.values():
         cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(options._flags)  # the arguments as given (Beam keeps no public copy)
-    if not unknown:
-        return
-    arg = unknown[0]
-    if not arg.startswith("-"):
-        raise OptionsError(f"unexpected argument {arg!r} (every value follows its flag: --flag value)")
-    name = arg.split("=", 1)[0]
-    known = [flag for action in parser._actions for flag in action.option_strings]
-    close = difflib.get_close_matches(name, known, n=1)
-    raise OptionsError(f"unknown flag {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    if unknown:
+        raise OptionsError(unknown_argument(unknown[0], list(parser._option_string_actions)))
 
 
 def validate(options: PipelineOptions) -> BatchDedupOptions:

@@ -9,20 +9,15 @@ import time
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
 
+from pipelines.command_parser import CommandParser
 from semsim_core import run_layout as layout
 from semsim_core.formats import FORMATS, ParseConfig, Parsed, detect_format, parse_file
 from semsim_core.report import ReportError, RunFolder, find_texts, load_run, read_summary, render_html
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line and exit status 2, as every semsim command
-        raise ReportError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="semsim report", description=__doc__)
+    parser = CommandParser(prog="semsim report", description=__doc__)
     parser.add_argument(
         "out_dir", metavar="OUT_DIR", help="the --output folder of a semsim batch run: a path or a URI (gs://, file://)"
     )
