@@ -143,7 +143,8 @@ class SearchCellFn(beam.DoFn):
         self._progress = self._progress_spec.open() if self._progress_spec else None
 
     def process(self, element: tuple[int, Iterable[str]], partition: Partition) -> Iterator:
-        self._report("cells searched", 0, len(partition.centroids))
+        self._report("cells searched", 0, len(partition.centroids))  # both steps' rates count from here
+        self._report("pairs", 0)
         pairs = 0
         for output in self._search(element, partition):
             pairs += isinstance(output, Pair)
