@@ -153,11 +153,24 @@ def _write_summary(_, path: str, settings: Summary, *written: list, **measured) 
     return summary
 
 
+def _one(_, name: str) -> tuple[str, int]:
+    return name, 1
+
+
 class CountEach(beam.PTransform):
-    """``{name: PCollection}`` -> ``{name: one-element PCollection with its size}``."""
+    """``{name: PCollection}`` -> ``{name: one-element PCollection with its size}``, in one combine for all of them
+    (each element becomes ``(name, 1)``, summed per name, partly in the step that makes it) rather than one global
+    count each, which would cost the runner a few stages per name."""
 
     def expand(self, named):
-        return {name: pcoll | f"Count_{name}" >> beam.combiners.Count.Globally() for name, pcoll in named.items()}
+        ones = [pcoll | f"One_{name}" >> beam.Map(_one, name) for name, pcoll in named.items()]
+        totals = (
+            ones
+            | "AllOnes" >> beam.Flatten()
+            | "Sum" >> beam.CombinePerKey(sum)
+            | "Totals" >> beam.combiners.ToDict()
+        )
+        return {name: totals | f"Count_{name}" >> beam.Map(lambda counts, n=name: counts.get(n, 0)) for name in named}
 
 
 class WriteSummary(beam.PTransform):
