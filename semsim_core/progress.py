@@ -1,5 +1,5 @@
-"""Progress of a long run: a count per step, its rate and, when the step's total is known, an ETA, logged as one
-line at most every ``interval`` seconds."""
+"""Progress of a long run: a count per step, its rate and, when the step's total is known, an ETA, shown as live
+bars on a terminal or logged as one line at most every ``interval`` seconds; and a stream's status line."""
 
 from __future__ import annotations
 
