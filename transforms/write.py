@@ -165,10 +165,7 @@ class CountEach(beam.PTransform):
     def expand(self, named):
         ones = [pcoll | f"One_{name}" >> beam.Map(_one, name) for name, pcoll in named.items()]
         totals = (
-            ones
-            | "AllOnes" >> beam.Flatten()
-            | "Sum" >> beam.CombinePerKey(sum)
-            | "Totals" >> beam.combiners.ToDict()
+            ones | "AllOnes" >> beam.Flatten() | "Sum" >> beam.CombinePerKey(sum) | "Totals" >> beam.combiners.ToDict()
         )
         return {name: totals | f"Count_{name}" >> beam.Map(lambda counts, n=name: counts.get(n, 0)) for name in named}
 
