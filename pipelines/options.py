@@ -269,11 +269,9 @@ NO_GCS_CREDENTIALS = (
 )
 
 
-def gcs_credentials_missing(path: str) -> bool:
-    """Whether ``path`` is on Google Cloud Storage and this process finds no Google Cloud credentials (Beam would
-    then connect anonymously: enough to read a public bucket, and a two-minute retry before failing otherwise)."""
-    if not path.startswith("gs://"):
-        return False
+def no_gcs_credentials() -> bool:
+    """Whether this process finds no Google Cloud credentials (Beam then reaches ``gs://`` anonymously: enough to read
+    a public bucket, and a two-minute retry before failing otherwise)."""
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
@@ -295,7 +293,7 @@ def match_files(flag: str, pattern: str) -> list:
     try:
         matched = FileSystems.match([pattern])[0].metadata_list
     except Exception as e:  # noqa: BLE001 - any filesystem error is reported as one line
-        if gcs_credentials_missing(pattern):
+        if pattern.startswith("gs://") and no_gcs_credentials():
             raise OptionsError(f"cannot list {flag} {pattern!r}: {NO_GCS_CREDENTIALS} (anonymously: {e})") from None
         raise OptionsError(f"cannot list {flag} {pattern!r}: {e}") from None
     if not matched:
@@ -306,10 +304,12 @@ def match_files(flag: str, pattern: str) -> list:
 def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: bool = True) -> None:
     if not opts.output:
         raise OptionsError("--output is required (a folder)")
-    no_auth = opts.view_as(GoogleCloudOptions).no_auth  # e.g. a --dry_run that only builds a Dataflow job
-    for flag, folder in (("--output", opts.output), ("--history", opts.history)):
-        if folder and not no_auth and gcs_credentials_missing(folder):  # a run writes there: anonymously, it cannot
-            raise OptionsError(f"{flag} {folder!r} is on Google Cloud Storage, and {NO_GCS_CREDENTIALS}")
+    folders = (("--output", opts.output), ("--history", opts.history))  # the run writes there: anonymously, it cannot
+    on_gcs = [(flag, folder) for flag, folder in folders if folder and folder.startswith("gs://")]
+    # one credentials lookup for them all; --no_auth: e.g. a --dry_run that only builds a Dataflow job
+    if on_gcs and not opts.view_as(GoogleCloudOptions).no_auth and no_gcs_credentials():
+        flag, folder = on_gcs[0]
+        raise OptionsError(f"{flag} {folder!r} is on Google Cloud Storage, and {NO_GCS_CREDENTIALS}")
     if not 0.0 < opts.threshold <= 1.0:
         raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
     if opts.cell_margin is not None and opts.cell_margin < 0:
