@@ -100,11 +100,11 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     dead = posts[DEAD_LETTER]
     dead | "WriteDeadLetters" >> WriteWindowedRows(folder[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA, seconds)
     if opts.progress_seconds > 0:
-        run, seconds = uuid.uuid4().hex, opts.progress_seconds
+        run, every = uuid.uuid4().hex, opts.progress_seconds  # `seconds` above is the output windows' width
         held = matcher.held()
-        posts.records | "StatusReceived" >> LogStreamStatus("received", seconds, run, held)
-        matched.clusters | "StatusResolved" >> LogStreamStatus("resolved", seconds, run, held, latency=True)
-        dead | "StatusDeadLetters" >> LogStreamStatus("dead letters", seconds, run, held)
+        posts.records | "StatusReceived" >> LogStreamStatus("received", every, run, held)
+        matched.clusters | "StatusResolved" >> LogStreamStatus("resolved", every, run, held, latency=True)
+        dead | "StatusDeadLetters" >> LogStreamStatus("dead letters", every, run, held)
     if opts.notify_topic:
         matched[NOTIFICATIONS] | "Notify" >> PublishJson(opts.notify_topic)
     if opts.dead_letter_topic:
