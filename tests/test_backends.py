@@ -11,7 +11,8 @@ import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.options import BatchDedupOptions
-from semsim_core.backends import BACKENDS, FP32_BACKENDS, fingerprint, load_runner
+from semsim_core.backends import BACKENDS, FP32_BACKENDS, REGISTRY, fingerprint, folder_of, load_runner
+from semsim_core.backends.openvino_quantize import import_openvino
 from semsim_core.embedder import EmbedConfig, Embedder, default_threads
 from tests.conftest import SAMPLE_PARAPHRASES, run_batch, stsb_unique_sentences
 
@@ -89,6 +90,26 @@ def test_thread_setting_is_applied(backend, embedder, backend_cache):
         assert runner.compiled.get_property("INFERENCE_NUM_THREADS") == 1
         assert sys.modules["openvino_telemetry"] is None, "OpenVINO's usage telemetry stays off"
     torch.set_num_threads(default_threads())
+
+
+def test_a_compiled_openvino_model_is_cached_beside_its_graph(embedder, sentences, backend_cache):
+    folder = folder_of(fingerprint(embedder.model))
+    first = load_runner(embedder.model, "openvino", threads=1)
+    assert any((folder / "openvino-cache").glob("*.blob")), "the first load kept the compiled model"
+    again = load_runner(embedder.model, "openvino", threads=1)
+    assert again.compiled.get_property("LOADED_FROM_CACHE"), "a later load imports it instead of compiling"
+    settings = {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}  # default: bf16 where the CPU has it
+    fresh = import_openvino().Core().compile_model(str(folder / "model.onnx"), "CPU", settings)
+    batch = Embedder(embedder.model, EmbedConfig(backend="openvino", threads=1))._padded(
+        embedder.inputs.encode(sentences[:32]), np.arange(32)
+    )
+    expected = fresh.create_infer_request().infer(batch)[0]
+    for runner in (first, again):
+        np.testing.assert_allclose(runner([batch])[0], expected, atol=1e-6)
+    if not REGISTRY["openvino-bf16"].unsupported():  # one cached graph, each load at its own precision
+        bf16 = load_runner(embedder.model, "openvino-bf16", threads=1).compiled
+        assert bf16.get_property("LOADED_FROM_CACHE")
+        assert bf16.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
 
 
 def test_default_threads_share_the_cores():

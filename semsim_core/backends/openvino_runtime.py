@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semsim_core.backends.base import Backend, Runner, built, input_names
+from semsim_core.backends.base import Backend, Runner, built, input_names, locked
 from semsim_core.backends.onnx_export import onnx_graph
 from semsim_core.backends.openvino_quantize import import_openvino, write_batches
 
@@ -62,10 +62,18 @@ def _runner(path: Path, threads: int, precision: str) -> Runner:
     whose small matrices cannot keep both cores busy. The largest batches start first and each next batch goes to
     whichever stream is free (an ``AsyncInferQueue``), so no stream idles behind a long batch at the end of a call.
     Results are collected by the calling thread: the queue's own callbacks are C++, and Python callbacks would wait
-    for the GIL while the pipeline's other threads hold it."""
+    for the GIL while the pipeline's other threads hold it.
+
+    The compiled model is kept in OpenVINO's model cache beside the graph (``openvino-cache/``, keyed by OpenVINO on
+    the graph, device and settings): a later load imports it in ~0.06 s instead of compiling the graph in ~0.3 s.
+    Loads take turns, so processes starting together compile once."""
     ov = import_openvino()
     settings = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads}
-    compiled = ov.Core().compile_model(str(path), "CPU", {**settings, "INFERENCE_PRECISION_HINT": precision})
+    settings["INFERENCE_PRECISION_HINT"] = precision
+    if os.access(path.parent, os.W_OK):
+        settings["CACHE_DIR"] = str(path.parent / "openvino-cache")
+    with locked(path.parent / ".build.lock"):
+        compiled = ov.Core().compile_model(str(path), "CPU", settings)
     local = threading.local()  # a queue serves one call at a time; Beam may call from several threads
 
     def run(batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
