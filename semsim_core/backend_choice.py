@@ -4,7 +4,8 @@ fp32, pick the fastest, and remember the measurements for this machine, runtime 
 The probe is :data:`PROBE_PAIRS` (200 STS Benchmark train sentence pairs held out from the int8 calibration texts).
 For each candidate backend it measures
 
-- the **rate**: texts per second encoding the probe's 400 texts, the best of two passes after a warm-up pass;
+- the **rate**: texts per second encoding the probe's 400 texts, the best of two passes after a warm-up pass, the
+  passes of all candidates taken in turn;
 - the **drift**: the largest ``|cos_backend(a, b) - cos_fp32(a, b)|`` over every pair of probe texts whose cosine is at
   least 0.5 for either (the range where paraphrase thresholds are set; ~700 pairs), against the model as loaded
   (PyTorch fp32).
@@ -35,7 +36,7 @@ import numpy as np
 from semsim_core.backends import BACKENDS, EXPORT_VERSION, cache_dir, candidate_error, fingerprint, locked
 
 PROBE_PAIRS = Path(__file__).with_name("backend_probe_pairs.tsv")
-PROBE_VERSION = "2"  # bump when the probe or its measures change, so cached measurements are taken again
+PROBE_VERSION = "3"  # bump when the probe or its measures change, so cached measurements are taken again
 DRIFT_FLOOR = 0.5  # drift is measured on pairs at or above this cosine
 RUNTIMES = ("torch", "onnxruntime", "openvino", "nncf", "onnx", "transformers", "sentence-transformers", "numpy")
 # settings that change which kernels the runtimes pick (instruction-set caps, thread pools): part of the key
@@ -150,28 +151,10 @@ def pair_drift(reference: np.ndarray, vectors: np.ndarray, floor: float = DRIFT_
     return float(np.abs(after[near].astype(np.float64) - before[near]).max(initial=0.0))
 
 
-def measure(
-    model, backend: str, threads: int, texts: Sequence[str], reference: np.ndarray | None = None
-) -> tuple[Measurement, np.ndarray | None]:
-    """Time ``backend`` on ``texts`` (best of two passes after a warm-up pass) and measure its drift from
-    ``reference`` (its own first pass when None). Returns the measurement and that first pass's vectors."""
-    from semsim_core.embedder import EmbedConfig, Embedder
-
-    error = candidate_error(backend)
-    if error:
-        return Measurement(backend, None, None, error.split(" (pip")[0]), None
-    try:
-        embedder = Embedder(model, EmbedConfig(backend=backend, threads=threads))
-        vectors = embedder.encode(texts)
-        best = float("inf")
-        for _ in range(2):
-            started = time.perf_counter()
-            embedder.encode(texts)
-            best = min(best, time.perf_counter() - started)
-    except Exception as e:  # noqa: BLE001 - a backend that fails here is left out, with the reason logged
-        return Measurement(backend, None, None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"), None
-    drift = pair_drift(vectors if reference is None else reference, vectors)
-    return Measurement(backend, len(texts) / best, drift), vectors
+def _timed_pass(embedder, texts: Sequence[str]) -> float:
+    started = time.perf_counter()
+    embedder.encode(texts)
+    return time.perf_counter() - started
 
 
 def pick(measurements: Sequence[Measurement], max_drift: float) -> str:
@@ -181,12 +164,39 @@ def pick(measurements: Sequence[Measurement], max_drift: float) -> str:
 
 
 def _measure_all(model, threads: int, candidates: Sequence[str]) -> list[Measurement]:
-    """Measure torch first (its vectors are the reference), then every other candidate."""
+    """Measure torch (whose vectors are the reference) and every other candidate: each is loaded and encodes the probe
+    once (its vectors, and a warm-up), then the timed passes run in rounds, every candidate in turn, twice, and each
+    candidate's best pass counts. Rounds make a machine that is busy for part of the probe slow every candidate
+    alike, where timing one candidate after another would rank whichever ran in the quiet part first."""
+    from semsim_core.embedder import EmbedConfig, Embedder
+
     first, second = probe_texts()
     texts = list(dict.fromkeys(first + second))
-    reference_run, reference = measure(model, "torch", threads, texts)
-    others = [measure(model, backend, threads, texts, reference)[0] for backend in candidates if backend != "torch"]
-    return [reference_run, *others] if "torch" in candidates else others
+    order = ["torch", *(b for b in candidates if b != "torch")]
+    loaded, vectors, failed = {}, {}, {}
+    for backend in order:
+        error = candidate_error(backend)
+        if error:
+            failed[backend] = error.split(" (pip")[0]
+            continue
+        try:  # a backend that fails here is left out, with the reason logged
+            loaded[backend] = Embedder(model, EmbedConfig(backend=backend, threads=threads))
+            vectors[backend] = loaded[backend].encode(texts)
+        except Exception as e:  # noqa: BLE001
+            loaded.pop(backend, None)
+            failed[backend] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    best = dict.fromkeys(loaded, float("inf"))
+    for _ in range(2):
+        for backend, embedder in loaded.items():
+            best[backend] = min(best[backend], _timed_pass(embedder, texts))
+    reference = vectors["torch"]
+    return [
+        Measurement(b, None, None, failed[b])
+        if b in failed
+        else Measurement(b, len(texts) / best[b], pair_drift(reference, vectors[b]))
+        for b in order
+        if b in candidates
+    ]
 
 
 def _choice_file(model_fingerprint: str, threads: int, candidates: Sequence[str]) -> tuple[dict, Path]:

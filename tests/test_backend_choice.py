@@ -86,6 +86,21 @@ def test_strict_limit_keeps_fp32_and_key_is_recorded(embedder, backend_cache):
     assert record["key"]["runtimes"]["openvino"] != "absent"
 
 
+def test_candidates_are_timed_in_rounds(embedder, backend_cache, monkeypatch):
+    timed = []
+    real_pass = backend_choice._timed_pass
+
+    def recorded(model, texts):
+        timed.append(model.backend)
+        return real_pass(model, texts)
+
+    monkeypatch.setattr(backend_choice, "_timed_pass", recorded)
+    measured = backend_choice._measure_all(embedder.model, 1, ("torch", "openvino"))
+    assert timed == ["torch", "openvino", "torch", "openvino"], "each round times every candidate in turn"
+    assert [m.backend for m in measured] == ["torch", "openvino"] and all(m.rate > 0 for m in measured)
+    assert measured[0].drift == 0 and measured[1].drift < 1e-5
+
+
 def test_missing_runtime_is_skipped_with_a_reason(embedder, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="semsim.backend")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if onnxruntime were not installed
