@@ -1,6 +1,6 @@
 """Texts to a model's input ids: through a loaded sentence-transformers model's tokenizer, or through the copy of it
 that :func:`save` keeps beside the model's built graphs, so a later process embeds with a built graph without
-importing sentence-transformers (whose imports alone take about 10 s on a 2-core machine)."""
+importing sentence-transformers (whose imports alone take 4-10 s on a 2-core machine)."""
 
 from __future__ import annotations
 
