@@ -100,9 +100,7 @@ def test_a_compiled_openvino_model_is_cached_beside_its_graph(embedder, sentence
     assert again.compiled.get_property("LOADED_FROM_CACHE"), "a later load imports it instead of compiling"
     settings = {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}  # default: bf16 where the CPU has it
     fresh = import_openvino().Core().compile_model(str(folder / "model.onnx"), "CPU", settings)
-    batch = Embedder(embedder.model, EmbedConfig(backend="openvino", threads=1))._padded(
-        embedder.inputs.encode(sentences[:32]), np.arange(32)
-    )
+    batch = embedder._padded(embedder.inputs.encode(sentences[:32]), np.arange(32))
     expected = fresh.create_infer_request().infer(batch)[0]
     for runner in (first, again):
         np.testing.assert_allclose(runner([batch])[0], expected, atol=1e-6)
