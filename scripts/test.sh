@@ -10,7 +10,7 @@ SEMSIM_TEST_CACHE=$(mktemp -d)
 export SEMSIM_TEST_CACHE
 trap 'rm -rf "$SEMSIM_TEST_CACHE"' EXIT
 # One pytest worker per core, at most 4 (each holds a model); a test file stays on one worker (its module fixtures,
-# e.g. the Pub/Sub emulator, start once).
+# e.g. the Pub/Sub emulator, start once); each worker keeps to its share of the cores (tests/__init__.py).
 workers=$(nproc)
 workers=$((workers < 4 ? workers : 4))
 .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
