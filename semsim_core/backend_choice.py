@@ -164,31 +164,30 @@ def pick(measurements: Sequence[Measurement], max_drift: float) -> str:
 
 
 def _measure_all(model, threads: int, candidates: Sequence[str]) -> list[Measurement]:
-    """Measure torch (whose vectors are the reference) and every other candidate: each is loaded and encodes the probe
-    once (its vectors, and a warm-up), then the timed passes run in rounds, every candidate in turn, twice, and each
-    candidate's best pass counts. Rounds make a machine that is busy for part of the probe slow every candidate
-    alike, where timing one candidate after another would rank whichever ran in the quiet part first."""
+    """Measure torch (whose vectors are the reference) and every other candidate, in two rounds: each round loads
+    every candidate in turn (from the cache after the first), encodes the probe once to warm it (the first round
+    keeps those vectors) and times one more pass; a candidate's best round counts. Rounds make a machine that is
+    busy for part of the probe slow every candidate alike, where timing one candidate after another would favour
+    whichever ran in the quiet part; one candidate is held at a time."""
     from semsim_core.embedder import EmbedConfig, Embedder
 
     first, second = probe_texts()
     texts = list(dict.fromkeys(first + second))
     order = ["torch", *(b for b in candidates if b != "torch")]
-    loaded, vectors, failed = {}, {}, {}
-    for backend in order:
-        error = candidate_error(backend)
-        if error:
-            failed[backend] = error.split(" (pip")[0]
-            continue
-        try:  # a backend that fails here is left out, with the reason logged
-            loaded[backend] = Embedder(model, EmbedConfig(backend=backend, threads=threads))
-            vectors[backend] = loaded[backend].encode(texts)
-        except Exception as e:  # noqa: BLE001
-            loaded.pop(backend, None)
-            failed[backend] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-    best = dict.fromkeys(loaded, float("inf"))
+    vectors, best, failed = {}, {}, {}
     for _ in range(2):
-        for backend, embedder in loaded.items():
-            best[backend] = min(best[backend], _timed_pass(embedder, texts))
+        for backend in (b for b in order if b not in failed):
+            error = candidate_error(backend)
+            if error:
+                failed[backend] = error.split(" (pip")[0]
+                continue
+            try:  # a backend that fails here is left out, with the reason logged
+                embedder = Embedder(model, EmbedConfig(backend=backend, threads=threads))
+                vectors.setdefault(backend, embedder.encode(texts))
+                best[backend] = min(best.get(backend, float("inf")), _timed_pass(embedder, texts))
+            except Exception as e:  # noqa: BLE001
+                failed[backend] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            embedder = None  # released before the next candidate loads
     reference = vectors["torch"]
     return [
         Measurement(b, None, None, failed[b])
