@@ -4,8 +4,8 @@ fp32, pick the fastest, and remember the measurements for this machine, runtime 
 The probe is :data:`PROBE_PAIRS` (200 STS Benchmark train sentence pairs held out from the int8 calibration texts).
 For each candidate backend it measures
 
-- the **rate**: texts per second encoding the probe's 400 texts, the best of two passes after a warm-up pass, the
-  passes of all candidates taken in turn;
+- the **rate**: texts per second encoding the probe's 400 texts, the best of two rounds (each loads every candidate in
+  turn, warms it with one pass and times the next);
 - the **drift**: the largest ``|cos_backend(a, b) - cos_fp32(a, b)|`` over every pair of probe texts whose cosine is at
   least 0.5 for either (the range where paraphrase thresholds are set; ~700 pairs), against the model as loaded
   (PyTorch fp32).
