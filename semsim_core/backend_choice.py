@@ -174,13 +174,10 @@ def _measure_all(model, threads: int, candidates: Sequence[str]) -> list[Measure
     first, second = probe_texts()
     texts = list(dict.fromkeys(first + second))
     order = ["torch", *(b for b in candidates if b != "torch")]
-    vectors, best, failed = {}, {}, {}
+    failed = {b: error.split(" (pip")[0] for b in order if (error := candidate_error(b))}
+    vectors, best = {}, {}
     for _ in range(2):
         for backend in (b for b in order if b not in failed):
-            error = candidate_error(backend)
-            if error:
-                failed[backend] = error.split(" (pip")[0]
-                continue
             try:  # a backend that fails here is left out, with the reason logged
                 embedder = Embedder(model, EmbedConfig(backend=backend, threads=threads))
                 vectors.setdefault(backend, embedder.encode(texts))
