@@ -33,6 +33,7 @@ from semsim_core.rescore import ScoreBand
 from transforms.cell_search import CELL_SIZES, CellFiles, SearchCells, largest
 from transforms.cells import TrainCentroids
 from transforms.recall import MeasureRecall
+from transforms.vector_blocks import VectorBlock
 from transforms.write import CountEach
 
 PLANTED = "planted"
@@ -49,8 +50,8 @@ def _unit_noise(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
 
 
 def generate_chunk(spec: tuple[int, int], centres: np.ndarray, copy_every: int, seed: int) -> Iterator:
-    """Vectors ``start .. start+count-1`` as ``(id, vector)``; planted pairs on the ``planted`` output as
-    ``(id_a, id_b, cosine)``."""
+    """Vectors ``start .. start+count-1`` as one :class:`VectorBlock` (no texts); planted pairs on the ``planted``
+    output as ``(id_a, id_b, cosine)``."""
     start, count = spec
     rng = np.random.default_rng([seed, start])
     dim = centres.shape[1]
@@ -65,7 +66,7 @@ def generate_chunk(spec: tuple[int, int], centres: np.ndarray, copy_every: int, 
     ids = [f"v{start + i:08d}" for i in range(count)]
     for i in np.flatnonzero(copies):
         yield beam.pvalue.TaggedOutput(PLANTED, (ids[i - 1], ids[i], float(vectors[i - 1] @ vectors[i])))
-    yield from zip(ids, vectors, strict=True)
+    yield VectorBlock(ids, vectors, [""] * count)
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
@@ -86,7 +87,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
         work = str(args.out.parent / "work")
         files = CellFiles(work, work, None, "synthetic")
         search = SearchCells(files, partition, ScoreBand(args.threshold), args.max_cell_size)
-        found = vectors | "WithText" >> beam.Map(lambda v: (v[0], v[1], "")) | "FindPairs" >> search
+        found = vectors | "FindPairs" >> search
         planted_true = generated[PLANTED] | "AboveThreshold" >> beam.Filter(lambda p: p[2] >= args.threshold)
         planted_keys = planted_true | "PlantedKey" >> beam.Map(lambda p: ((p[0], p[1]), "planted"))
         found_keys = found["pairs"] | "FoundKey" >> beam.Map(lambda p: ((p.id_a, p.id_b), "found"))
@@ -102,7 +103,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
             "planted_true": planted_true,
             "planted_found": planted_found,
         }
-        measured = counted | "Count" >> CountEach()
+        measured = counted | "Count" >> CountEach(blocks=("vectors",))
         measured["cells"] = partition | "CountCells" >> beam.Map(lambda p: len(p.centroids))
         measured["largest_cell"] = found[CELL_SIZES] | "Largest" >> beam.CombineGlobally(largest)
         measured["recall"] = {"vectors": vectors, "pairs": found["pairs"]} | MeasureRecall(
@@ -119,14 +120,10 @@ def _write_summary(_, path: Path, **measured) -> None:
 def exact_seconds(args: argparse.Namespace) -> tuple[float, int]:
     """Time exact all-pairs on a random subset of ``--exact-sample`` generated vectors."""
     centres = topic_centres(args.topics, args.dim, args.seed)
-    items = [
-        item
-        for item in generate_chunk((0, args.exact_sample), centres, args.copy_every, args.seed)
-        if not isinstance(item, beam.pvalue.TaggedOutput)
-    ]
-    ids, vectors = [i for i, _ in items], np.stack([v for _, v in items])
+    generated = generate_chunk((0, args.exact_sample), centres, args.copy_every, args.seed)
+    (block,) = [item for item in generated if not isinstance(item, beam.pvalue.TaggedOutput)]
     start = time.perf_counter()
-    pairs = threshold_pairs(ids, vectors, args.threshold)
+    pairs = threshold_pairs(block.ids, block.vectors, args.threshold)
     return time.perf_counter() - start, len(pairs)
 
 

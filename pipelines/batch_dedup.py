@@ -57,6 +57,7 @@ from transforms.read import ReadRecords
 from transforms.recall import MeasureRecall
 from transforms.removed import ExplainRemovals
 from transforms.rescore import IN_BAND, RESCORED_TEXTS, RescorePairs
+from transforms.vector_blocks import ToBlocks, VectorBlock
 from transforms.vector_coder import IdVector, IdVectorText
 from transforms.write import CountEach, WriteRows, WriteSummary, write_summary
 
@@ -88,7 +89,7 @@ def _vectors_from_text(
         rejected.append(fresh[DEAD_LETTER])
         texts = accepted | "StoredTexts" >> StoredTexts(root, manifest)
     exact = accepted | "ExactPrepass" >> ExactPrepass(text_key, texts)
-    embed = EmbedRecords(opts.embed_config(), opts.batch_window, with_text=True, progress=progress)
+    embed = EmbedRecords(opts.embed_config(), opts.batch_window, progress=progress)
     embedded = exact.representatives | "Embed" >> embed
     return Front(parsed, accepted, rejected, exact, embedded)
 
@@ -97,8 +98,10 @@ def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, h
     parsed = pipeline | "Read" >> ReadEmbeddings(opts.input_embeddings)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     exact = unique.records | "ExactPrepass" >> ExactPrepass(vector_key)
-    vectors = exact.representatives | "Vectors" >> beam.Map(lambda r: (r.id, r.vector, "")).with_output_types(
-        IdVectorText
+    vectors = (
+        exact.representatives
+        | "Vectors" >> beam.Map(lambda r: (r.id, r.vector, "")).with_output_types(IdVectorText)
+        | "Blocks" >> ToBlocks(opts.batch_window)
     )
     return Front(parsed, unique.records, [parsed[DEAD_LETTER], unique[DEAD_LETTER]], exact, {"vectors": vectors})
 
@@ -113,13 +116,14 @@ def _vectors_from_text_and_embeddings(pipeline: beam.Pipeline, opts: BatchDedupO
     )
     rejected = [parsed[DEAD_LETTER], unique[DEAD_LETTER], found[DEAD_LETTER]]
     exact = found.records | "ExactPrepass" >> ExactPrepass(text_key)
-    vectors = {"records": exact.representatives, "vectors": found[VECTORS]} | "Vectors" >> WithTexts()
+    with_texts = {"records": exact.representatives, "vectors": found[VECTORS]} | "Vectors" >> WithTexts()
+    vectors = with_texts | "Blocks" >> ToBlocks(opts.batch_window)
     return Front(parsed, found.records, rejected, exact, {"vectors": vectors})
 
 
 class Front(NamedTuple):
     """What the reading steps hand on: the parse result, accepted records, dead letters, the exact pre-pass, the
-    embedding result (``vectors``: ``(id, vector, text)``; no text from saved embeddings)."""
+    embedding result (``vectors``: :class:`VectorBlock` values; texts "" from saved embeddings)."""
 
     parsed: beam.pvalue.DoOutputsTuple
     accepted: beam.PCollection
@@ -172,11 +176,11 @@ def build(
         vectors_from = _vectors_from_embeddings if opts.input_embeddings else _vectors_from_text
         front = vectors_from(pipeline, opts, history, progress)
     exact = front.exact
-    with_text = front.embedded["vectors"]
-    vectors = with_text | "IdVector" >> beam.Map(lambda v: v[:2]).with_output_types(IdVector)
+    blocks = front.embedded["vectors"]
     band = opts.score_band() if not opts.input_embeddings else ScoreBand(opts.threshold)
     written = []  # what the writers return: summary.json is written after all of it
     if opts.write_embeddings:
+        vectors = blocks | "IdVectors" >> beam.FlatMap(VectorBlock.id_vectors).with_output_types(IdVector)
         embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
         written.append(embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, layout.EMBEDDINGS)))
     given = _load_centroids(opts.centroids) if opts.centroids else None
@@ -189,7 +193,7 @@ def build(
             opts.cells, opts.target_cell_size, opts.max_cell_size, opts.kmeans_sample, opts.threshold,
             opts.target_recall, opts.cell_margin, given,
         )  # fmt: skip
-        partition = vectors | "TrainCentroids" >> train
+        partition = blocks | "TrainCentroids" >> train
     centroids = partition | "Centroids" >> beam.Map(lambda p: p.centroids)
     written.append(centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, layout.CENTROIDS)))
     work = FileSystems.join(out, layout.WORK)  # staged vectors; without a store, the cell files too
@@ -199,7 +203,7 @@ def build(
     else:
         files = CellFiles(work, work, None, new_segment_id())
     search = SearchCells(files, partition, band, opts.max_cell_size, progress)
-    found = with_text | "FindPairs" >> search
+    found = blocks | "FindPairs" >> search
     semantic = found["pairs"]
     if band.band:
         rescore = RescorePairs(band, opts.embed_config().fp32(), opts.batch_window)
@@ -222,7 +226,7 @@ def build(
         removed = (clustered[REMOVED], clustered[DEMOTED]) | "Removals" >> beam.Flatten()
     else:
         if opts.cluster_method == "hdbscan":
-            linked = vectors | "Hdbscan" >> HdbscanEdges(centroids, opts.pca_dims, opts.hdbscan_min_cluster_size)
+            linked = blocks | "Hdbscan" >> HdbscanEdges(centroids, opts.pca_dims, opts.hdbscan_min_cluster_size)
             edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(_edge), linked) | "AllEdges" >> beam.Flatten()
         else:
             edges = pairs | "PairEdges" >> beam.Map(_edge)
@@ -249,13 +253,13 @@ def build(
         "dead_letters": dead_letters,
         "exact_pairs": exact[EXACT_PAIRS],
         "semantic_pairs": semantic,
-        "embedded": vectors,
+        "embedded": blocks,
         "clusters": clusters | "Representatives" >> beam.Filter(lambda c: c.is_representative),
         "removed": removed,
     }
     if band.band:
         counted.update(rescored_pairs=rescoring[IN_BAND], rescored_texts=rescoring[RESCORED_TEXTS])
-    measured = counted | "Count" >> CountEach()
+    measured = counted | "Count" >> CountEach(blocks=("embedded",))
     if opts.write_deduplicated:
         rows = deduplicated | "DeduplicatedRows" >> beam.Map(lambda written_file: written_file[1])
         measured["deduplicated"] = rows | "CountDeduplicated" >> beam.CombineGlobally(sum)
@@ -266,13 +270,17 @@ def build(
     measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(largest)
     if opts.recall_sample:
         recall = MeasureRecall(opts.recall_sample, opts.threshold)
-        measured["recall"] = {"vectors": vectors, "pairs": found["pairs"]} | "MeasureRecall" >> recall
+        measured["recall"] = {"vectors": blocks, "pairs": found["pairs"]} | "MeasureRecall" >> recall
     if not opts.input_embeddings:
         used = front.embedded[BACKEND_USED] | "BackendsUsed" >> beam.combiners.ToList()
         measured["backend"] = used | "NameBackends" >> beam.Map(_backends_used)
     if history:
         segment_files = {
-            "records": {"records": front.accepted, "clusters": clusters, "embedded": vectors | "Ids" >> beam.Keys()}
+            "records": {
+                "records": front.accepted,
+                "clusters": clusters,
+                "embedded": blocks | "Ids" >> beam.FlatMap(lambda b: b.ids),
+            }
             | "WriteStoredRecords" >> WriteStoredRecords(plan.root, plan.segment, history.seen),
             "merges": clustered[MERGES] | "WriteMerges" >> WriteMerges(plan.root, plan.segment),
             "cells": found["parts"] | "PartPaths" >> beam.Values(),

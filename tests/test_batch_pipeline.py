@@ -178,6 +178,16 @@ def test_bad_input_every_record_accounted_for(tmp_path):
     assert batch.counters["inputs"] == 18 and batch.counters["dead_letters"] == 12
 
 
+def test_input_of_only_bad_records_is_all_dead_letters(tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"id": "a"}\n{"id": "b", "text": " "}\n', encoding="utf-8")
+
+    batch = run_batch(tmp_path / "out", "--input", str(tmp_path / "in.jsonl"))
+
+    assert_invariants(batch)
+    assert batch.summary.dead_letters == 2 and batch.clusters.empty and batch.pairs.empty
+    assert batch.summary.embedded == 0 and batch.summary.cells == 0
+
+
 def test_formats_fields_ids_and_globs(tmp_path):
     rows = [{"post": f"p{k}", "body": row["text"]} for k, row in enumerate(sample_titles(8))]
     folder = tmp_path / "in"

@@ -31,7 +31,7 @@ from tests.conftest import (
     stsb_captions,
     write_jsonl,
 )
-from transforms.cells import id_hash
+from transforms.vector_blocks import SmallestIdHashes, VectorBlock, id_hashes
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,29 @@ def test_oversized_cell_searched_in_bounded_pieces(stsb, monkeypatch):
     assert len(ids) > 4 * 600 and len(sizes) > 4 and max(sizes) <= 600
     assert len({(p.id_a, p.id_b) for p in found}) == len(found)
     assert len({(p.id_a, p.id_b) for p in found} & exact) / len(exact) >= 0.97
+
+
+def test_the_id_hash_sample_is_the_same_whatever_the_blocks(stsb):
+    """The k-means and recall samples are the smallest id hashes, whichever blocks and bundles the vectors came in."""
+    ids, vectors = stsb
+    texts = [f"text of {i}" for i in ids]
+    expected = sorted(ids[row] for row in np.argsort(id_hashes(ids))[:300])
+    sampler = SmallestIdHashes(300)
+    samples = []
+    for cuts in ([0, len(ids)], [0, 1, 700, 701, 2000, len(ids)], list(range(0, len(ids), 97)) + [len(ids)]):
+        order = np.random.default_rng(len(cuts)).permutation(len(ids))
+        pieces = [order[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        blocks = [VectorBlock([ids[r] for r in rows], vectors[rows], [texts[r] for r in rows]) for rows in pieces]
+        bundles = [sampler.create_accumulator() for _ in range(3)]
+        for k, block in enumerate(blocks):
+            bundles[k % 3] = sampler.add_input(bundles[k % 3], block)
+        samples.append(sampler.extract_output(sampler.merge_accumulators(bundles)))
+    for sample in samples:
+        assert sample.ids == expected
+        rows = [ids.index(i) for i in expected]
+        assert np.array_equal(sample.vectors, vectors[rows]) and sample.texts == [texts[r] for r in rows]
+    empty = sampler.extract_output(sampler.merge_accumulators([sampler.create_accumulator()] * 2))
+    assert len(empty) == 0
 
 
 def test_split_oversized_balances_a_skewed_sample(embedder):
@@ -219,7 +242,7 @@ def test_recall_report_matches_brute_force(tmp_path):
     keep = [i for i, record_id in enumerate(table.column("id").to_pylist()) if record_id not in copies]
     ids = [table.column("id")[i].as_py() for i in keep]
     vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)[keep]).astype(np.float32)
-    queries = {i for i, _ in sorted(zip(ids, vectors, strict=True), key=id_hash)[:700]}
+    queries = {ids[row] for row in np.argsort(id_hashes(ids))[:700]}
     truth = {(p.id_a, p.id_b) for p in threshold_pairs(ids, vectors, 0.75) if {p.id_a, p.id_b} & queries}
     semantic = batch.pairs[batch.pairs["kind"] == "semantic"]
     found = {(a, b) for a, b in zip(semantic["id_a"], semantic["id_b"], strict=True) if {a, b} & queries}

@@ -67,4 +67,4 @@ def test_dofn_copies_in_threads_share_one_model():
         results = list(pool.map(embed, copies))
     assert len(loads) == 1
     assert len({id(copy._embedder) for copy in copies}) == 1
-    assert all(len(r) == 1 and r[0][1].shape == (384,) for r in results)
+    assert all(len(r) == 1 and r[0].ids == ["r1"] and r[0].vectors.shape == (1, 384) for r in results)

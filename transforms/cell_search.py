@@ -18,9 +18,6 @@ import faiss
 import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from semsim_core.cells import assign_cells, bounded_cell_pairs, owning_cell
 from semsim_core.history import History, Manifest, cell_table
@@ -31,6 +28,7 @@ from semsim_core.rescore import ScoreBand
 from transforms import METRICS_NAMESPACE
 from transforms.cells import Partition
 from transforms.history_read import as_record
+from transforms.vector_blocks import VectorBlock
 
 CELL_SIZES = "cell_sizes"
 STORED_TEXTS = "stored_texts"  # stored records in a rescore-band pair: their texts are embedded again
@@ -47,41 +45,21 @@ def embeddings(table: pa.Table) -> np.ndarray:
     return np.asarray(column.flatten(), dtype=np.float32).reshape(-1, column.type.list_size)
 
 
-def _global(value) -> WindowedValue:
-    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
-
-
 class StageVectorsFn(beam.DoFn):
-    """``(id, vector, text)`` -> staged Parquet files of up to ``flush_rows`` vectors (cell files with no cells yet)
-    under ``work/staged/``; emits their paths. A retried bundle stages new files; the failed attempt's are never
-    emitted, so nothing reads them."""
+    """:class:`VectorBlock` -> a staged Parquet file of its rows (a cell file with no cells yet) under
+    ``work/staged/``; emits its path. A retried bundle stages new files; the failed attempt's are never emitted, so
+    nothing reads them."""
 
-    def __init__(self, work: str, segment: str, flush_rows: int = 20_000):
+    def __init__(self, work: str, segment: str):
         self._work = work
         self._segment = segment
-        self._flush_rows = flush_rows
 
     def setup(self) -> None:
         self._folder = History(self._work)
 
-    def start_bundle(self) -> None:
-        self._rows: list[tuple[str, np.ndarray, str]] = []
-
-    def process(self, item: tuple[str, np.ndarray, str]) -> Iterator[str]:
-        self._rows.append(item)
-        if len(self._rows) >= self._flush_rows:
-            yield from self._flush()
-
-    def _flush(self) -> Iterator[str]:
-        if self._rows:
-            ids, vectors, texts = zip(*self._rows, strict=True)
-            table = cell_table(ids, texts, [[]] * len(ids), np.stack(vectors))
-            yield self._folder.write_table(f"staged/{self._segment}-{uuid.uuid4().hex[:8]}.parquet", table)
-        self._rows = []
-
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        for path in self._flush():
-            yield _global(path)
+    def process(self, block: VectorBlock) -> Iterator[str]:
+        table = cell_table(block.ids, block.texts, [[]] * len(block), block.vectors)
+        yield self._folder.write_table(f"staged/{self._segment}-{uuid.uuid4().hex[:8]}.parquet", table)
 
 
 class SplitByCellFn(beam.DoFn):
@@ -211,7 +189,7 @@ class CellFiles:
 
 
 class SearchCells(beam.PTransform):
-    """``(id, vector, text)`` -> ``pairs`` (semantic :class:`Pair` at or above ``band.search_threshold``),
+    """:class:`VectorBlock` values -> ``pairs`` (semantic :class:`Pair` at or above ``band.search_threshold``),
     ``parts`` (``(cell, part path)``: the new vectors, written under ``files.store``), ``cell_sizes`` and
     ``stored_texts`` (distinct stored :class:`Record` values in rescore-band pairs)."""
 
@@ -225,12 +203,12 @@ class SearchCells(beam.PTransform):
         self._max_cell_size = max_cell_size
         self._progress = progress
 
-    def expand(self, vectors):
+    def expand(self, blocks):
         files = self._files
         partition = beam.pvalue.AsSingleton(self._partition)
         split = SplitByCellFn(files.work, files.store, files.segment, files.dtype)
         parts = (
-            vectors
+            blocks
             | "Stage" >> beam.ParDo(StageVectorsFn(files.work, files.segment))
             | "SplitByCell" >> beam.ParDo(split, partition)
         )

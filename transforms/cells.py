@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 
 from semsim_core.cells import assign_cells, split_oversized, train_centroids, tune_margin
+from transforms.vector_blocks import SmallestIdHashes, VectorBlock
 from transforms.vector_coder import CellMember
 
 _LOG = logging.getLogger(__name__)
 Member = tuple[str, np.ndarray, tuple[int, ...]]  # (id, unit vector, all cells of the vector)
-
-
-def id_hash(item: tuple[str, np.ndarray]) -> int:
-    """A stable 64-bit hash of an ``(id, vector)`` item's id: samples taken by smallest hash are the same every run."""
-    return int.from_bytes(hashlib.blake2b(item[0].encode("utf-8"), digest_size=8).digest(), "big")
 
 
 class Partition(NamedTuple):
@@ -32,7 +27,7 @@ class Partition(NamedTuple):
 
 
 class TrainCentroids(beam.PTransform):
-    """Returns a one-element PCollection: the :class:`Partition` for ``(id, vector)`` input.
+    """Returns a one-element PCollection: the :class:`Partition` for :class:`VectorBlock` input.
 
     ``cells`` = 0 picks K = 1 (exact all-pairs) for an input of at most ``max_cell_size`` vectors, which a cell of
     that size costs anyway, else K = ceil(count / ``target_cell_size``). The training sample is the ``sample_size``
@@ -75,8 +70,11 @@ class TrainCentroids(beam.PTransform):
         )  # fmt: skip
         return estimate.margin
 
-    def _train(self, sample: list[tuple[str, np.ndarray]], total: int) -> Partition:
-        vectors = np.stack([v for _, v in sorted(sample, key=lambda item: item[0])])
+    def _train(self, sample: VectorBlock, total: int) -> Partition:
+        if not len(sample):  # nothing was embedded (every record a dead letter or an exact copy): no cells
+            given = self._given if self._given is not None else np.zeros((0, 0), np.float32)
+            return Partition(given, self._margin or 0.0)
+        vectors = sample.vectors  # in id order
         if self._given is not None:
             return Partition(self._given, self._tuned(vectors, self._given))
         k = self._cells or (1 if total <= self._max else math.ceil(total / self._target))
@@ -85,42 +83,38 @@ class TrainCentroids(beam.PTransform):
         split = split_oversized(vectors, centroids, total, self._max, margin, seed=self._seed)
         return Partition(split, self._tuned(vectors, split) if len(split) != len(centroids) else margin)
 
-    def expand(self, vectors):
-        total = vectors | "Count" >> beam.combiners.Count.Globally()
+    def expand(self, blocks):
+        total = blocks | "Sizes" >> beam.Map(len) | "Count" >> beam.CombineGlobally(sum)
         return (
-            vectors
-            | "Sample" >> beam.combiners.Top.Smallest(self._sample_size, key=id_hash)
+            blocks
+            | "Sample" >> beam.CombineGlobally(SmallestIdHashes(self._sample_size))
             | "Train" >> beam.Map(self._train, beam.pvalue.AsSingleton(total))
         )
 
 
 class AssignCellsFn(beam.DoFn):
-    """Keys each vector of a batch by every cell it belongs to: ``(cell, (id, vector, cells))``."""
+    """Keys each vector of a :class:`VectorBlock` by every cell it belongs to: ``(cell, (id, vector, cells))``."""
 
     def __init__(self, margin: float):
         self._margin = margin
 
-    def process(self, batch: Sequence[tuple[str, np.ndarray]], centroids: np.ndarray) -> Iterator[tuple[int, Member]]:
-        vectors = np.stack([v for _, v in batch])
-        for (record_id, vector), cells in zip(batch, assign_cells(vectors, centroids, self._margin), strict=True):
+    def process(self, block: VectorBlock, centroids: np.ndarray) -> Iterator[tuple[int, Member]]:
+        cells_of = assign_cells(block.vectors, centroids, self._margin)
+        for (record_id, vector), cells in zip(block.id_vectors(), cells_of, strict=True):
             for cell in cells:
                 yield cell, (record_id, vector, cells)
 
 
 class AssignCells(beam.PTransform):
-    """``(id, vector)`` -> ``(cell, member)`` for each of the vector's cells (nearest, plus those within margin)."""
+    """:class:`VectorBlock` values -> ``(cell, member)`` for each vector's cells (nearest, plus those within
+    margin)."""
 
     def __init__(self, centroids, margin: float):
         super().__init__()
         self._centroids = centroids
         self._margin = margin
 
-    def expand(self, vectors):
-        return (
-            vectors
-            | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=1024)
-            | "Assign"
-            >> beam.ParDo(AssignCellsFn(self._margin), beam.pvalue.AsSingleton(self._centroids)).with_output_types(
-                CellMember
-            )
-        )
+    def expand(self, blocks):
+        assign = AssignCellsFn(self._margin)
+        centroids = beam.pvalue.AsSingleton(self._centroids)
+        return blocks | "Assign" >> beam.ParDo(assign, centroids).with_output_types(CellMember)

@@ -174,8 +174,8 @@ class ClusterRecords(beam.PTransform):
 
 
 class HdbscanEdges(beam.PTransform):
-    """Clusters ``(id, vector)`` with HDBSCAN on PCA-reduced vectors, cell by cell (each vector in its nearest cell
-    only), and returns edges that join each HDBSCAN cluster."""
+    """Clusters the vectors of :class:`VectorBlock` values with HDBSCAN on PCA-reduced vectors, cell by cell (each
+    vector in its nearest cell only), and returns edges that join each HDBSCAN cluster."""
 
     def __init__(self, centroids, pca_dims: int = 32, min_cluster_size: int = 2):
         super().__init__()
@@ -188,9 +188,9 @@ class HdbscanEdges(beam.PTransform):
         ids = [record_id for record_id, _, _ in members]
         return hdbscan_edges(ids, np.stack([v for _, v, _ in members]), self._pca_dims, self._min_cluster_size)
 
-    def expand(self, vectors):
+    def expand(self, blocks):
         return (
-            vectors
+            blocks
             | "NearestCell" >> AssignCells(self._centroids, margin=0.0)
             | "GroupByCell" >> beam.GroupByKey()
             | "Hdbscan" >> beam.FlatMapTuple(self._edges)

@@ -14,13 +14,13 @@ from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.progress import ProgressSpec
 from semsim_core.records import Record
 from transforms import METRICS_NAMESPACE
-from transforms.vector_coder import IdVector, IdVectorText
+from transforms.vector_blocks import VectorBlock
 
 BACKEND_USED = "backend_used"
 
 
 class EmbedBatchFn(beam.DoFn):
-    """Embeds a batch of records into ``(id, vector)`` pairs, and names the backend that ran them on
+    """Embeds a batch of records into one :class:`VectorBlock`, and names the backend that ran them on
     ``backend_used`` once per bundle (``auto`` is decided by each worker for its own CPU).
 
     The model lives in a :class:`Shared` handle, so every DoFn instance and thread of one worker process uses the same
@@ -33,12 +33,10 @@ class EmbedBatchFn(beam.DoFn):
         shared: Shared,
         config: EmbedConfig,
         metrics_prefix: str = "",
-        with_text: bool = False,
         progress: ProgressSpec | None = None,
     ):
         self._shared = shared
         self._config = config
-        self._with_text = with_text
         self._progress_spec = progress
         self._embedder: Embedder | None = None
         self._loads = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}model_loads")
@@ -73,7 +71,7 @@ class EmbedBatchFn(beam.DoFn):
         self._truncated.inc(model.count_truncated(texts))
         return vectors
 
-    def process(self, batch: Sequence[Record], total: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    def process(self, batch: Sequence[Record], total: int | None = None) -> Iterator[VectorBlock]:
         if self._progress:
             self._model()
             self._progress.add("embedded", 0, total)
@@ -83,23 +81,21 @@ class EmbedBatchFn(beam.DoFn):
         if not self._backend_reported:
             self._backend_reported = True
             yield beam.pvalue.TaggedOutput(BACKEND_USED, self._embedder.backend)
-        for record, vector in zip(batch, vectors, strict=True):
-            yield (record.id, vector, record.text) if self._with_text else (record.id, vector)
+        yield VectorBlock([r.id for r in batch], vectors, [r.text for r in batch])
 
 
 DEFAULT_WINDOW = 8192
 
 
 class EmbedRecords(beam.PTransform):
-    """Turns :class:`Record` values into ``vectors`` (``(id, unit float32 vector)``) and ``backend_used`` (the name
-    of the backend each bundle ran on).
+    """Turns :class:`Record` values into ``vectors`` (:class:`VectorBlock` values, one per window) and
+    ``backend_used`` (the name of the backend each bundle ran on).
 
     Records are cut into windows of ``window`` texts (fewer at the end of a bundle); the embedder sorts each window by
     token length before cutting it into batches, so padding stays small. A larger window pads less and leaves fewer
     short end-of-bundle windows, at the cost of holding its texts and token ids in memory. Counters are named with
-    ``metrics_prefix`` (e.g. ``rescore_embedded``), so a second model's work is counted apart. ``with_text``: the
-    vectors are ``(id, vector, text)`` (what a history store keeps). ``progress``: the records are counted first,
-    then windows count as they are encoded, against that total.
+    ``metrics_prefix`` (e.g. ``rescore_embedded``), so a second model's work is counted apart. ``progress``: the
+    records are counted first, then windows count as they are encoded, against that total.
     """
 
     def __init__(
@@ -107,26 +103,22 @@ class EmbedRecords(beam.PTransform):
         config: EmbedConfig = EmbedConfig(),
         window: int = DEFAULT_WINDOW,
         metrics_prefix: str = "",
-        with_text: bool = False,
         progress: ProgressSpec | None = None,
     ):
         super().__init__()
         self._config = config
         self._window = window
         self._metrics_prefix = metrics_prefix
-        self._with_text = with_text
         self._progress = progress
 
     def expand(self, records):
         side = {}
         if self._progress:
             side["total"] = beam.pvalue.AsSingleton(records | "CountRecords" >> beam.combiners.Count.Globally())
-        fn = EmbedBatchFn(Shared(), self._config, self._metrics_prefix, self._with_text, self._progress)
+        fn = EmbedBatchFn(Shared(), self._config, self._metrics_prefix, self._progress)
         return (
             records
             | "Window" >> beam.BatchElements(min_batch_size=self._window, max_batch_size=self._window)
             | "Embed"
-            >> beam.ParDo(fn, **side)
-            .with_output_types(IdVectorText if self._with_text else IdVector)
-            .with_outputs(BACKEND_USED, main="vectors")
+            >> beam.ParDo(fn, **side).with_output_types(VectorBlock).with_outputs(BACKEND_USED, main="vectors")
         )

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
 
 from semsim_core.records import Pair
-from transforms.cells import id_hash
+from transforms.vector_blocks import SmallestIdHashes, VectorBlock
 
 
-def _true_pairs(
-    batch: Sequence[tuple[str, np.ndarray]], queries: list[tuple[str, np.ndarray]], threshold: float
-) -> Iterator[tuple[tuple[str, str], str]]:
-    """Exact pairs between a batch of vectors and the queries (brute force), each pair once."""
-    query_ids = [q for q, _ in queries]
-    sims = np.stack([v for _, v in batch]) @ np.stack([v for _, v in queries]).T
+def _true_pairs(block: VectorBlock, queries: VectorBlock, threshold: float) -> Iterator[tuple[tuple[str, str], str]]:
+    """Exact pairs between a block of vectors and the queries (brute force), each pair once."""
+    if not len(queries):
+        return
+    query_ids = queries.ids
+    sims = block.vectors @ queries.vectors.T
     query_set = set(query_ids)
     for row, col in zip(*np.nonzero(sims >= np.float32(threshold)), strict=True):
-        record_id, query_id = batch[row][0], query_ids[col]
+        record_id, query_id = block.ids[row], query_ids[col]
         if record_id != query_id and (record_id not in query_set or record_id > query_id):
             yield (min(record_id, query_id), max(record_id, query_id)), "truth"
 
@@ -35,7 +35,7 @@ def _outcome(tags: set[str]) -> str:
     return "not_in_truth"  # reported by the pipeline, below the threshold by brute force (float rounding at the edge)
 
 
-def _recall(outcomes: list[tuple[str, int]], queries: list[tuple[str, np.ndarray]]) -> dict:
+def _recall(outcomes: list[tuple[str, int]], queries: VectorBlock) -> dict:
     counts = dict(outcomes)
     found, missed = counts.get("found", 0), counts.get("missed", 0)
     true_pairs = found + missed
@@ -48,7 +48,7 @@ def _recall(outcomes: list[tuple[str, int]], queries: list[tuple[str, np.ndarray
 
 
 class MeasureRecall(beam.PTransform):
-    """Takes ``{"vectors": (id, vector), "pairs": semantic Pair}``; returns one dict: ``queries``, ``true_pairs`` (pairs
+    """Takes ``{"vectors": VectorBlock, "pairs": semantic Pair}``; returns one dict: ``queries``, ``true_pairs`` (pairs
     at or above ``threshold`` that involve a query, by brute force against every vector), ``found`` (those the
     pipeline reported) and ``recall`` = found / true_pairs. Queries are the ``sample_size`` smallest id hashes."""
 
@@ -58,17 +58,12 @@ class MeasureRecall(beam.PTransform):
         self._threshold = threshold
 
     def expand(self, inputs):
+        blocks = inputs["vectors"]
         queries = beam.pvalue.AsSingleton(
-            inputs["vectors"] | "Queries" >> beam.combiners.Top.Smallest(self._sample_size, key=id_hash)
+            blocks | "Queries" >> beam.CombineGlobally(SmallestIdHashes(self._sample_size))
         )
-        truth = (
-            inputs["vectors"]
-            | "Batch" >> beam.BatchElements(min_batch_size=512, max_batch_size=4096)
-            | "BruteForce" >> beam.FlatMap(_true_pairs, queries, self._threshold)
-        )
-        query_ids = beam.pvalue.AsSingleton(
-            queries.pvalue | "QueryIds" >> beam.Map(lambda items: {record_id for record_id, _ in items})
-        )
+        truth = blocks | "BruteForce" >> beam.FlatMap(_true_pairs, queries, self._threshold)
+        query_ids = beam.pvalue.AsSingleton(queries.pvalue | "QueryIds" >> beam.Map(lambda block: set(block.ids)))
         found = inputs["pairs"] | "TouchingQueries" >> beam.FlatMap(_touches_queries, query_ids)
         return (
             (truth, found)

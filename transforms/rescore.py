@@ -14,6 +14,8 @@ from semsim_core.records import Pair
 from semsim_core.rescore import ScoreBand, cosine
 from transforms import METRICS_NAMESPACE
 from transforms.embed import EmbedRecords
+from transforms.vector_blocks import VectorBlock
+from transforms.vector_coder import IdVector
 
 IN_BAND = "in_band"
 RESCORED_TEXTS = "rescored_texts"
@@ -93,7 +95,8 @@ class RescorePairs(beam.PTransform):
             | "DistinctIds" >> beam.Distinct()
         )
         texts = inputs["records"] | "NeededTexts" >> beam.Filter(lambda r, ids: r.id in ids, needed)
-        vectors = (texts | "EmbedFp32" >> EmbedRecords(self._fp32, self._window, "rescore_")).vectors
+        blocks = (texts | "EmbedFp32" >> EmbedRecords(self._fp32, self._window, "rescore_")).vectors
+        vectors = blocks | "IdVectors" >> beam.FlatMap(VectorBlock.id_vectors).with_output_types(IdVector)
         by_first = in_band | "ByFirstId" >> beam.Map(lambda p: (p.id_a, p))
         with_first = (
             {"pair": by_first, "vector": vectors}

@@ -157,13 +157,25 @@ def _one(_, name: str) -> tuple[str, int]:
     return name, 1
 
 
+def _rows(block, name: str) -> tuple[str, int]:
+    return name, len(block)
+
+
 class CountEach(beam.PTransform):
     """``{name: PCollection}`` -> ``{name: one-element PCollection with its size}``, in one combine for all of them
     (each element becomes ``(name, 1)``, summed per name, partly in the step that makes it) rather than one global
-    count each, which would cost the runner a few stages per name."""
+    count each, which would cost the runner a few stages per name. The PCollections named in ``blocks`` hold
+    :class:`~transforms.vector_blocks.VectorBlock` values: their size is the blocks' rows."""
+
+    def __init__(self, blocks: tuple[str, ...] = ()):
+        super().__init__()
+        self._blocks = blocks
 
     def expand(self, named):
-        ones = [pcoll | f"One_{name}" >> beam.Map(_one, name) for name, pcoll in named.items()]
+        ones = [
+            pcoll | f"One_{name}" >> beam.Map(_rows if name in self._blocks else _one, name)
+            for name, pcoll in named.items()
+        ]
         totals = (
             ones | "AllOnes" >> beam.Flatten() | "Sum" >> beam.CombinePerKey(sum) | "Totals" >> beam.combiners.ToDict()
         )
