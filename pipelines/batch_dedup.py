@@ -184,11 +184,13 @@ def build(
         embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
         written.append(embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, layout.EMBEDDINGS)))
     given = _load_centroids(opts.centroids) if opts.centroids else None
+    staged = False  # centroids known before the run: each block is split into cells as it is embedded
     if history and history.centroids is not None:
         partition = pipeline | "StoredCentroids" >> beam.Create([Partition(history.centroids, history.margin)])
     elif given is not None and opts.cell_margin is not None:
         partition = pipeline | "LoadCentroids" >> beam.Create([Partition(given, opts.cell_margin)])
     else:
+        staged = True
         train = TrainCentroids(
             opts.cells, opts.target_cell_size, opts.max_cell_size, opts.kmeans_sample, opts.threshold,
             opts.target_recall, opts.cell_margin, given,
@@ -202,7 +204,7 @@ def build(
         files = CellFiles(work, plan.root, plan.manifest, plan.segment, history.dtype)
     else:
         files = CellFiles(work, work, None, new_segment_id())
-    search = SearchCells(files, partition, band, opts.max_cell_size, progress)
+    search = SearchCells(files, partition, band, opts.max_cell_size, progress, staged)
     found = blocks | "FindPairs" >> search
     semantic = found["pairs"]
     if band.band:

@@ -3,8 +3,9 @@ files instead of grouped in the runner's memory.
 
 Vectors are staged to Parquet as they are embedded (no side input, so the step fuses with the embedding), then each
 staged file is read once the centroids are known and split into one part per cell (a vector goes to its nearest
-cell and every cell within the margin). Each cell is searched by one worker that reads that cell's parts and, with a
-history store, the cell's committed history: a worker holds about one cell at a time.
+cell and every cell within the margin); centroids known before the run (a history store's, or given) split each
+block as it is embedded, with no staged copy. Each cell is searched by one worker that reads that cell's parts
+and, with a history store, the cell's committed history: a worker holds about one cell at a time.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ class StageVectorsFn(beam.DoFn):
 
 
 class SplitByCellFn(beam.DoFn):
-    """A staged file -> one part per cell under ``store``'s ``cell=NNNNN/`` (rows for every cell of each vector,
-    stored as ``dtype``); emits ``(cell, part path)``."""
+    """A staged file (or a :class:`VectorBlock`) -> one part per cell under ``store``'s ``cell=NNNNN/`` (rows for
+    every cell of each vector, stored as ``dtype``); emits ``(cell, part path)``."""
 
     def __init__(self, work: str, store: str, segment: str, dtype: str):
         self._work = work
@@ -76,9 +77,13 @@ class SplitByCellFn(beam.DoFn):
         self._staged = History(self._work)
         self._cells = History(self._store)
 
-    def process(self, path: str, partition: Partition) -> Iterator[tuple[int, str]]:
+    def _staged_block(self, path: str) -> VectorBlock:
         table = self._staged.read_files([path], ["id", "text", "embedding"])
-        ids, texts, vectors = table.column("id").to_pylist(), table.column("text").to_pylist(), embeddings(table)
+        return VectorBlock(table.column("id").to_pylist(), embeddings(table), table.column("text").to_pylist())
+
+    def process(self, staged: str | VectorBlock, partition: Partition) -> Iterator[tuple[int, str]]:
+        block = staged if isinstance(staged, VectorBlock) else self._staged_block(staged)
+        ids, texts, vectors = block.ids, block.texts, block.vectors
         rows: dict[int, list[int]] = {}
         cells_of = assign_cells(vectors, partition.centroids, partition.margin)
         for row, cells in enumerate(cells_of):
@@ -191,10 +196,20 @@ class CellFiles:
 class SearchCells(beam.PTransform):
     """:class:`VectorBlock` values -> ``pairs`` (semantic :class:`Pair` at or above ``band.search_threshold``),
     ``parts`` (``(cell, part path)``: the new vectors, written under ``files.store``), ``cell_sizes`` and
-    ``stored_texts`` (distinct stored :class:`Record` values in rescore-band pairs)."""
+    ``stored_texts`` (distinct stored :class:`Record` values in rescore-band pairs).
+
+    ``staged``: the blocks are staged to files first, so that splitting them, which waits for ``partition``, does
+    not hold them in the runner; False when ``partition`` does not depend on these vectors (a store's or given
+    centroids): each block is then split into cell parts as it comes, with no staged copy."""
 
     def __init__(
-        self, files: CellFiles, partition, band: ScoreBand, max_cell_size: int, progress: ProgressSpec | None = None
+        self,
+        files: CellFiles,
+        partition,
+        band: ScoreBand,
+        max_cell_size: int,
+        progress: ProgressSpec | None = None,
+        staged: bool = True,
     ):
         super().__init__()
         self._files = files
@@ -202,16 +217,15 @@ class SearchCells(beam.PTransform):
         self._band = band
         self._max_cell_size = max_cell_size
         self._progress = progress
+        self._staged = staged
 
     def expand(self, blocks):
         files = self._files
         partition = beam.pvalue.AsSingleton(self._partition)
         split = SplitByCellFn(files.work, files.store, files.segment, files.dtype)
-        parts = (
-            blocks
-            | "Stage" >> beam.ParDo(StageVectorsFn(files.work, files.segment))
-            | "SplitByCell" >> beam.ParDo(split, partition)
-        )
+        if self._staged:
+            blocks = blocks | "Stage" >> beam.ParDo(StageVectorsFn(files.work, files.segment))
+        parts = blocks | "SplitByCell" >> beam.ParDo(split, partition)
         search = SearchCellFn(files.store, files.manifest, self._band, self._max_cell_size, self._progress)
         found = (
             parts
