@@ -88,6 +88,15 @@ def assign_cells(
     return cells
 
 
+def rows_by_cell(cells_of: Sequence[Sequence[int]]) -> dict[int, list[int]]:
+    """Each cell's member rows, in row order, from the cells of each row (:func:`assign_cells`)."""
+    members: dict[int, list[int]] = {}
+    for row, cells in enumerate(cells_of):
+        for cell in cells:
+            members.setdefault(cell, []).append(row)
+    return members
+
+
 class MarginEstimate(NamedTuple):
     """A margin tuned on a sample (:func:`tune_margin`): the ``margin``, the ``threshold`` its sample pairs were
     taken at, and how many sample vectors had such a pair (``pairs``; each gives one)."""
@@ -171,10 +180,7 @@ def bounded_cell_pairs(
         return threshold_pairs(ids, vectors, threshold)
     parts = math.ceil(2 * len(ids) / max_cell_size)
     centroids = train_centroids(vectors, parts, seed=seed)
-    members: dict[int, list[int]] = {}
-    for row, cells in enumerate(assign_cells(vectors, centroids, margin)):
-        for cell in cells:
-            members.setdefault(cell, []).append(row)
+    members = rows_by_cell(assign_cells(vectors, centroids, margin))
     if max(len(rows) for rows in members.values()) >= len(ids):
         return threshold_pairs(ids, vectors, threshold)
     pairs: dict[tuple[str, str], Pair] = {}  # a pair found in two sub-cells is kept once

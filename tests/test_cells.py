@@ -15,6 +15,7 @@ from semsim_core.cells import (
     assign_cells,
     bounded_cell_pairs,
     owning_cell,
+    rows_by_cell,
     split_oversized,
     train_centroids,
     tune_margin,
@@ -43,10 +44,7 @@ def stsb(stsb_test_vectors):
 def cell_pairs(ids, vectors, centroids, margin, threshold, max_cell_size=10**9):
     """All pairs found cell by cell, each kept only by its owning cell, as a list (duplicates would show)."""
     cells = assign_cells(vectors, centroids, margin)
-    members: dict[int, list[int]] = {}
-    for row, vector_cells in enumerate(cells):
-        for cell in vector_cells:
-            members.setdefault(cell, []).append(row)
+    members = rows_by_cell(cells)
     found = []
     for cell, rows in members.items():
         for pair in bounded_cell_pairs([ids[r] for r in rows], vectors[rows], threshold, max_cell_size, margin):

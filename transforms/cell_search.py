@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from semsim_core.cells import assign_cells, bounded_cell_pairs, owning_cell
+from semsim_core.cells import assign_cells, bounded_cell_pairs, owning_cell, rows_by_cell
 from semsim_core.history import History, Manifest, cell_table
 from semsim_core.pairs import range_search_at_least
 from semsim_core.progress import ProgressSpec
@@ -83,18 +83,12 @@ class SplitByCellFn(beam.DoFn):
 
     def process(self, staged: str | VectorBlock, partition: Partition) -> Iterator[tuple[int, str]]:
         block = staged if isinstance(staged, VectorBlock) else self._staged_block(staged)
-        ids, texts, vectors = block.ids, block.texts, block.vectors
-        rows: dict[int, list[int]] = {}
-        cells_of = assign_cells(vectors, partition.centroids, partition.margin)
-        for row, cells in enumerate(cells_of):
-            for cell in cells:
-                rows.setdefault(cell, []).append(row)
-        for cell, members in sorted(rows.items()):
-            part = cell_table(
-                [ids[r] for r in members], [texts[r] for r in members], [list(cells_of[r]) for r in members],
-                vectors[members], self._dtype,
-            )  # fmt: skip
-            yield cell, self._cells.write_table(self._cells.cell_part_path(self._segment, cell), part)
+        cells_of = assign_cells(block.vectors, partition.centroids, partition.margin)
+        for cell, members in sorted(rows_by_cell(cells_of).items()):
+            part = block.take(members)
+            cells = [list(cells_of[r]) for r in members]
+            table = cell_table(part.ids, part.texts, cells, part.vectors, self._dtype)
+            yield cell, self._cells.write_table(self._cells.cell_part_path(self._segment, cell), table)
 
 
 class SearchCellFn(beam.DoFn):

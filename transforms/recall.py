@@ -13,8 +13,6 @@ from transforms.vector_blocks import SmallestIdHashes, VectorBlock
 
 def _true_pairs(block: VectorBlock, queries: VectorBlock, threshold: float) -> Iterator[tuple[tuple[str, str], str]]:
     """Exact pairs between a block of vectors and the queries (brute force), each pair once."""
-    if not len(queries):
-        return
     query_ids = queries.ids
     sims = block.vectors @ queries.vectors.T
     query_set = set(query_ids)
