@@ -28,6 +28,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from benchmarks.measure import run_measured
+from pipelines.options import DEFAULT_TARGET_RECALL
 from semsim_core.pairs import threshold_pairs
 from semsim_core.rescore import ScoreBand
 from transforms.cell_search import CELL_SIZES, CellFiles, SearchCells, largest
@@ -81,12 +82,14 @@ def run_pipeline(args: argparse.Namespace) -> None:
             >> beam.FlatMap(generate_chunk, centres, args.copy_every, args.seed).with_outputs(PLANTED, main="vectors")
         )
         vectors = generated.vectors
-        partition = vectors | "TrainCentroids" >> TrainCentroids(
-            0, args.target_cell_size, args.max_cell_size, args.kmeans_sample, args.threshold, 0.995, args.margin
-        )
+        train = TrainCentroids(
+            0, args.target_cell_size, args.max_cell_size, args.kmeans_sample, args.threshold, DEFAULT_TARGET_RECALL,
+            args.margin,
+        )  # fmt: skip
+        partition = vectors | "TrainCentroids" >> train
         work = str(args.out.parent / "work")
         files = CellFiles(work, work, None, "synthetic")
-        search = SearchCells(files, partition, ScoreBand(args.threshold), args.max_cell_size)
+        search = SearchCells(files, partition, ScoreBand(args.threshold), args.max_cell_size, DEFAULT_TARGET_RECALL)
         found = vectors | "FindPairs" >> search
         planted_true = generated[PLANTED] | "AboveThreshold" >> beam.Filter(lambda p: p[2] >= args.threshold)
         planted_keys = planted_true | "PlantedKey" >> beam.Map(lambda p: ((p[0], p[1]), "planted"))

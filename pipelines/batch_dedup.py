@@ -204,7 +204,7 @@ def build(
         files = CellFiles(work, plan.root, plan.manifest, plan.segment, history.dtype)
     else:
         files = CellFiles(work, work, None, new_segment_id())
-    search = SearchCells(files, partition, band, opts.max_cell_size, progress, staged)
+    search = SearchCells(files, partition, band, opts.max_cell_size, opts.target_recall, progress, staged)
     found = blocks | "FindPairs" >> search
     semantic = found["pairs"]
     if band.band:

@@ -171,22 +171,30 @@ def tune_margin(
 
 
 def bounded_cell_pairs(
-    ids: Sequence[str], vectors: np.ndarray, threshold: float, max_cell_size: int, margin: float, seed: int = 0
+    ids: Sequence[str],
+    vectors: np.ndarray,
+    threshold: float,
+    max_cell_size: int,
+    target_recall: float,
+    seed: int = 0,
 ) -> list[Pair]:
-    """Threshold pairs among one cell's members; a cell over ``max_cell_size`` is split by k-means (with the same
-    margin) into sub-cells that are searched one by one, so no exact search ever runs on more than the bound
-    (unless k-means cannot split a group, e.g. identical vectors)."""
+    """Threshold pairs among one cell's members. A cell over ``max_cell_size`` is split by k-means into sub-cells
+    that are searched one by one, so no exact search ever runs on more than the bound (unless k-means cannot split
+    a group, e.g. identical vectors). The sub-cells get their own margin, tuned on the cell's vectors for
+    ``target_recall`` of its pairs at ``threshold`` (:func:`tune_margin`): the cell's own margin says nothing of
+    the borders between its sub-cells."""
     if len(ids) <= max_cell_size:
         return threshold_pairs(ids, vectors, threshold)
     parts = math.ceil(2 * len(ids) / max_cell_size)
     centroids = train_centroids(vectors, parts, seed=seed)
+    margin = tune_margin(vectors, centroids, threshold, target_recall).margin
     members = rows_by_cell(assign_cells(vectors, centroids, margin))
     if max(len(rows) for rows in members.values()) >= len(ids):
         return threshold_pairs(ids, vectors, threshold)
     pairs: dict[tuple[str, str], Pair] = {}  # a pair found in two sub-cells is kept once
     for rows in members.values():
         sub_ids = [ids[r] for r in rows]
-        for pair in bounded_cell_pairs(sub_ids, vectors[rows], threshold, max_cell_size, margin, seed + 1):
+        for pair in bounded_cell_pairs(sub_ids, vectors[rows], threshold, max_cell_size, target_recall, seed + 1):
             pairs.setdefault((pair.id_a, pair.id_b), pair)
     return list(pairs.values())
 

@@ -104,12 +104,14 @@ class SearchCellFn(beam.DoFn):
         manifest: Manifest | None,
         band: ScoreBand,
         max_cell_size: int,
+        target_recall: float,
         progress: ProgressSpec | None = None,
     ):
         self._store = store
         self._manifest = manifest
         self._band = band
         self._max_cell_size = max_cell_size
+        self._target_recall = target_recall
         self._progress_spec = progress
         self._pairs = Metrics.counter(METRICS_NAMESPACE, "candidate_pairs")
         self._history_pairs = Metrics.counter(METRICS_NAMESPACE, "history_candidate_pairs")
@@ -144,8 +146,8 @@ class SearchCellFn(beam.DoFn):
         size = len(ids) + (stored.num_rows if stored is not None else 0)
         self._sizes.update(size)
         yield beam.pvalue.TaggedOutput(CELL_SIZES, size)
-        threshold, margin = self._band.search_threshold, partition.margin
-        for pair in bounded_cell_pairs(ids, vectors, threshold, self._max_cell_size, margin):
+        threshold = self._band.search_threshold
+        for pair in bounded_cell_pairs(ids, vectors, threshold, self._max_cell_size, self._target_recall):
             if owning_cell(cells_of[pair.id_a], cells_of[pair.id_b]) == cell:
                 self._pairs.inc()
                 yield pair
@@ -202,6 +204,7 @@ class SearchCells(beam.PTransform):
         partition,
         band: ScoreBand,
         max_cell_size: int,
+        target_recall: float,
         progress: ProgressSpec | None = None,
         staged: bool = True,
     ):
@@ -210,6 +213,7 @@ class SearchCells(beam.PTransform):
         self._partition = partition
         self._band = band
         self._max_cell_size = max_cell_size
+        self._target_recall = target_recall
         self._progress = progress
         self._staged = staged
 
@@ -220,7 +224,9 @@ class SearchCells(beam.PTransform):
         if self._staged:
             blocks = blocks | "Stage" >> beam.ParDo(StageVectorsFn(files.work, files.segment))
         parts = blocks | "SplitByCell" >> beam.ParDo(split, partition)
-        search = SearchCellFn(files.store, files.manifest, self._band, self._max_cell_size, self._progress)
+        search = SearchCellFn(
+            files.store, files.manifest, self._band, self._max_cell_size, self._target_recall, self._progress
+        )
         found = (
             parts
             | "GroupPartsByCell" >> beam.GroupByKey()
