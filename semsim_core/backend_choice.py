@@ -185,6 +185,8 @@ def _measure_all(model, threads: int, candidates: Sequence[str]) -> list[Measure
             except Exception as e:  # noqa: BLE001
                 failed[backend] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
             embedder = None  # released before the next candidate loads
+    if "torch" in failed:  # no reference: no drift can be measured, so no candidate can pass the gate
+        raise RuntimeError(f"backend auto: the fp32 reference, torch, cannot run here: {failed['torch']}")
     reference = vectors["torch"]
     return [
         Measurement(b, None, None, failed[b])

@@ -121,6 +121,13 @@ def test_backend_this_cpu_cannot_run_as_named_is_left_out(embedder, monkeypatch,
     assert Embedder(embedder.model, EmbedConfig(backend="openvino-bf16", threads=1)).backend == "openvino-bf16"
 
 
+def test_auto_without_its_fp32_reference_is_one_clear_error(embedder, monkeypatch):
+    reason = "as if this CPU could not run it"
+    monkeypatch.setitem(REGISTRY, "torch", dataclasses.replace(REGISTRY["torch"], unsupported=lambda: reason))
+    with pytest.raises(RuntimeError, match=f"the fp32 reference, torch, cannot run here: {reason}"):
+        choose_backend(embedder.model, 1, LIMIT, ("torch",))
+
+
 def test_explicit_backend_is_never_replaced(embedder, monkeypatch):
     monkeypatch.setattr(backend_choice, "choose_backend", lambda *a: pytest.fail("auto ran for an explicit backend"))
     assert Embedder(embedder.model, EmbedConfig(backend="openvino", threads=1)).backend == "openvino"
