@@ -250,7 +250,7 @@ def build(
 
     parsed = front.parsed
     counted = {
-        "inputs": (parsed.records, parsed[DEAD_LETTER]) | "Inputs" >> beam.Flatten(),
+        "inputs": (parsed.records, parsed[DEAD_LETTER]),
         "accepted": front.accepted,
         "dead_letters": dead_letters,
         "exact_pairs": exact[EXACT_PAIRS],
@@ -266,7 +266,8 @@ def build(
         rows = deduplicated | "DeduplicatedRows" >> beam.Map(lambda written_file: written_file[1])
         measured["deduplicated"] = rows | "CountDeduplicated" >> beam.CombineGlobally(sum)
     if progress:
-        counted["inputs"] | "ProgressRead" >> LogProgress("read", progress)
+        parsed.records | "ProgressRead" >> LogProgress("read", progress)
+        parsed[DEAD_LETTER] | "ProgressReadDeadLetters" >> LogProgress("read", progress)
     measured["cells"] = centroids | "CountCells" >> beam.Map(len)
     measured["cell_margin"] = partition | "Margin" >> beam.Map(lambda p: p.margin)
     measured["largest_cell"] = found[CELL_SIZES] | "LargestCell" >> beam.CombineGlobally(largest)

@@ -103,10 +103,11 @@ def test_oversized_cell_searched_in_bounded_pieces(stsb, monkeypatch):
 
 
 def test_the_id_hash_sample_is_the_same_whatever_the_blocks(stsb):
-    """The k-means and recall samples are the smallest id hashes, whichever blocks and bundles the vectors came in."""
+    """The k-means and recall samples are the smallest id hashes, in hash order, whichever blocks and bundles the
+    vectors came in."""
     ids, vectors = stsb
     texts = [f"text of {i}" for i in ids]
-    expected = sorted(ids[row] for row in np.argsort(id_hashes(ids))[:300])
+    expected = [ids[row] for row in np.argsort(id_hashes(ids))[:300]]
     sampler = SmallestIdHashes(300)
     samples = []
     for cuts in ([0, len(ids)], [0, 1, 700, 701, 2000, len(ids)], list(range(0, len(ids), 97)) + [len(ids)]):
@@ -121,6 +122,10 @@ def test_the_id_hash_sample_is_the_same_whatever_the_blocks(stsb):
         assert sample.ids == expected
         rows = [ids.index(i) for i in expected]
         assert np.array_equal(sample.vectors, vectors[rows]) and sample.texts == [texts[r] for r in rows]
+    larger = SmallestIdHashes(len(ids) + 1)  # fewer vectors than the sample holds: all of them, in hash order
+    one_bundle = larger.add_input(larger.create_accumulator(), VectorBlock(ids, vectors, texts))
+    everything = larger.extract_output(larger.merge_accumulators([one_bundle]))
+    assert everything.ids == [ids[row] for row in np.argsort(id_hashes(ids))]
     empty = sampler.extract_output(sampler.merge_accumulators([sampler.create_accumulator()] * 2))
     assert len(empty) == 0
 

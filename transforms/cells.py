@@ -74,7 +74,7 @@ class TrainCentroids(beam.PTransform):
         if not len(sample):  # nothing was embedded (every record a dead letter or an exact copy): no cells
             given = self._given if self._given is not None else np.zeros((0, 0), np.float32)
             return Partition(given, self._margin or 0.0)
-        vectors = sample.vectors  # in id order
+        vectors = sample.vectors  # in id-hash order: tune_margin's first queries are spread over the input
         if self._given is not None:
             return Partition(self._given, self._tuned(vectors, self._given))
         k = self._cells or (1 if total <= self._max else math.ceil(total / self._target))

@@ -39,13 +39,20 @@ class VectorBlock:
         return cls(list(ids), np.stack(vectors), list(texts))
 
     @classmethod
-    def joined(cls, blocks: Sequence[VectorBlock]) -> VectorBlock:
-        """The rows of ``blocks`` in order, as one block (``blocks`` must not be empty)."""
+    def gathered(cls, blocks: Sequence[VectorBlock], rows: np.ndarray) -> VectorBlock:
+        """Rows ``rows`` (positions in the blocks' rows one after another) of ``blocks``, in that order, copying
+        only those rows' vectors (``blocks`` must not be empty)."""
         if len(blocks) == 1:
-            return blocks[0]
+            return blocks[0].take(rows)
+        starts = np.cumsum([0, *(len(block) for block in blocks)])
+        owner = np.searchsorted(starts, rows, side="right") - 1
+        vectors = np.empty((len(rows), blocks[0].vectors.shape[1]), blocks[0].vectors.dtype)
+        for b, block in enumerate(blocks):
+            mine = np.flatnonzero(owner == b)
+            vectors[mine] = block.vectors[rows[mine] - starts[b]]
         ids = [i for block in blocks for i in block.ids]
         texts = [t for block in blocks for t in block.texts]
-        return cls(ids, np.concatenate([block.vectors for block in blocks]), texts)
+        return cls([ids[r] for r in rows], vectors, [texts[r] for r in rows])
 
 
 def id_hashes(ids: Sequence[str]) -> np.ndarray:
@@ -57,7 +64,8 @@ def id_hashes(ids: Sequence[str]) -> np.ndarray:
 
 class SmallestIdHashes(beam.CombineFn):
     """:class:`VectorBlock` values -> one block of the ``size`` vectors whose ids hash smallest (:func:`id_hashes`),
-    in id order; an empty block (no rows, no columns) when there are none. Holds at most about ``2 * size`` rows
+    in hash order (the same in every run, and spread evenly over the input whatever its order); an empty block (no
+    rows, no columns) when there are none. Holds at most about ``2 * size`` rows
     plus one block."""
 
     def __init__(self, size: int):
@@ -66,12 +74,16 @@ class SmallestIdHashes(beam.CombineFn):
     def create_accumulator(self) -> list[tuple[np.ndarray, VectorBlock]]:
         return []
 
+    def _smallest_rows(self, pieces: list[tuple[np.ndarray, VectorBlock]]) -> tuple[np.ndarray, np.ndarray]:
+        """Every piece's hashes, one after another, and the positions of the ``size`` smallest among them."""
+        hashes = np.concatenate([h for h, _ in pieces])
+        return hashes, np.argsort(hashes, kind="stable")[: self._size]
+
     def _smallest(self, pieces: list[tuple[np.ndarray, VectorBlock]]) -> list[tuple[np.ndarray, VectorBlock]]:
         if len(pieces) < 2 and sum(len(b) for _, b in pieces) <= self._size:
             return pieces
-        hashes = np.concatenate([h for h, _ in pieces])
-        keep = np.argsort(hashes, kind="stable")[: self._size]
-        return [(hashes[keep], VectorBlock.joined([b for _, b in pieces]).take(keep))]
+        hashes, keep = self._smallest_rows(pieces)
+        return [(hashes[keep], VectorBlock.gathered([b for _, b in pieces], keep))]
 
     def add_input(self, pieces, block: VectorBlock):
         pieces.append((id_hashes(block.ids), block))
@@ -81,11 +93,13 @@ class SmallestIdHashes(beam.CombineFn):
         return self._smallest([piece for pieces in accumulators for piece in pieces])
 
     def extract_output(self, pieces) -> VectorBlock:
-        pieces = self._smallest(pieces)
         if not pieces:
             return VectorBlock([], np.zeros((0, 0), np.float32), [])
-        block = pieces[0][1]
-        return block.take(sorted(range(len(block)), key=block.ids.__getitem__))
+        _, keep = self._smallest_rows(pieces)
+        blocks = [b for _, b in pieces]
+        if len(blocks) == 1 and np.array_equal(keep, np.arange(len(blocks[0]))):
+            return blocks[0]  # already the smallest, in hash order (a merge's output)
+        return VectorBlock.gathered(blocks, keep)
 
 
 class ToBlocks(beam.PTransform):

@@ -153,33 +153,47 @@ def _write_summary(_, path: str, settings: Summary, *written: list, **measured) 
     return summary
 
 
-def _one(_, name: str) -> tuple[str, int]:
-    return name, 1
+class CountInBundleFn(beam.DoFn):
+    """Counts a bundle's elements (``rows``: the rows of its :class:`~transforms.vector_blocks.VectorBlock`
+    elements) and emits ``(name, count)`` once, when the bundle finishes: one element per bundle reaches the sum,
+    not one per counted element. A retried bundle's count goes with its other outputs."""
 
+    def __init__(self, name: str, rows: bool):
+        self._name = name
+        self._rows = rows
 
-def _rows(block, name: str) -> tuple[str, int]:
-    return name, len(block)
+    def start_bundle(self) -> None:
+        self._count = 0
+
+    def process(self, element) -> None:
+        self._count += len(element) if self._rows else 1
+
+    def finish_bundle(self) -> Iterator[window.WindowedValue]:
+        yield window.GlobalWindows.windowed_value((self._name, self._count))
 
 
 class CountEach(beam.PTransform):
-    """``{name: PCollection}`` -> ``{name: one-element PCollection with its size}``, in one combine for all of them
-    (each element becomes ``(name, 1)``, summed per name, partly in the step that makes it) rather than one global
-    count each, which would cost the runner a few stages per name. The PCollections named in ``blocks`` hold
-    :class:`~transforms.vector_blocks.VectorBlock` values: their size is the blocks' rows."""
+    """``{name: PCollection, or a tuple of them}`` -> ``{name: one-element PCollection with its size}`` (a tuple's
+    sizes summed), in one sum for all of them of one count per bundle and name (:class:`CountInBundleFn`), rather
+    than one global count each, which would cost the runner a few stages per name. The PCollections named in
+    ``blocks`` hold :class:`~transforms.vector_blocks.VectorBlock` values: their size is the blocks' rows. Batch
+    pipelines only (global window)."""
 
     def __init__(self, blocks: tuple[str, ...] = ()):
         super().__init__()
         self._blocks = blocks
 
     def expand(self, named):
-        ones = [
-            pcoll | f"One_{name}" >> beam.Map(_rows if name in self._blocks else _one, name)
-            for name, pcoll in named.items()
-        ]
-        totals = (
-            ones | "AllOnes" >> beam.Flatten() | "Sum" >> beam.CombinePerKey(sum) | "Totals" >> beam.combiners.ToDict()
-        )
-        return {name: totals | f"Count_{name}" >> beam.Map(lambda counts, n=name: counts.get(n, 0)) for name in named}
+        counts = []
+        for name, pcolls in named.items():
+            pcolls = pcolls if isinstance(pcolls, tuple) else (pcolls,)
+            for i, pcoll in enumerate(pcolls):
+                label = f"Count_{name}" if len(pcolls) == 1 else f"Count_{name}_{i}"
+                count = CountInBundleFn(name, name in self._blocks)
+                counts.append(pcoll | label >> beam.ParDo(count).with_output_types(tuple[str, int]))
+        flat = counts | "AllCounts" >> beam.Flatten()
+        totals = flat | "Sum" >> beam.CombinePerKey(sum) | "Totals" >> beam.combiners.ToDict()
+        return {name: totals | f"Total_{name}" >> beam.Map(lambda t, n=name: t.get(n, 0)) for name in named}
 
 
 class WriteSummary(beam.PTransform):
