@@ -187,7 +187,8 @@ def bounded_cell_pairs(
         return threshold_pairs(ids, vectors, threshold)
     parts = math.ceil(2 * len(ids) / max_cell_size)
     centroids = train_centroids(vectors, parts, seed=seed)
-    margin = tune_margin(vectors, centroids, threshold, target_recall).margin
+    spread = np.random.default_rng(seed).permutation(len(ids))  # tune_margin's first queries: from the whole cell
+    margin = tune_margin(vectors[spread], centroids, threshold, target_recall).margin
     members = rows_by_cell(assign_cells(vectors, centroids, margin))
     if max(len(rows) for rows in members.values()) >= len(ids):
         return threshold_pairs(ids, vectors, threshold)
