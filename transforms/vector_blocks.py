@@ -65,8 +65,7 @@ def id_hashes(ids: Sequence[str]) -> np.ndarray:
 class SmallestIdHashes(beam.CombineFn):
     """:class:`VectorBlock` values -> one block of the ``size`` vectors whose ids hash smallest (:func:`id_hashes`),
     in hash order (the same in every run, and spread evenly over the input whatever its order); an empty block (no
-    rows, no columns) when there are none. Holds at most about ``2 * size`` rows
-    plus one block."""
+    rows, no columns) when there are none. Holds at most about ``2 * size`` rows plus one block."""
 
     def __init__(self, size: int):
         self._size = size
