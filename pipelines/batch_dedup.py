@@ -139,7 +139,8 @@ def _backends_used(names) -> str | None:
 
 def _history_counts(_, history: HistoryRun, **measured: int) -> dict:
     plan = history.plan
-    return asdict(HistoryCounts(plan.root, plan.segment, plan.manifest is None, history.records_before, **measured))
+    created = plan.manifest is None and measured["records_added"] > 0  # a run that accepts nothing creates no store
+    return asdict(HistoryCounts(plan.root, plan.segment, created, history.records_before, **measured))
 
 
 def _count_history(pipeline: beam.Pipeline, history: HistoryRun, accepted, clustered) -> beam.PCollection:

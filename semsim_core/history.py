@@ -767,7 +767,7 @@ class History:
         try:
             yield written
         except BaseException:
-            self._delete(written)
+            self.discard(written)
             raise
         finally:
             self.unlock(owner)
@@ -803,11 +803,12 @@ class History:
         committed = self._replace_manifest(
             replace(new, version=manifest.version + 1, segments=(segment,)), manifest.version
         )
-        self._delete(replaced)
+        self.discard(replaced)
         return committed
 
-    def _delete(self, relatives: Iterable[str]) -> None:
-        """Delete files, best effort: one left behind is an orphan, invisible to readers."""
+    def discard(self, relatives: Iterable[str]) -> None:
+        """Delete files no manifest lists (written, then not committed, or replaced), best effort: one left behind
+        is an orphan, invisible to readers."""
         for relative in relatives:
             with contextlib.suppress(OSError):
                 self._fs.delete_file(self._path(relative))

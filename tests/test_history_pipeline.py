@@ -256,6 +256,23 @@ def _bridge(sentences: list[str], vectors, threshold: float) -> tuple[list[str],
     raise AssertionError("no bridging triple in the STSb test sentences")
 
 
+def test_a_first_run_that_accepts_no_record_creates_no_store(tmp_path):
+    """Only bad records on a store's first run: the dead letters are written and the store is left uncreated (it
+    would have no centroids); the next run creates it."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a"}\n{"id": "b", "text": " "}\n', encoding="utf-8")
+    store = tmp_path / "history"
+    nothing = run_batch(tmp_path / "out1", "--input", str(bad), "--history", str(store))
+    assert_invariants(nothing)
+    assert nothing.summary.dead_letters == 2 and nothing.summary.history.records_added == 0
+    assert not nothing.summary.history.created and not History(str(store)).exists()
+    assert History(str(store)).lock_holder() is None
+    titles = write_jsonl(tmp_path / "titles.jsonl", sample_titles(30))
+    first = run_batch(tmp_path / "out2", "--input", str(titles), "--history", str(store))
+    assert first.summary.history.created and first.summary.history.records_added == 30
+    assert History(str(store)).manifest().version == 1
+
+
 def test_a_record_that_joins_two_stored_clusters_merges_them(tmp_path, embedder):
     """Also: with an approximate backend and a band that holds both pairs, the stored texts are embedded again with
     fp32 and the pairs carry fp32 scores."""

@@ -4,6 +4,7 @@ segment (with the cell parts written during the search) visible, after the run's
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -24,6 +25,8 @@ from semsim_core.history import (
 )
 from semsim_core.run_layout import Summary
 from transforms.cells import Partition
+
+_LOG = logging.getLogger(__name__)
 
 FAIL_BEFORE_COMMIT = "SEMSIM_FAIL_BEFORE_COMMIT"  # fault injection for the commit-safety tests: set to 1 to fail there
 
@@ -99,11 +102,16 @@ def _relative(root: str, path: str) -> str:
     return path[len(root) :] if path.startswith(root) else os.path.relpath(path, root)
 
 
-def _commit(summary: Summary, plan: CommitPlan, partition: Partition, *written: list) -> Manifest:
+def _commit(summary: Summary, plan: CommitPlan, partition: Partition, *written: list) -> Manifest | None:
     if os.environ.get(FAIL_BEFORE_COMMIT) == "1":
         raise RuntimeError(f"{FAIL_BEFORE_COMMIT}=1: failing before the history commit")
     history = History(plan.root)
     files = sorted(_relative(plan.root, path) for paths in written for path in paths)
+    if plan.manifest is None and not len(partition.centroids):  # no record was accepted: nothing to store yet
+        _LOG.warning("history %s: not created, this run accepted no record (the next run creates it)", plan.root)
+        history.discard(files)
+        history.unlock(plan.owner)
+        return None
     rows = summary.history.records_added if summary.history else 0
     committed = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     segment = Segment(plan.segment, committed, rows, plan.run, tuple(files))
@@ -120,7 +128,8 @@ class CommitSegment(beam.PTransform):
     """Commits the run's segment to the store once ``summary`` (the one-element PCollection WriteSummary returns)
     exists, which is after every output: a crash before leaves the store as it was, with the lock of a dead process
     (taken over by the next run on this host). ``files``: PCollections of written paths (cell parts as
-    ``(cell, path)``). A store this run creates takes the run's :class:`Partition` (centroids and margin)."""
+    ``(cell, path)``). A store this run creates takes the run's :class:`Partition` (centroids and margin); a run
+    that accepted no record creates none (it would have no centroids)."""
 
     def __init__(self, plan: CommitPlan, partition, files: Iterable):
         super().__init__()
