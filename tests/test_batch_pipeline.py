@@ -188,6 +188,32 @@ def test_input_of_only_bad_records_is_all_dead_letters(tmp_path):
     assert batch.summary.embedded == 0 and batch.summary.cells == 0
 
 
+def test_summary_counts_are_one_per_bundle_and_add_up():
+    """CountEach: each bundle of each counted PCollection sends one (name, count); a tuple's PCollections add up and
+    blocks count their rows. Driven by hand for several bundles (the local runner makes one), then in a pipeline."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.vector_blocks import VectorBlock
+    from transforms.write import CountEach, CountInBundleFn
+
+    fn, sent = CountInBundleFn("inputs", rows=False), []
+    for bundle in ([1, 2, 3], [], [4]):
+        fn.start_bundle()
+        for element in bundle:
+            fn.process(element)
+        sent.extend(value.value for value in fn.finish_bundle())
+    assert sent == [("inputs", 3), ("inputs", 0), ("inputs", 1)]
+
+    block = VectorBlock(["a", "b"], np.zeros((2, 4), np.float32), ["", ""])
+    with beam.Pipeline("FnApiRunner") as p:
+        good, bad = p | "Good" >> beam.Create(range(5)), p | "Bad" >> beam.Create(["x", "y"])
+        blocks, empty = p | "Blocks" >> beam.Create([block, block]), p | "Empty" >> beam.Create([])
+        counts = {"inputs": (good, bad), "embedded": blocks, "empty": empty} | CountEach(blocks=("embedded",))
+        for name, expected in (("inputs", 7), ("embedded", 4), ("empty", 0)):
+            assert_that(counts[name], equal_to([expected]), label=f"Check_{name}")
+
+
 def test_formats_fields_ids_and_globs(tmp_path):
     rows = [{"post": f"p{k}", "body": row["text"]} for k, row in enumerate(sample_titles(8))]
     folder = tmp_path / "in"
