@@ -107,12 +107,12 @@ def _commit(summary: Summary, plan: CommitPlan, partition: Partition, *written: 
         raise RuntimeError(f"{FAIL_BEFORE_COMMIT}=1: failing before the history commit")
     history = History(plan.root)
     files = sorted(_relative(plan.root, path) for paths in written for path in paths)
-    if plan.manifest is None and not len(partition.centroids):  # no record was accepted: nothing to store yet
+    rows = summary.history.records_added if summary.history else 0
+    if plan.manifest is None and not rows:  # as the summary says (history.created false): nothing to store yet
         _LOG.warning("history %s: not created, this run accepted no record (the next run creates it)", plan.root)
         history.discard(files)
         history.unlock(plan.owner)
         return None
-    rows = summary.history.records_added if summary.history else 0
     committed = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     segment = Segment(plan.segment, committed, rows, plan.run, tuple(files))
     if plan.manifest is None:
