@@ -36,7 +36,7 @@ def rows_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         values = [row.get(name) for row in rows]
         try:
             columns.append(pa.array(values))
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # e.g. mixed types, an integer over 64 bits
             columns.append(pa.array([_as_text(v) for v in values], pa.string()))
     return pa.Table.from_arrays(columns, names=names) if names else pa.table({})
 

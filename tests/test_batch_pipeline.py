@@ -172,7 +172,7 @@ def test_bad_input_every_record_accounted_for(tmp_path):
         ("c.txt:2", "field 'line' is empty or whitespace only"),
         ("c.txt:3", "invalid UTF-8 at byte 0"),
     }
-    assert set(batch.clusters["id"]) == {"j1", "j9", "c1", "c4", "c.txt:1", "c.txt:4"}
+    assert set(batch.clusters["id"]) == {"j1", "j9", "c1", "c4", f"{folder / 'c.txt'}:1", f"{folder / 'c.txt'}:4"}
     assert batch.summary.inputs == 10 + 4 + 4
     assert batch.counters["truncated_texts"] == 1
     assert batch.counters["inputs"] == 18 and batch.counters["dead_letters"] == 12
@@ -238,7 +238,8 @@ def test_formats_fields_ids_and_globs(tmp_path):
 
     assert_invariants(batch)
     assert batch.dead_letters.empty
-    assert set(batch.clusters["id"]) == {f"p{k}" for k in range(6)} | {"part4.parquet:1", "part5.txt:1"}
+    derived = {f"{folder / name}:1" for name in ("part4.parquet", "part5.txt")}
+    assert set(batch.clusters["id"]) == {f"p{k}" for k in range(6)} | derived
 
 
 def test_exact_prepass_links_copies_and_embeds_one_per_group(tmp_path):

@@ -28,7 +28,7 @@ from semsim_core.formats import (
     read_rows,
     table_format,
 )
-from semsim_core.formats.base import record_from_mapping
+from semsim_core.formats.base import event_time, record_from_mapping
 from semsim_core.records import DeadLetter, Record
 from tests.conftest import REPO, sample_titles
 from transforms import DEAD_LETTER
@@ -91,8 +91,8 @@ def test_txt_ids_and_bad_lines():
         + SOCCER.encode()
     )
     items = parse("txt", "dir/in.txt", data)
-    assert items[0] == Record("in.txt:1", GIRL, "dir/in.txt", 1)
-    assert items[6] == Record("in.txt:7", SOCCER, "dir/in.txt", 7)
+    assert items[0] == Record("dir/in.txt:1", GIRL, "dir/in.txt", 1)
+    assert items[6] == Record("dir/in.txt:7", SOCCER, "dir/in.txt", 7)
     errs = errors(items)
     assert "empty or whitespace" in errs[1] and "empty or whitespace" in errs[2]
     assert errs[3] == "invalid UTF-8 at byte 3"
@@ -161,6 +161,53 @@ def test_csv_rows_positions_and_bad_rows():
     assert items[5] == Record("e", SOCCER, "in.csv", 8)
 
 
+@pytest.mark.parametrize("fmt, sep", [("csv", b","), ("tsv", b"\t")])
+def test_a_quote_that_never_closes_costs_only_its_line(fmt, sep):
+    """Without strict quoting the rest of the file became one field of one accepted record; now the line that opens
+    the quote is a dead letter and the lines after it are read as rows again. A quoted field closed before other
+    text is malformed too."""
+    lines = [
+        b"id" + sep + b"text",
+        b"a" + sep + GIRL.encode(),
+        b"b" + sep + b'"never closed',
+        b"c" + sep + SOCCER.encode(),
+    ]
+    items = parse(fmt, "q", b"\n".join(lines) + b"\n")
+    label = fmt.upper()
+    assert items[0] == Record("a", GIRL, "q", 2)
+    assert (items[1].source, items[1].raw) == ("q:3", "b" + sep.decode() + '"never closed')
+    assert items[1].error.startswith(f"malformed {label}: unexpected end of data")
+    assert items[2:] == [Record("c", SOCCER, "q", 4)]
+    closed_early = parse(fmt, "q", lines[0] + b"\nd" + sep + b'"quoted"tail\n' + lines[1] + b"\n")
+    assert closed_early[0].error.startswith(f"malformed {label}: ") and closed_early[1] == Record("a", GIRL, "q", 3)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line():
+    bom = b"\xef\xbb\xbf"
+    assert parse("csv", "x.csv", bom + b"id,text\na," + GIRL.encode() + b"\n") == [Record("a", GIRL, "x.csv", 2)]
+    assert parse("jsonl", "x.jsonl", bom + json.dumps({"id": "a", "text": GIRL}).encode()) == [
+        Record("a", GIRL, "x.jsonl", 1)
+    ]
+    assert parse("txt", "x.txt", bom + GIRL.encode()) == [Record("x.txt:1", GIRL, "x.txt", 1)]
+    assert parse("txt", "x.txt", bom) == []
+
+
+def test_text_with_nothing_visible_is_a_dead_letter():
+    for invisible in ("\u200b", "\u200b\u2060 \ufeff", "\u00ad\x01", "\u2028\u200b"):
+        assert errors(parse("jsonl", "x.jsonl", json.dumps({"text": invisible}).encode())) == [
+            "field 'text' has no visible characters (only control, format or space characters)"
+        ]
+    assert parse("jsonl", "x.jsonl", json.dumps({"id": "a", "text": "\u200b" + GIRL}).encode())[0].text.endswith(GIRL)
+
+
+def test_json_that_python_cannot_hold_is_a_dead_letter():
+    too_many_digits = '{"id": "a", "text": "x", "n": ' + "9" * 5000 + "}"
+    too_deep = '{"id": "b", "text": "x", "n": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    items = parse("jsonl", "x.jsonl", f"{too_many_digits}\n{too_deep}\n".encode())
+    assert errors(items)[0].startswith("unreadable JSON: Exceeds the limit (4300 digits)")
+    assert errors(items)[1] == "unreadable JSON: nested too deeply"
+
+
 def test_csv_without_text_column():
     assert errors(parse("csv", "in.csv", b"id,body\n1,hello\n")) == ["missing field 'text'"]
 
@@ -216,7 +263,7 @@ def test_parquet_rows_and_bad_values():
     pq.write_table(table, buffer)
     items = parse("parquet", "dir/in.parquet", buffer.getvalue())
     assert items[0] == Record("a", GIRL, "dir/in.parquet", 1)
-    assert items[1] == Record("in.parquet:2", SOCCER, "dir/in.parquet", 2)
+    assert items[1] == Record("dir/in.parquet:2", SOCCER, "dir/in.parquet", 2)
     assert errors(items)[2:] == ["field 'text' is null", "field 'text' is empty or whitespace only"]
     assert json.loads(items[2].raw) == {"id": "c", "text": None}
 
@@ -226,7 +273,21 @@ def test_parquet_binary_text_and_corrupt_file():
     pq.write_table(pa.table({"text": pa.array([b"bytes"], pa.binary())}), buffer)
     assert errors(parse("parquet", "b.parquet", buffer.getvalue())) == ["field 'text' is bytes, expected a string"]
     corrupt = parse("parquet", "c.parquet", b"PAR1 not really parquet")
-    assert len(corrupt) == 1 and corrupt[0].error.startswith("cannot read Parquet file (at open)")
+    assert len(corrupt) == 1 and corrupt[0].error.startswith("cannot read Parquet file (any row)")
+
+
+def test_a_parquet_value_python_cannot_hold_costs_only_its_row():
+    """A string that is not UTF-8, a timestamp past the year 9999: that row is a dead letter, not the whole file."""
+    texts = pa.Array.from_buffers(pa.string(), 3, pa.array([GIRL.encode(), b"caf\xe9", SOCCER.encode()]).buffers())
+    times = pa.array([0, 9 * 10**18, 1_000_000], pa.timestamp("us"))
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": texts, "at": times}), buffer)
+    items = parse("parquet", "p.parquet", buffer.getvalue(), ParseConfig(time_field="at"))
+    assert items[0] == Record("a", GIRL, "p.parquet", 1, 0) and items[2] == Record(
+        "c", SOCCER, "p.parquet", 3, 1_000_000
+    )
+    assert items[1].source == "p.parquet:2"
+    assert "column 'text': UnicodeDecodeError" in items[1].error and "column 'at': OverflowError" in items[1].error
 
 
 @pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv", "tsv"])
@@ -282,6 +343,54 @@ def test_read_records_on_a_tsv_glob(tmp_path):
         assert_that(dead, equal_to([("b.tsv.gz:3", "malformed TSV: row has 1 fields, header has 2")]), label="Dead")
 
 
+def test_read_records_reads_each_file_once_to_its_end_or_says_where_it_stopped(tmp_path):
+    """ReadRecords on the FnApiRunner: files of one name in two folders keep their records apart; a file matched by
+    two patterns is read once; a gzipped Parquet file is read; a corrupt gzip is one dead letter and a truncated
+    one is its records up to the cut plus one dead letter for the rest (Beam's own decompression stopped at the
+    cut without a word)."""
+    titles = [row["text"] for row in sample_titles(60)]
+    for folder, pair in (("a", titles[:2]), ("b", titles[2:4])):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "same.txt").write_text("\n".join(pair) + "\n", encoding="utf-8")
+    table = io.BytesIO()
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": titles[4:6]}), table)
+    (tmp_path / "a" / "rows.parquet.gz").write_bytes(gzip.compress(table.getvalue()))
+    (tmp_path / "a" / "corrupt.jsonl.gz").write_bytes(b"not gzip at all\n")
+    lines = "".join(json.dumps({"id": f"t{i}", "text": text}) + "\n" for i, text in enumerate(titles[6:]))
+    packed = gzip.compress(lines.encode())
+    (tmp_path / "b" / "cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+
+    patterns = [str(tmp_path / "*" / "*"), str(tmp_path / "a" / "same.txt")]
+    with beam.Pipeline("FnApiRunner", options=PipelineOptions([])) as p:
+        read = p | ReadRecords(patterns, ParseConfig())
+        records = read.records | "IdText" >> beam.Map(lambda r: (r.id, r.text))
+        dead = read[DEAD_LETTER] | "SourceError" >> beam.Map(lambda d: (d.source.rsplit("/", 1)[-1], d.error))
+        cut = [f"t{i}" for i in range(len(titles) - 6)]
+
+        def check(both):
+            records, dead = both
+            ids = [record_id for record_id, _ in records]
+            same = {(f"{tmp_path / 'a' / 'same.txt'}:{line}", text) for line, text in enumerate(titles[:2], 1)}
+            same |= {(f"{tmp_path / 'b' / 'same.txt'}:{line}", text) for line, text in enumerate(titles[2:4], 1)}
+            assert len(ids) == len(set(ids)), "every record once"
+            assert same | {("p1", titles[4]), ("p2", titles[5])} <= set(records)
+            read_before_cut = [record_id for record_id in ids if record_id.startswith("t")]
+            assert 0 < len(read_before_cut) < len(cut) and read_before_cut == cut[: len(read_before_cut)]
+            assert len(ids) == 6 + len(read_before_cut)
+            assert sorted(dead) == [
+                ("corrupt.jsonl.gz", "cannot read the file at all: BadGzipFile: Not a gzipped file (b'no')"),
+                ("cut.jsonl.gz", f"cannot read the file after its first {len(read_before_cut)} records: EOFError: "
+                 "Compressed file ended before the end-of-stream marker was reached"),
+            ]  # fmt: skip
+
+        checked = (
+            p
+            | "Once" >> beam.Create([None])
+            | "Check" >> beam.Map(lambda _, r, d: check((r, d)), beam.pvalue.AsList(records), beam.pvalue.AsList(dead))
+        )
+        assert_that(checked, equal_to([None]))
+
+
 def test_event_times_from_a_time_field():
     config = ParseConfig(time_field="at")
     rows = [
@@ -302,6 +411,9 @@ def test_event_times_from_a_time_field():
     assert parsed[7].error == "missing time field 'at'"
     assert "expected Unix seconds or an ISO 8601 time" in parsed[8].error
     assert parsed[9].error == "field 'at' is nan: expected Unix seconds or milliseconds"
+    for outside in (1e15, -1e15, "1e17"):  # as milliseconds: past the year 9999, before the year 1
+        assert "outside the years 1-9999" in event_time(outside, "at")[1]
+    assert event_time(10**400, "at") == (None, "field 'at' is a number too large for a time")
     assert record_from_mapping(rows[0], "p.jsonl", 1, "", ParseConfig()).time is None
 
 

@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from semsim_core.formats import ParseConfig, detect_format, read_fields
 from semsim_core.tables import conform, unify
+from transforms.read import open_input
 from transforms.write import write_table
 
 ROWS_PER_FILE = 100_000
@@ -38,7 +39,7 @@ class _ReadKeptFieldsFn(beam.DoFn):
     def process(self, element: tuple[str, Iterable[int]]) -> Iterator[tuple[str, int, pa.Table]]:
         path, positions = element
         positions = set(positions)
-        with FileSystems.open(path, mime_type="application/octet-stream") as file:
+        with open_input(path) as file:
             table = read_fields(path, file, self._format or detect_format(path), self._config, positions)
         if table.num_rows != len(positions):
             raise RuntimeError(

@@ -4,18 +4,39 @@ letters."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import IO
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from semsim_core.formats import ParseConfig, Parsed, detect_format, parse_file
+from semsim_core.formats.base import stream_reader
 from semsim_core.records import DeadLetter
 from transforms.dead_letters import ParseFn, parse_and_route
+
+_BINARY = "application/octet-stream"
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[IO[bytes]]:
+    """An input file on any Beam filesystem, opened for reading and decompressed by its extension: ``.gz``,
+    ``.bz2``, ``.xz`` and ``.lzma`` by the Python standard library (:func:`stream_reader`: a truncated or corrupt
+    stream raises), others (``.zst``, ``.deflate``) by Beam."""
+    with ExitStack() as stack:
+        raw = stack.enter_context(FileSystems.open(path, _BINARY, CompressionTypes.UNCOMPRESSED))
+        reader = stream_reader(path, raw)
+        if reader is None and path.lower().endswith((".zst", ".zstd", ".deflate")):
+            reader = FileSystems.open(path, _BINARY)
+        yield stack.enter_context(reader) if reader is not None else raw
 
 
 class ParseFileFn(ParseFn):
     """Parses one matched file, of ``fmt`` or else the format its extension names, into :class:`Record` and
-    :class:`DeadLetter` values."""
+    :class:`DeadLetter` values. A file that cannot be read to its end (a corrupt or truncated compressed stream, a
+    folder) ends in one dead letter for the rest of it, after the records read before."""
 
     def __init__(self, config: ParseConfig, fmt: str | None = None):
         super().__init__()
@@ -28,13 +49,21 @@ class ParseFileFn(ParseFn):
         if fmt is None:
             yield DeadLetter(path, "", "unknown file type; name it with --format")
             return
-        with readable.open(mime_type="application/octet-stream") as file:
-            yield from parse_file(path, file, fmt, self._config)
+        count = 0
+        try:
+            with open_input(path) as file:
+                for parsed in parse_file(path, file, fmt, self._config):
+                    count += 1
+                    yield parsed
+        except Exception as e:  # noqa: BLE001 - an unreadable file becomes a dead letter, never a crashed job
+            where = f"after its first {count} records" if count else "at all"
+            yield DeadLetter(path, "", f"cannot read the file {where}: {type(e).__name__}: {e}")
 
 
 class ReadFiles(beam.PTransform):
     """Match ``patterns`` (globs; local, gs:// or any Beam filesystem; .gz/.bz2/... by extension) and parse each file
-    with ``parse_fn``. Returns a tuple of PCollections: ``records`` and ``dead_letter``."""
+    with ``parse_fn``, once however many patterns match it (grouping the matches by path also spreads the files over
+    the workers). Returns a tuple of PCollections: ``records`` and ``dead_letter``."""
 
     def __init__(self, patterns: Sequence[str], parse_fn: ParseFn):
         super().__init__()
@@ -46,7 +75,9 @@ class ReadFiles(beam.PTransform):
             pbegin
             | "Patterns" >> beam.Create(self._patterns)
             | "Match" >> fileio.MatchAll()
-            | "Spread" >> beam.Reshuffle()
+            | "ByPath" >> beam.Map(lambda match: (match.path, match))
+            | "OncePerPath" >> beam.GroupByKey()
+            | "First" >> beam.MapTuple(lambda _, matches: next(iter(matches)))
             | "Open" >> fileio.ReadMatches()
             | "Parse" >> parse_and_route(self._parse_fn)
         )

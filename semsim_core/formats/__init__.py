@@ -15,7 +15,16 @@ from typing import IO
 import pyarrow as pa
 
 from semsim_core.formats import delimited, jsonl, parquet, txt
-from semsim_core.formats.base import Format, ParseConfig, Parsed, TableError, decode_line, message_source, printable
+from semsim_core.formats.base import (
+    Format,
+    ParseConfig,
+    Parsed,
+    TableError,
+    compression_suffix,
+    decode_line,
+    message_source,
+    printable,
+)
 from semsim_core.records import DeadLetter
 
 __all__ = [
@@ -44,7 +53,6 @@ TABLE_FORMATS = tuple(fmt.name for fmt in REGISTRY if fmt.read_rows)
 
 _BY_NAME = {fmt.name: fmt for fmt in REGISTRY}
 _BY_EXTENSION = {extension: fmt for fmt in REGISTRY for extension in fmt.extensions}
-_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")  # what Beam opens by extension
 
 
 def _format(name: str) -> Format:
@@ -56,10 +64,7 @@ def _format(name: str) -> Format:
 def detect_format(path: str) -> str | None:
     """Return the input format named by the file's extension (ignoring a compression suffix), or None."""
     name = posixpath.basename(path).lower()
-    for suffix in _COMPRESSION_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    name = name.removesuffix(compression_suffix(name) or "")
     fmt = _BY_EXTENSION.get(posixpath.splitext(name)[1])
     return fmt.name if fmt else None
 

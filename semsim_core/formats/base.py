@@ -7,11 +7,14 @@ dead_letters`` holds by construction. No parser raises on bad input.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import math
-import posixpath
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any
 
 import pyarrow as pa
@@ -84,11 +87,44 @@ class TableError(ValueError):
     """A table file (labeled pairs, gold pairs) that cannot be used, reported as one line (``path:line: reason``)."""
 
 
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")  # what Beam opens by extension
+_STREAM_READERS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    ".bz2": lambda raw: bz2.BZ2File(raw, "rb"),
+    ".xz": lambda raw: lzma.LZMAFile(raw, "rb"),
+    ".lzma": lambda raw: lzma.LZMAFile(raw, "rb"),
+}
+
+
+def compression_suffix(path: str) -> str | None:
+    """The compression suffix that ends ``path`` (``.gz``, ...; any case), or None for an uncompressed file."""
+    name = path.lower()
+    return next((suffix for suffix in COMPRESSION_SUFFIXES if name.endswith(suffix)), None)
+
+
+def stream_reader(path: str, raw: IO[bytes]) -> IO[bytes] | None:
+    """``raw`` (the file's bytes as stored) decompressed by the Python standard library when ``path`` ends in
+    ``.gz``, ``.bz2``, ``.xz`` or ``.lzma``, else None. These readers raise on a corrupt or truncated stream (Beam's
+    own decompression stops at a truncated end without a word); closing one leaves ``raw`` open."""
+    suffix = compression_suffix(path)
+    return _STREAM_READERS[suffix](raw) if suffix in _STREAM_READERS else None
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
 def by_line(parse_lines: LineParser) -> FileParser:
-    """The file parser of a line-based format: feeds ``parse_lines`` the file's lines one at a time."""
+    """The file parser of a line-based format: feeds ``parse_lines`` the file's lines one at a time, a UTF-8 byte
+    order mark (as Excel and Notepad write) removed from the first."""
+
+    def lines(file: IO[bytes]) -> Iterator[bytes]:
+        first = file.readline().removeprefix(_BOM)
+        if first:  # else the file is empty (a mark alone ends it: it has no line end)
+            yield first
+            yield from iter(file.readline, b"")  # Beam's decompressing files are not iterable
 
     def parse(path: str, file: IO[bytes], config: ParseConfig) -> Iterator[Parsed]:
-        return parse_lines(path, iter(file.readline, b""), config)  # Beam's decompressing files are not iterable
+        return parse_lines(path, lines(file), config)
 
     return parse
 
@@ -114,9 +150,21 @@ def text_error(value: Any, field: str, max_bytes: int) -> str | None:
         return f"field '{field}' is not valid UTF-8 (lone surrogate or undecodable bytes)"
     if not value.strip():
         return f"field '{field}' is empty or whitespace only"
+    if not has_visible_character(value):
+        return f"field '{field}' has no visible characters (only control, format or space characters)"
     if size > max_bytes:
         return f"field '{field}' is {size} bytes, over the cap of {max_bytes} (--max-text-bytes)"
     return None
+
+
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def has_visible_character(text: str) -> bool:
+    """Whether ``text`` holds a character other than whitespace, control characters and format characters (zero
+    width spaces and joiners, byte order marks, soft hyphens, ...): text a reader, or a model, can see. Stops at the
+    first such character, so ordinary text costs one lookup."""
+    return any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in text)
 
 
 def _id_or_error(value: Any, field: str, fallback: str) -> tuple[str | None, str | None]:
@@ -160,15 +208,16 @@ def event_time(value: Any, field: str) -> tuple[int | None, str | None]:
     if value is None:
         return None, f"missing time field '{field}'"
     moment = value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return epoch_micros(float(value), field)
-    if isinstance(value, str):
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
             number = float(value)
+        except OverflowError:
+            return None, f"field '{field}' is a number too large for a time"
         except ValueError:
             pass
         else:
             return epoch_micros(number, field)
+    if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
@@ -181,21 +230,31 @@ def event_time(value: Any, field: str) -> tuple[int | None, str | None]:
 
 
 MILLISECONDS_FROM = 1e11  # as seconds: the year 5138; as milliseconds: 1973-03-03
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MICROS_RANGE = tuple(
+    (moment - _EPOCH) // timedelta(microseconds=1)
+    for moment in (datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc))
+)
+"""The first and last microsecond of the years 1-9999, the times every output (a Parquet timestamp, a Python
+datetime) can hold."""
 
 
 def epoch_micros(number: float, field: str) -> tuple[int | None, str | None]:
     """A Unix time in seconds, or in milliseconds when its magnitude is at least :data:`MILLISECONDS_FROM` (no
     record of this era is that many seconds from 1970, and milliseconds reach it from March 1973 on), as
-    microseconds; NaN and infinities are refused."""
+    microseconds; NaN, infinities and times outside the years 1-9999 are refused."""
     if not math.isfinite(number):
         return None, f"field '{field}' is {number}: expected Unix seconds or milliseconds"
-    scale = 1_000 if abs(number) >= MILLISECONDS_FROM else 1_000_000
-    return round(number * scale), None
+    micros = round(number * (1_000 if abs(number) >= MILLISECONDS_FROM else 1_000_000))
+    if not MICROS_RANGE[0] <= micros <= MICROS_RANGE[1]:
+        return None, f"field '{field}' is {number:g}: as Unix seconds or milliseconds, outside the years 1-9999"
+    return micros, None
 
 
 def derived_id(path: str, position: int) -> str:
-    """The id of a record that has none: ``<file name>:<line or row number>``."""
-    return f"{posixpath.basename(path)}:{position}"
+    """The id of a record that has none: where it is, ``<path>:<line or row number>`` (the path as matched, so files
+    of one name in several folders keep apart)."""
+    return f"{path}:{position}"
 
 
 def message_source(message_id: str) -> str:

@@ -15,10 +15,12 @@ from semsim_core.records import DeadLetter
 
 
 class _LineTracker:
-    """Feeds decoded lines to :mod:`csv` and remembers which physical lines made up the last row."""
+    """Feeds decoded lines to :mod:`csv` and remembers which physical lines made up the last row; lines given back
+    (:meth:`give_back`) are fed again before the rest of the file."""
 
     def __init__(self, lines: Iterable[bytes]):
         self._lines = iter(lines)
+        self._again: list[str] = []  # lines to feed again, last first
         self.number = 0
         self.consumed: list[str] = []
         self.first_line = 1
@@ -27,7 +29,7 @@ class _LineTracker:
         return self
 
     def __next__(self) -> str:
-        line = next(self._lines).decode("utf-8", "surrogateescape")
+        line = self._again.pop() if self._again else next(self._lines).decode("utf-8", "surrogateescape")
         self.number += 1
         self.consumed.append(line)
         return line
@@ -38,15 +40,27 @@ class _LineTracker:
         self.consumed, self.first_line = [], self.number + 1
         return first, raw
 
+    def take_first_line(self) -> tuple[int, str]:
+        """Like :meth:`take_row`, for the first line of the row just read only: its other lines are fed again."""
+        first, *rest = self.consumed
+        self._again.extend(reversed(rest))
+        self.number -= len(rest)
+        self.consumed = [first]
+        return self.take_row()
+
 
 def parse_delimited(
     path: str, lines: Iterable[bytes], config: ParseConfig, delimiter: str, label: str
 ) -> Iterator[Parsed]:
     """A file with a header row; one record per data row, positioned at the row's first line. ``label`` (``CSV``,
-    ``TSV``) names the format in dead-letter reasons."""
+    ``TSV``) names the format in dead-letter reasons.
+
+    Quoting is strict: a quoted field closed before other text (``"a"b``) is a malformed row. A row that cannot be
+    read across several lines (a quote that never closes, so the rest of the file would be one field; a field over
+    :mod:`csv`'s size limit) is a dead letter of its first line only, and reading goes on from the next line."""
     csv.field_size_limit(max(csv.field_size_limit(), 4 * config.max_text_bytes + 1024))
     tracker = _LineTracker(lines)
-    reader = csv.reader(tracker, delimiter=delimiter)
+    reader = csv.reader(tracker, delimiter=delimiter, strict=True)
     header: list[str] | None = None
     while True:
         try:
@@ -54,8 +68,13 @@ def parse_delimited(
         except StopIteration:
             return
         except csv.Error as e:
-            number, raw = tracker.take_row()
-            yield DeadLetter(f"{path}:{number}", printable(raw), f"malformed {label}: {e}")
+            reason = f"malformed {label}: {e}"
+            if len(tracker.consumed) > 1:
+                number, raw = tracker.take_first_line()
+                reason += " (in a row from this line on; its later lines are read again)"
+            else:
+                number, raw = tracker.take_row()
+            yield DeadLetter(f"{path}:{number}", printable(raw), reason)
             continue
         number, raw = tracker.take_row()
         if header is None:

@@ -28,6 +28,10 @@ def _json_object(text: str, what: str) -> tuple[dict[str, Any] | None, str | Non
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         return None, f"malformed JSON: {e.msg} at column {e.colno}"
+    except ValueError as e:  # an integer over Python's digit limit
+        return None, f"unreadable JSON: {e}"
+    except RecursionError:
+        return None, "unreadable JSON: nested too deeply"
     if not isinstance(obj, dict):
         return None, f"JSON {what} is a {type(obj).__name__}, expected an object"
     return obj, None
