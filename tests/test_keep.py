@@ -80,6 +80,8 @@ def test_tables_keep_types_and_unify_by_name():
     assert jsonl.schema.field("n").type == pa.string(), "1 and 'two' share no type: strings"
     assert jsonl.column("n").to_pylist() == ["1", "two"]
     assert jsonl.schema.field("flag").type == pa.bool_()
+    huge = rows_table([{"h": 2**64 - 1}, {"h": 1}])  # over 64 bits signed: pyarrow raises OverflowError, not Arrow's
+    assert huge.column("h").to_pylist() == [str(2**64 - 1), "1"]
     parquet = pa.table({"id": ["c"], "n": pa.array([3], pa.int32()), "flag": [False], "when": [1.5]})
     schema = unify([jsonl.schema, parquet.schema])
     assert schema.names == ["id", "n", "flag", "extra", "when"]
