@@ -8,7 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from pipelines.command_parser import CommandParser
+from semsim_core.cells import DEFAULT_TARGET_RECALL
 from semsim_core.history import History, HistoryError, Manifest
+from semsim_core.pairs import DEFAULT_THRESHOLD
 
 COMPACT_OWNER = "semsim history compact"
 RECENTRE_OWNER = "semsim history recentre"
@@ -29,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--cells", type=_positive, default=0, help="cells (default: one per target size)")
             command.add_argument("--target-cell-size", type=_positive, default=2_000, help="records per cell")
             command.add_argument("--max-cell-size", type=_positive, default=20_000, help="larger cells split again")
+            command.add_argument(
+                "--threshold", type=_fraction, default=DEFAULT_THRESHOLD, help="the threshold the margin is tuned for"
+            )
+            command.add_argument(
+                "--target-recall", type=_fraction, default=DEFAULT_TARGET_RECALL, help="share of pairs the cells keep"
+            )
+            command.add_argument("--cell-margin", type=_margin, default=None, help="a fixed margin, not tuned")
     return parser
 
 
@@ -40,6 +49,24 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+def _number(text: str, low: float, high: float, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not low < value <= high:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    return _number(text, 0.0, 1.0, "in (0, 1]")
+
+
+def _margin(text: str) -> float:
+    return _number(text, -1e-9, 2.0, "in [0, 2]")
 
 
 def _shape(manifest: Manifest) -> str:
@@ -64,9 +91,13 @@ def run(argv: Sequence[str]) -> str:
         )
     if args.command == "recentre":
         before = history.manifest()
-        after = history.recentre(RECENTRE_OWNER, args.cells, args.target_cell_size, args.max_cell_size)
+        after = history.recentre(
+            RECENTRE_OWNER, args.threshold, args.target_recall, args.cells, args.target_cell_size,
+            args.max_cell_size, args.cell_margin,
+        )  # fmt: skip
         return (
-            f"recentred history {history.root}: {before.cells} -> {after.cells} cells, "
+            f"recentred history {history.root}: {before.cells} -> {after.cells} cells, margin {before.margin:g} -> "
+            f"{after.margin:g}, "
             f"{sum(s.rows for s in after.segments)} records (version {before.version} -> {after.version}); "
             "restart the streams on it"
         )

@@ -24,9 +24,11 @@ from apache_beam.options.pipeline_options import (
 from pipelines.command_parser import unknown_argument
 from pipelines.run_files import run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
+from semsim_core.cells import DEFAULT_TARGET_RECALL
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
 from semsim_core.formats import FORMATS, ParseConfig, detect_format
 from semsim_core.keep import EARLIEST, FIRST_ID, POLICIES
+from semsim_core.pairs import DEFAULT_THRESHOLD
 from semsim_core.progress import BARS, LINES, WORKER_LINES, ProgressSpec
 from semsim_core.progress import LOG as PROGRESS_LOG
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand, rescore_band
@@ -34,8 +36,6 @@ from transforms.cluster import CLUSTER_METHODS
 from transforms.embed import DEFAULT_WINDOW
 from transforms.embeddings_io import embeddings_pattern
 
-DEFAULT_THRESHOLD = 0.80
-DEFAULT_TARGET_RECALL = 0.995
 DEFAULT_RECALL_SAMPLE = 1_000  # queries searched by brute force against every vector: ~1 s per 100,000 vectors
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

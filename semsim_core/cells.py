@@ -9,7 +9,7 @@ A pair found in several cells is reported by one of them only: the smallest cell
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import faiss
@@ -18,6 +18,7 @@ import numpy as np
 from semsim_core.pairs import range_search_at_least, threshold_pairs
 from semsim_core.records import Pair
 
+DEFAULT_TARGET_RECALL = 0.995  # the share of the pairs the cells keep unless told otherwise (--target-recall)
 MIN_POINTS_PER_CENTROID = 39  # FAISS warns below this many training points per centroid
 
 
@@ -169,6 +170,23 @@ def tune_margin(
     if len(rows) < min_pairs:  # too few to tell a quantile near the target: never narrower than the old fixed margin
         margin = max(margin, SPARSE_MARGIN)
     return MarginEstimate(round(margin + 1e-6, 6), at, len(rows))
+
+
+def train_partition(
+    sample: np.ndarray,
+    k: int,
+    total: int,
+    max_cell_size: int,
+    margin_for: Callable[[np.ndarray, np.ndarray], float],
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """``(centroids, margin)`` for ``total`` vectors from their unit ``sample``: ``k`` k-means centroids, the cells
+    the sample predicts over ``max_cell_size`` split again (:func:`split_oversized`), and the margin
+    ``margin_for(sample, centroids)`` gives (e.g. :func:`tune_margin`'s), asked again for the split centroids."""
+    centroids = train_centroids(sample, k, seed=seed)
+    margin = margin_for(sample, centroids)
+    split = split_oversized(sample, centroids, total, max_cell_size, margin, seed=seed)
+    return split, (margin_for(sample, split) if len(split) != len(centroids) else margin)
 
 
 def bounded_cell_pairs(

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from semsim_core.cells import assign_cells, split_oversized, train_centroids
+from semsim_core.cells import assign_cells, train_partition, tune_margin
 from semsim_core.keep import FIRST_ID, POLICIES
 from semsim_core.locations import resolve
 from semsim_core.normalize import text_hash
@@ -717,29 +717,36 @@ class History:
     def recentre(
         self,
         owner: str,
+        threshold: float,
+        target_recall: float,
         cells: int = 0,
         target_cell_size: int = 2_000,
         max_cell_size: int = 20_000,
+        margin: float | None = None,
         sample_size: int = 50_000,
         seed: int = 0,
     ) -> Manifest:
         """Under the lock: train new centroids on the stored vectors (``cells`` of them, else one per
         ``target_cell_size`` records; cells the sample predicts over ``max_cell_size`` are split again, as a batch
-        run trains them) and write each stored row again into its new cells (nearest, plus those within the store's
-        margin), committed as one segment with the new centroids; the old cell files and centroids are deleted after
-        the commit. Records and merges are kept as they are. A stream started on the old centroids refuses the store
-        from then on (restart it)."""
+        run trains them), with a margin of their own (``margin``, else tuned on the sample for ``target_recall`` of
+        the pairs at ``threshold``, as a batch run tunes it: the old cells' margin says nothing of the new borders,
+        and a one-cell store's is 0), and write each stored row again into its new cells (nearest, plus those within
+        that margin), committed as one segment with the new centroids and margin; the old cell files and centroids
+        are deleted after the commit. Records and merges are kept as they are. A stream started on the old centroids
+        refuses the store from then on (restart it)."""
         with self._rewriting(owner) as written:
             manifest = self.manifest()
             ids, texts, vectors = self._stored_rows(manifest)
             if not ids:
                 raise HistoryError(f"history {self.root} holds no vectors to train centroids on")
-            sample = vectors[np.sort(np.random.default_rng(seed).permutation(len(ids))[:sample_size])]
+            sample = vectors[np.random.default_rng(seed).permutation(len(ids))[:sample_size]]  # spread: see tune_margin
+
+            def margin_for(sample: np.ndarray, centroids: np.ndarray) -> float:
+                return margin if margin is not None else tune_margin(sample, centroids, threshold, target_recall).margin
+
             k = cells or math.ceil(len(ids) / target_cell_size)
-            centroids = split_oversized(
-                sample, train_centroids(sample, k, seed), len(ids), max_cell_size, manifest.margin, seed
-            )
-            assigned = assign_cells(vectors, centroids, manifest.margin)
+            centroids, new_margin = train_partition(sample, k, len(ids), max_cell_size, margin_for, seed)
+            assigned = assign_cells(vectors, centroids, new_margin)
             members: list[list[int]] = [[] for _ in range(len(centroids))]
             for row, row_cells in enumerate(assigned):
                 for cell in row_cells:
@@ -751,7 +758,9 @@ class History:
                                        vectors[rows], manifest.dtype)  # fmt: skip
                     written.append(self.write_table(self.cell_part_path(segment_id, cell), table))
             replaced = [f for cell in range(manifest.cells) for f in manifest.cell_files(cell)]
-            moved = replace(manifest, cells=len(centroids), centroids=self.write_centroids(centroids))
+            moved = replace(
+                manifest, cells=len(centroids), centroids=self.write_centroids(centroids), margin=new_margin
+            )
             if moved.centroids != manifest.centroids:
                 replaced.append(manifest.centroids)
                 written.append(moved.centroids)

@@ -9,6 +9,8 @@ import numpy as np
 
 from semsim_core.records import SEMANTIC, Pair, make_pair
 
+DEFAULT_THRESHOLD = 0.80  # the cosine at which two texts are paraphrases unless told otherwise (--threshold)
+
 
 def range_search_at_least(index: faiss.IndexFlatIP, queries: np.ndarray, threshold: float):
     """``index.range_search(queries, radius)`` with the radius one float below ``threshold``: FAISS keeps inner

@@ -59,6 +59,8 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
         (["history", "info", "/nonexistent"], "semsim history: error: history /nonexistent does not exist"),
         (["history", "recentre", "h", "--cells", "0"],
          "semsim history recentre: error: argument --cells: must be a positive"),
+        (["history", "recentre", "h", "--target-recall", "1.5"],
+         "semsim history recentre: error: argument --target-recall: must be in (0, 1], got '1.5'"),
         (["history", "recentre", "h", "--cels", "4"],
          "semsim history: error: unknown flag --cels (did you mean --cells?)"),
         (["report", "out", "--exampels", "3"],

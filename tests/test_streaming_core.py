@@ -20,6 +20,7 @@ from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.evaluation import read_stsb
 from semsim_core.history import History, HistoryError, Manifest, Segment
 from semsim_core.normalize import text_hash
+from semsim_core.pairs import threshold_pairs
 from semsim_core.records import ClusterAssignment, make_pair
 from semsim_core.rescore import ScoreBand
 from semsim_core.stream_history import AcceptedPost, StreamHistory
@@ -390,7 +391,7 @@ def test_the_clusters_a_stream_merges_are_merged_in_the_store(embedder, tmp_path
 def test_recentre_repartitions_a_store_that_streams_then_read_in_parallel(embedder, tmp_path, capsys):
     """A one-cell store (what a stream without centroids appends to) of 300 real titles: `semsim history recentre
     --cells 4` trains centroids on the stored vectors and writes each row into its new cells (nearest plus the
-    store's margin), keeping records and merges; a stream started on the old centroids refuses the store."""
+    margin tuned for them), keeping records and merges; a stream started on the old centroids refuses the store."""
     texts = [row["text"] for row in sample_titles(300)]
     p = posts(texts, embedder.encode(texts))
     root = str(tmp_path / "h")
@@ -407,11 +408,11 @@ def test_recentre_repartitions_a_store_that_streams_then_read_in_parallel(embedd
     assert "is locked by a stream's append" in capsys.readouterr().err
     History(root).unlock()
     assert history_cli.main(["recentre", root, "--cells", "4"]) == 0
-    assert "1 -> 4 cells, 300 records" in capsys.readouterr().out
+    assert "1 -> 4 cells, margin 0.05 -> " in capsys.readouterr().out
     manifest = history.manifest()
     centroids = history.centroids(manifest)
     assert manifest.cells == 4 and not (tmp_path / "h" / old_centroids).exists()
-    cells_of = assign_cells(np.stack([q.vector for q in p]), centroids, 0.05)
+    cells_of = assign_cells(np.stack([q.vector for q in p]), centroids, manifest.margin)
     assigned = dict(zip([q.id for q in p], cells_of, strict=True))
     after = StreamHistory(root, centroids=manifest.centroids)
     for cell in range(4):
@@ -423,6 +424,34 @@ def test_recentre_repartitions_a_store_that_streams_then_read_in_parallel(embedd
     with pytest.raises(HistoryError, match="has other centroids"):
         before.append(stored[:1], "day2", "test", "stream")
     assert History(root).info()["orphans"] == []
+
+
+def test_recentre_tunes_a_margin_for_the_new_cells(embedder, tmp_path, capsys):
+    """A one-cell store's margin is 0; recentring into 8 cells with that margin lost the pairs across the new
+    borders (and a run's recall sample, of new records only, did not see it). The new cells get a margin tuned on
+    the stored vectors: the STSb paraphrases among 1,500 real texts keep their pairs at 0.8 in a shared cell."""
+    with open(SAMPLE_PARAPHRASES, encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f] + [row["text"] for row in sample_titles(1000)]
+    vectors = embedder.encode(texts)
+    p = posts(texts, vectors)
+    root = str(tmp_path / "h")
+    History(root).commit(Manifest("m", None, 384, "float32", 0.0, "", 1), Segment("e", "", 0, "t", ()), None,
+                         np.ones((1, 384), np.float32))  # fmt: skip
+    stored = [AcceptedPost(q.id, q.text, q.timestamp, (0,), q.vector, q.id, False) for q in p]
+    StreamHistory(root, centroids=History(root).manifest().centroids).append(stored, "day1", "test", "stream")
+
+    assert history_cli.main(["recentre", root, "--cells", "8"]) == 0
+    manifest = History(root).manifest()
+    assert manifest.cells == 8 and manifest.margin > 0
+    assert f"margin 0 -> {manifest.margin:g}" in capsys.readouterr().out
+    after = StreamHistory(root, centroids=manifest.centroids)
+    cells_of = {e.id: set(e.cells) for cell in range(8) for e in after.cell_entries(cell)}
+    pairs = threshold_pairs([q.id for q in p], vectors, 0.8)
+    kept = sum(bool(cells_of[pair.id_a] & cells_of[pair.id_b]) for pair in pairs)
+    assert len(pairs) > 200 and kept / len(pairs) >= 0.99
+    untuned = assign_cells(vectors, History(root).centroids(manifest), 0.0)
+    lost = sum(not set(untuned[int(a[1:])]) & set(untuned[int(b[1:])]) for a, b, *_ in pairs)
+    assert lost, "with the old margin, 0, pairs across the new borders would have been lost"
 
 
 def test_entry_coder_round_trips_and_is_compact(embedder):

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 
-from semsim_core.cells import assign_cells, split_oversized, train_centroids, tune_margin
+from semsim_core.cells import assign_cells, train_partition, tune_margin
 from transforms.vector_blocks import SmallestIdHashes, VectorBlock
 from transforms.vector_coder import CellMember
 
@@ -78,10 +78,7 @@ class TrainCentroids(beam.PTransform):
         if self._given is not None:
             return Partition(self._given, self._tuned(vectors, self._given))
         k = self._cells or (1 if total <= self._max else math.ceil(total / self._target))
-        centroids = train_centroids(vectors, k, seed=self._seed)
-        margin = self._tuned(vectors, centroids)
-        split = split_oversized(vectors, centroids, total, self._max, margin, seed=self._seed)
-        return Partition(split, self._tuned(vectors, split) if len(split) != len(centroids) else margin)
+        return Partition(*train_partition(vectors, k, total, self._max, self._tuned, seed=self._seed))
 
     def expand(self, blocks):
         total = blocks | "Sizes" >> beam.Map(len) | "Count" >> beam.CombineGlobally(sum)
