@@ -287,6 +287,11 @@ def no_gcs_credentials() -> bool:
     return False
 
 
+def local_absolute(path: str) -> str:
+    """A local path or glob made absolute; a URI (``gs://...``) as it is."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def match_files(flag: str, pattern: str) -> list:
     """The files ``pattern`` (of option ``flag``) matches on any Beam filesystem; none, or an error, is an
     :class:`OptionsError`."""
@@ -383,9 +388,15 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     )
     _check_shared(opts, positive, needs_model=not opts.input_embeddings)
     if opts.input_embeddings:
+        opts.input_embeddings = local_absolute(opts.input_embeddings)
         match_files("--input-embeddings", embeddings_pattern(opts.input_embeddings))
+    if opts.input:  # absolute: a bare '*.jsonl' matches (Beam's local match needs a folder), the summary's globs
+        opts.input = [local_absolute(pattern) for pattern in opts.input]  # still name the files from elsewhere
     for pattern in opts.input or ():
         formats = {m.path: opts.format or detect_format(m.path) for m in match_files("--input", pattern)}
+        folders = [path for path in formats if "://" not in path and os.path.isdir(path)]
+        if folders:
+            raise OptionsError(f"--input {pattern!r} is a folder; give a glob of its files ({folders[0]}/*)")
         unknown = [path for path, fmt in formats.items() if fmt is None]
         if unknown:
             raise OptionsError(
@@ -394,8 +405,8 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         plain = [path for path, fmt in formats.items() if fmt == "txt"]
         if plain and opts.time_field:
             raise OptionsError(f"--time-field needs records with fields; {plain[0]!r} is plain text")
-    if opts.history and "://" not in opts.history:  # the store's file list is relative to its root: fix the root
-        opts.history = os.path.abspath(opts.history)
+    if opts.history:  # the store's file list is relative to its root: fix the root
+        opts.history = local_absolute(opts.history)
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "FnApiRunner"
     if not options.view_as(TestOptions).dry_run:  # a dry run only describes the job: it reads and writes nothing

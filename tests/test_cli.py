@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from tests.conftest import STSB_TEST, sample_titles, write_jsonl
+from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST, sample_titles, write_jsonl
 
 SEMSIM = str(Path(sys.executable).with_name("semsim"))
 
@@ -59,6 +59,8 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
         (["history", "info", "/nonexistent"], "semsim history: error: history /nonexistent does not exist"),
         (["history", "recentre", "h", "--cells", "0"],
          "semsim history recentre: error: argument --cells: must be a positive"),
+        (["batch", "--input", str(SAMPLE_PARAPHRASES.parent), "--output", "o"],
+         f"semsim batch: error: --input '{SAMPLE_PARAPHRASES.parent}' is a folder; give a glob of its files"),
         (["history", "recentre", "h", "--target-recall", "1.5"],
          "semsim history recentre: error: argument --target-recall: must be in (0, 1], got '1.5'"),
         (["history", "recentre", "h", "--cels", "4"],
