@@ -40,7 +40,7 @@ from pipelines.run_files import read_summary
 from semsim_core.backend_choice import choose_backend
 from semsim_core.backends import AUTO, BACKENDS, CHOICES
 from semsim_core.embedder import EmbedConfig, Embedder, default_threads
-from semsim_core.evaluation import evaluate_stsb
+from semsim_core.evaluation import evaluate_stsb, read_stsb
 from semsim_core.mining_eval import expand_exact_groups
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand
 from semsim_core.run_layout import Summary
@@ -88,7 +88,7 @@ def compare_backends(titles: list[str], backends: list[str], folder: Path, repea
             continue
         embedder = Embedder(base.model, EmbedConfig(backend=backend))
         embedder.encode(titles[:64])
-        spearman = evaluate_stsb(embedder, str(STSB_TEST)).spearman
+        spearman = evaluate_stsb(embedder, read_stsb(str(STSB_TEST))).spearman
         raw_rates, fresh_rates, run_rates, dofn_rates = [], [], [], []
         for attempt in range(repeat):  # raw and pipeline alternate, so the machine's drift weighs on both alike
             raw_rates.append(len(titles) / timed(embedder.encode, titles)[1])

@@ -8,7 +8,8 @@ import sys
 from pipelines.command_parser import CommandParser
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.embedder import DEFAULT_MODEL, Embedder, model_error
-from semsim_core.evaluation import evaluate_stsb
+from semsim_core.evaluation import evaluate_stsb, read_stsb
+from semsim_core.formats import TableError
 
 
 def main(argv: list[str]) -> int:
@@ -27,11 +28,11 @@ def main(argv: list[str]) -> int:
     if error:
         parser.error(error)
     try:
-        open(args.file, encoding="utf-8").close()
-    except OSError as e:
-        parser.error(f"cannot read --file: {e.strerror}: {args.file}")
+        data = read_stsb(args.file)
+    except TableError as e:
+        parser.error(f"--file: {e}")
     embedder = Embedder.load(args.model, args.backend)
-    report = evaluate_stsb(embedder, args.file, args.paraphrase_min_score)
+    report = evaluate_stsb(embedder, data, args.paraphrase_min_score)
     print(
         json.dumps({"file": args.file, "model": args.model, "backend": embedder.backend, **report._asdict()}, indent=2)
     )

@@ -91,14 +91,7 @@ def _read_table(path: str, fmt: str, positive_min: float | None) -> LabeledPairs
 
 
 def _read_stsb(path: str, positive_min: float) -> LabeledPairs:
-    try:
-        data = read_stsb(path)
-    except OSError as e:
-        raise TableError(f"cannot read {path}: {e.strerror}") from None
-    except (IndexError, ValueError):
-        raise TableError(
-            f"{path}: not an STS Benchmark file (tab-separated; score in field 5, sentences in 6 and 7)"
-        ) from None
+    data = read_stsb(path)
     return LabeledPairs(data.first, data.second, data.gold >= positive_min)
 
 

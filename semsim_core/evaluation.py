@@ -8,6 +8,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from semsim_core.embedder import Embedder
+from semsim_core.formats import TableError
 from semsim_core.ranking import best_f1_threshold
 
 
@@ -27,14 +28,26 @@ class StsbReport(NamedTuple):
 
 
 def read_stsb(path: str) -> StsbPairs:
-    """Read an STS Benchmark file (tab-separated, no header, no quoting; score in column 5, sentences in 6 and 7)."""
+    """Read an STS Benchmark file (tab-separated, no header, no quoting; score in column 5, sentences in 6 and 7).
+    A file that is not one raises :class:`TableError` naming the first line at fault."""
     first, second, gold = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            columns = line.rstrip("\n").split("\t")
-            gold.append(float(columns[4]))
-            first.append(columns[5])
-            second.append(columns[6])
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                columns = line.rstrip("\n").split("\t")
+                try:
+                    gold.append(float(columns[4]))
+                    first.append(columns[5])
+                    second.append(columns[6])
+                except (IndexError, ValueError):
+                    raise TableError(
+                        f"{path}:{number}: not an STS Benchmark line (tab-separated; score in field 5, sentences in "
+                        "6 and 7)"
+                    ) from None
+    except OSError as e:
+        raise TableError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise TableError(f"{path}: not UTF-8 text") from None
     return StsbPairs(first, second, np.asarray(gold))
 
 
@@ -48,11 +61,10 @@ def pair_cosines(embedder: Embedder, first: list[str], second: list[str]) -> np.
     return np.einsum("ij,ij->i", a, b)
 
 
-def evaluate_stsb(embedder: Embedder, path: str, paraphrase_min_score: float = 4.0) -> StsbReport:
+def evaluate_stsb(embedder: Embedder, data: StsbPairs, paraphrase_min_score: float = 4.0) -> StsbReport:
     """Spearman correlation (x1, as MTEB reports it) of cosines with gold scores, and the best-F1 threshold for
     telling paraphrases (gold ``>= paraphrase_min_score``, 4 = "mostly equivalent") from the rest
     (:func:`semsim_core.ranking.best_f1_threshold`: a pair is predicted a paraphrase when ``cosine >= threshold``)."""
-    data = read_stsb(path)
     cosines = pair_cosines(embedder, data.first, data.second)
     spearman = float(spearmanr(cosines, data.gold).statistic)
     threshold, f1, precision, recall = best_f1_threshold(cosines, data.gold >= paraphrase_min_score)

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST, sample_titles, write_jsonl
+from tests.conftest import REPO, SAMPLE_PARAPHRASES, STSB_TEST, sample_titles, write_jsonl
+
+LABELED_PAIRS = REPO / "tests" / "data" / "sts_labeled_pairs.csv"
 
 SEMSIM = str(Path(sys.executable).with_name("semsim"))
 
@@ -49,7 +51,10 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
         (["stream", "--subscription", "projects/semsim-test/subscriptions/s", "--window-seconds", "1.5"],
          "semsim stream: error: argument --window-seconds/--window_seconds: invalid int value: '1.5'"),
         (["eval", "stsb"], "semsim eval stsb: error: the following arguments are required: --file"),
-        (["eval", "stsb", "--file", "/nonexistent.csv"], "semsim eval stsb: error: cannot read --file"),
+        (["eval", "stsb", "--file", "/nonexistent.csv"],
+         "semsim eval stsb: error: --file: cannot read /nonexistent.csv: No such file or directory"),
+        (["eval", "stsb", "--file", str(LABELED_PAIRS)],
+         f"semsim eval stsb: error: --file: {LABELED_PAIRS}:1: not an STS Benchmark line"),
         (["eval", "mining", "--input", "x.jsonl"], "semsim eval mining: error: the following arguments are required"),
         (["eval", "bogus"], "semsim: error: unknown command 'eval bogus' (semsim --help lists them)"),
         (["calibrate", "--pairs", "p.csv", "--format", "nope"], "semsim calibrate: error: argument --format: invalid"),
