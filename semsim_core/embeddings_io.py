@@ -28,11 +28,25 @@ def _row_vectors(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return lengths, values
 
 
-def parse_embeddings(path: str, file: IO[bytes]) -> Iterator[EmbeddedRecord | DeadLetter]:
+def first_dimension(file: IO[bytes]) -> int | None:
+    """The number of values of the first non-empty ``embedding`` in a saved embeddings Parquet file; None when it
+    has none (or no such column)."""
+    parquet = pq.ParquetFile(file)
+    if "embedding" not in parquet.schema_arrow.names:
+        return None
+    for batch in parquet.iter_batches(columns=["embedding"]):
+        lengths = pc.list_value_length(batch.column("embedding")).drop_null().to_numpy(zero_copy_only=False)
+        if np.any(lengths):
+            return int(lengths[np.flatnonzero(lengths)[0]])
+    return None
+
+
+def parse_embeddings(path: str, file: IO[bytes], dim: int | None = None) -> Iterator[EmbeddedRecord | DeadLetter]:
     """One :class:`EmbeddedRecord` (vector scaled to unit length) or :class:`DeadLetter` per Parquet row.
 
-    The file needs an ``id`` string column and an ``embedding`` list of numbers; every row must have the dimension
-    of the file's first valid row and finite, non-zero values.
+    The file needs an ``id`` string column and an ``embedding`` list of numbers; every row must have ``dim`` values
+    (else those of the file's first valid row: give the dimension of all the files read together, which one run's
+    vectors share) and finite, non-zero values.
     """
     row = 0
     try:
@@ -41,7 +55,6 @@ def parse_embeddings(path: str, file: IO[bytes]) -> Iterator[EmbeddedRecord | De
         if missing:
             yield DeadLetter(path, "", f"embeddings file lacks column(s) {', '.join(sorted(missing))}")
             return
-        dim = None
         for batch in parquet.iter_batches(columns=["id", "embedding"]):
             ids = batch.column("id").to_pylist()
             column = batch.column("embedding")

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import semsim_core.cells as cells_module
+from pipelines.run_files import saved_dimension
 from semsim_core.cells import (
     assign_cells,
     bounded_cell_pairs,
@@ -20,7 +21,7 @@ from semsim_core.cells import (
     train_centroids,
     tune_margin,
 )
-from semsim_core.embeddings_io import parse_embeddings
+from semsim_core.embeddings_io import embeddings_table, parse_embeddings
 from semsim_core.pairs import threshold_pairs
 from semsim_core.records import EmbeddedRecord
 from tests.conftest import (
@@ -254,6 +255,24 @@ def test_bad_embedding_rows_are_dead_letters(tmp_path):
         "field 'embedding' is null or empty",
     ]
     assert parse_embeddings("x.parquet", io.BytesIO(b"junk")).__next__().error.startswith("cannot read embeddings")
+
+
+def test_saved_vectors_of_another_size_than_the_first_are_dead_letters(embedder, tmp_path):
+    """``--input-embeddings`` over two files, one of real 384-value vectors and one of 10-value vectors (another
+    model's): each file was checked against its own first row, so the run crashed stacking the two; now every
+    vector must have the size of the first saved one (files in path order), and the others are dead letters."""
+    titles = [row["text"] for row in sample_titles(60)]
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    pq.write_table(embeddings_table([f"t{i}" for i in range(60)], embedder.encode(titles)), folder / "a.parquet")
+    other = np.random.default_rng(0).normal(size=(3, 10)).astype(np.float32)
+    pq.write_table(embeddings_table(["x0", "x1", "x2"], other), folder / "b.parquet")
+    assert saved_dimension(str(folder)) == 384
+
+    batch = run_batch(tmp_path / "out", "--input-embeddings", str(folder))
+    assert_invariants(batch)
+    assert batch.summary.accepted == 60
+    assert sorted(batch.dead_letters["error"]) == ["embedding has 10 values, expected 384"] * 3
 
 
 def test_recall_report_matches_brute_force(tmp_path):

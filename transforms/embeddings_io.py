@@ -60,11 +60,16 @@ def _by_representative(pair: Pair) -> tuple[str, Pair]:
 
 
 class ParseEmbeddingsFn(ParseFn):
-    """Parses one saved embeddings Parquet file into :class:`EmbeddedRecord` and :class:`DeadLetter` values."""
+    """Parses one saved embeddings Parquet file into :class:`EmbeddedRecord` and :class:`DeadLetter` values; a row
+    whose vector has not ``dim`` values is a dead letter."""
+
+    def __init__(self, dim: int | None):
+        super().__init__()
+        self._dim = dim
 
     def parse(self, readable: fileio.ReadableFile) -> Iterator:
         with readable.open(mime_type="application/octet-stream", compression_type="uncompressed") as file:
-            yield from parse_embeddings(readable.metadata.path, file)
+            yield from parse_embeddings(readable.metadata.path, file, self._dim)
 
 
 def embeddings_pattern(folder_or_glob: str) -> str:
@@ -76,10 +81,11 @@ def embeddings_pattern(folder_or_glob: str) -> str:
 
 class ReadEmbeddings(ReadFiles):
     """Read ``embeddings/`` of an earlier run (a folder, or a glob of Parquet files) into ``records``
-    (:class:`EmbeddedRecord`) and ``dead_letter``."""
+    (:class:`EmbeddedRecord`) and ``dead_letter``; vectors of another size than ``dim`` (e.g. :func:`saved_dimension`
+    of the same folder) are dead letters."""
 
-    def __init__(self, folder_or_glob: str):
-        super().__init__([embeddings_pattern(folder_or_glob)], ParseEmbeddingsFn())
+    def __init__(self, folder_or_glob: str, dim: int | None):
+        super().__init__([embeddings_pattern(folder_or_glob)], ParseEmbeddingsFn(dim))
 
 
 VECTORS = "vectors"
