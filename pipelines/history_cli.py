@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("history", metavar="H", help="the history store (local folder or gs://bucket/path)")
+        if name == "unlock":
+            command.add_argument("--force", action="store_true", help="even from a process running on this host")
         if name == "recentre":
             command.add_argument("--cells", type=_positive, default=0, help="cells (default: one per target size)")
             command.add_argument("--target-cell-size", type=_positive, default=2_000, help="records per cell")
@@ -104,6 +106,11 @@ def run(argv: Sequence[str]) -> str:
     holder = history.lock_holder()
     if holder is None:
         return f"history {history.root} is not locked"
+    if history.held_here(holder) and not args.force:
+        raise HistoryError(
+            f"history {history.root} is locked by {holder.get('owner')} (pid {holder.get('pid')}), which is still "
+            "running on this host: stop it first (or give --force if that pid is another program now)"
+        )
     history.unlock()
     return (
         f"unlocked history {history.root}: it was locked by {holder.get('owner')} (pid {holder.get('pid')} on "

@@ -577,9 +577,16 @@ class History:
             return {"owner": "?", "host": "?", "pid": None, "since": "?"}  # half-written: held, by nobody known
         return holder
 
-    def _stale(self, holder: dict) -> bool:
+    @staticmethod
+    def _stale(holder: dict) -> bool:
         pid = holder.get("pid")
         return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
+
+    @staticmethod
+    def held_here(holder: dict) -> bool:
+        """Whether a lock ``holder`` (:meth:`lock_holder`) is a process still running on this host."""
+        pid = holder.get("pid")
+        return holder.get("host") == socket.gethostname() and isinstance(pid, int) and _pid_alive(pid)
 
     def _try_create_lock(self, data: bytes) -> bool:
         """Create ``_lock`` holding ``data`` unless it exists; whether it was created."""

@@ -353,9 +353,11 @@ def test_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 segments, 8 files (version 2) -> 1 segments, 4 files (version 3)" in out
 
-    history.lock("dead-run")
-    assert history_cli.main(["unlock", root]) == 0
-    assert "it was locked by dead-run" in capsys.readouterr().out and history.lock_holder() is None
+    history.lock("live-run")  # this process: running on this host
+    assert history_cli.main(["unlock", root]) == 2
+    assert "which is still running on this host: stop it first" in capsys.readouterr().err
+    assert history_cli.main(["unlock", root, "--force"]) == 0
+    assert "it was locked by live-run" in capsys.readouterr().out and history.lock_holder() is None
     assert history_cli.main(["unlock", root]) == 0
     assert "is not locked" in capsys.readouterr().out
 
