@@ -38,13 +38,18 @@ def open_history(opts: BatchDedupOptions) -> HistoryRun:
         manifest = history.manifest() if history.exists() else None
         if manifest is None:
             created = Manifest(  # cells, centroids and margin: the run's partition, at the commit
-                opts.model, fingerprint, dim, opts.history_dtype, 0.0, "", 0, keep=opts.keep_policy()
+                opts.model, fingerprint, dim, opts.history_dtype or "float32", 0.0, "", 0, keep=opts.keep_policy()
             )
-            centroids, margin, dtype, before = None, None, opts.history_dtype, 0
+            centroids, margin, dtype, before = None, None, created.dtype, 0
         else:
             check_compatible(manifest, opts.model, fingerprint, dim, root=opts.history)
             history.verify(manifest)
             _adopt_keep(opts, manifest)
+            if opts.history_dtype and opts.history_dtype != manifest.dtype:
+                raise OptionsError(
+                    f"history {opts.history} keeps {manifest.dtype} embeddings; --history-dtype {opts.history_dtype} "
+                    "sets that for a new store only (omit it, or start a new store)"
+                )
             if opts.centroids:
                 raise OptionsError(
                     f"--centroids cannot be given with an existing --history {opts.history}: its own centroids are used"

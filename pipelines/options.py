@@ -177,8 +177,7 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
             parser,
             "history_dtype",
             choices=("float32", "float16"),
-            default="float32",
-            help="how a new --history store keeps embeddings (float16 halves its size)",
+            help="how a new --history store keeps embeddings (float16 halves its size; default float32)",
         )
         _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
         _flag(parser, "batch_window", type=int, default=DEFAULT_WINDOW, help="texts per sorted embedding window")
@@ -364,7 +363,7 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         raise OptionsError("give --input (a file glob), --input-embeddings (an embeddings/ folder), or both")
     if opts.history and opts.input_embeddings:
         raise OptionsError("--history needs --input (text): a store keeps each record's text hash and text")
-    if opts.history_dtype != "float32" and not opts.history:
+    if opts.history_dtype and not opts.history:
         raise OptionsError(f"--history-dtype {opts.history_dtype} sets how a new --history store keeps embeddings")
     if opts.history and opts.cluster_method != "components":
         raise OptionsError("--history clusters by connected components; --cluster-method hdbscan cannot extend a store")

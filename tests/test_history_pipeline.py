@@ -361,6 +361,11 @@ def test_the_kept_record_is_the_earliest_across_days(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"semsim batch: error: history {history} keeps the earliest record of each cluster; --keep "
                    "first-id would choose differently across days (omit --keep, or start a new store)"]  # fmt: skip
+    assert main([*argv[:-2], "--history-dtype", "float16"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"semsim batch: error: history {history} keeps float32 embeddings; --history-dtype float16 sets that for a "
+        "new store only (omit it, or start a new store)"
+    )
 
 
 def test_the_kept_record_is_the_longest_across_days(tmp_path):

@@ -13,6 +13,7 @@ export PATH="$(dirname "$python"):$PATH"
 job_port=${JOB_PORT:-8099}
 pool_port=${POOL_PORT:-50000}
 log_dir=${LOG_DIR:-$(mktemp -d)}
+mkdir -p "$log_dir"
 pids=()
 
 stop() {
