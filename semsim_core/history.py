@@ -679,6 +679,7 @@ class History:
             "dtype": manifest.dtype,
             "cells": manifest.cells,
             "margin": manifest.margin,
+            "keep": manifest.keep,
             "schema_version": SCHEMA_VERSION,
             "version": manifest.version,
             "segments": len(manifest.segments),

@@ -348,6 +348,7 @@ def test_cli(tmp_path, capsys):
     assert history_cli.main(["info", root]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["segments"] == 2 and info["records"] == 5 and info["embedded"] == 4 and info["merges"] == 1
+    assert info["keep"] == "first-id"
 
     assert history_cli.main(["compact", root]) == 0
     out = capsys.readouterr().out
