@@ -33,6 +33,7 @@ from pipelines.run_files import (
     saved_dimension,
 )
 from semsim_core import run_layout as layout
+from semsim_core.backends import FP32_BACKENDS
 from semsim_core.history import new_segment_id
 from semsim_core.progress import ProgressSpec
 from semsim_core.records import (
@@ -137,6 +138,11 @@ class Front(NamedTuple):
     rejected: list
     exact: beam.pvalue.DoOutputsTuple
     embedded: dict
+
+
+def _band_used(names, band: float) -> float:
+    """The band rescored: none when every worker ran an fp32 backend (as ``auto`` may choose)."""
+    return band if any(name not in FP32_BACKENDS for name in names) else 0.0
 
 
 def _backends_used(names) -> str | None:
@@ -285,6 +291,7 @@ def build(
     if not opts.input_embeddings:
         used = front.embedded[BACKEND_USED] | "BackendsUsed" >> beam.combiners.ToList()
         measured["backend"] = used | "NameBackends" >> beam.Map(_backends_used)
+        measured["rescore_band"] = used | "BandUsed" >> beam.Map(_band_used, band.band)
     if history:
         segment_files = {
             "records": {

@@ -137,8 +137,9 @@ def test_batch_pipeline_on_the_default_auto_backend_reports_the_fp32_pairs(tmp_p
     assert auto.summary.backend_requested == "auto" and auto.summary.backend in BACKENDS
     assert auto.counters["model_loads"] == 1 and len(expected) > 50
     assert set(found) - borderline == set(expected) - borderline
-    assert max(abs(found[p] - expected[p]) for p in found.keys() & expected.keys()) <= auto.summary.rescore_band
+    assert max(abs(found[p] - expected[p]) for p in found.keys() & expected.keys()) <= auto.summary.rescore_band + 1e-5
     if auto.summary.backend in FP32_BACKENDS:  # auto chose fp32 (no bf16 or VNNI here): nothing to rescore
         assert auto.summary.rescored_pairs == 0 and auto.counters.get("rescore_model_loads", 0) == 0
+        assert auto.summary.rescore_band == 0
     else:
         assert auto.summary.rescored_pairs > 0
