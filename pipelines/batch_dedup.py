@@ -118,7 +118,8 @@ def _vectors_from_text_and_embeddings(pipeline: beam.Pipeline, opts: BatchDedupO
     """``--input`` is the record set; each record's vector comes from ``--input-embeddings`` by id."""
     parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
-    saved = pipeline | "ReadEmbeddings" >> ReadEmbeddings(opts.input_embeddings, saved_dimension(opts.input_embeddings))
+    dim = saved_dimension(opts.input_embeddings)
+    saved = pipeline | "ReadEmbeddings" >> ReadEmbeddings(opts.input_embeddings, dim, metrics_prefix="saved_")
     found = {"records": unique.records, "saved": saved.records, "problems": saved[DEAD_LETTER]} | (
         "LookUpVectors" >> LookUpVectors(opts.input_embeddings)
     )

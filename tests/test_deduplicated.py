@@ -130,6 +130,8 @@ def test_saved_embeddings_with_the_input_for_its_fields(tmp_path):
     assert_invariants(batch)
     assert batch.summary.model is None and "model_loads" not in batch.counters
     assert batch.counters["unused_embeddings"] == 1
+    assert (batch.counters["inputs"], batch.counters["dead_letters"]) == (batch.summary.inputs, 2), "the run's own"
+    assert batch.counters["saved_inputs"] == len(records) + 1 and batch.counters["saved_dead_letters"] == 1
     assert sorted(batch.dead_letters["error"]) == [
         f"id {new['id']!r} has no vector in --input-embeddings {folder}",
         f"the vector of id {zeros['id']!r} in --input-embeddings is unusable ({bad}:1: embedding is all zeros)",

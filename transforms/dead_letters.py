@@ -15,12 +15,12 @@ from transforms import DEAD_LETTER, METRICS_NAMESPACE
 
 class ParseFn(beam.DoFn):
     """Base of the parsing DoFns: :meth:`parse` turns one input into records and :class:`DeadLetter` values; each is
-    counted (``inputs``, ``dead_letters``) and emitted, records on the main output and dead letters on
-    ``dead_letter``."""
+    counted (``inputs``, ``dead_letters``, after ``metrics_prefix``) and emitted, records on the main output and dead
+    letters on ``dead_letter``."""
 
-    def __init__(self) -> None:
-        self._inputs = Metrics.counter(METRICS_NAMESPACE, "inputs")
-        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+    def __init__(self, metrics_prefix: str = "") -> None:
+        self._inputs = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}inputs")
+        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, f"{metrics_prefix}dead_letters")
 
     def parse(self, element: Any) -> Iterable[Any]:
         """The records and dead letters of one input; subclasses implement it."""

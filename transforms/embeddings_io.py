@@ -63,8 +63,8 @@ class ParseEmbeddingsFn(ParseFn):
     """Parses one saved embeddings Parquet file into :class:`EmbeddedRecord` and :class:`DeadLetter` values; a row
     whose vector has not ``dim`` values is a dead letter."""
 
-    def __init__(self, dim: int | None):
-        super().__init__()
+    def __init__(self, dim: int | None, metrics_prefix: str = ""):
+        super().__init__(metrics_prefix)
         self._dim = dim
 
     def parse(self, readable: fileio.ReadableFile) -> Iterator:
@@ -82,10 +82,11 @@ def embeddings_pattern(folder_or_glob: str) -> str:
 class ReadEmbeddings(ReadFiles):
     """Read ``embeddings/`` of an earlier run (a folder, or a glob of Parquet files) into ``records``
     (:class:`EmbeddedRecord`) and ``dead_letter``; vectors of another size than ``dim`` (e.g. :func:`saved_dimension`
-    of the same folder) are dead letters."""
+    of the same folder) are dead letters. Rows are counted as ``inputs`` and ``dead_letters`` after
+    ``metrics_prefix`` (``saved_`` where they are not the run's input but looked up by it)."""
 
-    def __init__(self, folder_or_glob: str, dim: int | None):
-        super().__init__([embeddings_pattern(folder_or_glob)], ParseEmbeddingsFn(dim))
+    def __init__(self, folder_or_glob: str, dim: int | None, metrics_prefix: str = ""):
+        super().__init__([embeddings_pattern(folder_or_glob)], ParseEmbeddingsFn(dim, metrics_prefix))
 
 
 VECTORS = "vectors"
