@@ -49,17 +49,19 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import batch_dedup
 
         if {"-h", "--help"} & set(args[1:]):
-            from pipelines.options import BatchDedupOptions
+            from pipelines.options import BatchDedupOptions, print_flags
 
-            BatchDedupOptions(["--help"])  # argparse prints the flags and exits
+            print_flags(BatchDedupOptions, "semsim batch")
+            return 0
         return batch_dedup.main(args[1:])
     if args[:1] == ["stream"]:
         from pipelines import streaming_dedup
 
         if {"-h", "--help"} & set(args[1:]):
-            from pipelines.options import StreamingDedupOptions
+            from pipelines.options import StreamingDedupOptions, print_flags
 
-            StreamingDedupOptions(["--help"])
+            print_flags(StreamingDedupOptions, "semsim stream")
+            return 0
         return streaming_dedup.main(args[1:])
     if args[:2] == ["eval", "stsb"]:
         from pipelines import eval_stsb

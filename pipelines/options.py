@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -54,6 +55,31 @@ def _flag(parser, name: str, **kwargs) -> None:
     dashed = "--" + name.replace("_", "-")
     flags = [dashed] if "_" not in name else [dashed, "--" + name]
     parser.add_argument(*flags, dest=name, **kwargs)
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help lines end with the flag's default, where it has one its help does not already name."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def print_flags(options: type[PipelineOptions], prog: str) -> None:
+    """Print the help of a command's flags (``options`` and its semsim bases), with their defaults and the Beam
+    flags every command also takes."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        formatter_class=_DefaultsFormatter,
+        epilog="Any Beam pipeline flag is taken too: --runner (default FnApiRunner here; DataflowRunner, "
+        "PortableRunner, ...), --direct_num_workers, --project, --region, --temp_location, ...",
+    )
+    for cls in reversed(options.__mro__):
+        if issubclass(cls, SemsimOptions) and "_add_argparse_args" in vars(cls):
+            cls._add_argparse_args(parser)
+    parser.print_help()
 
 
 class SemsimOptions(PipelineOptions):

@@ -95,6 +95,14 @@ def test_every_command_says_a_bad_invocation_in_one_line(tmp_path, capsys, argv,
     assert code == 2 and len(err) == 1 and err[0].startswith(message), err
 
 
+@pytest.mark.parametrize("command", ["batch", "stream"])
+def test_help_names_the_command_and_the_defaults(capsys, command):
+    assert main([command, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(f"usage: semsim {command} ")
+    assert "cosine threshold in (0, 1] (default: 0.8)" in out and "--runner (default FnApiRunner here" in out
+
+
 def test_bad_option_in_the_installed_command_prints_one_line_and_exits_2(tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "A girl is styling her hair."}])
     args = [SEMSIM, "batch", "--input", str(data), "--output", str(tmp_path / "out"), "--rescore-band", "1.5"]
