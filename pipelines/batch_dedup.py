@@ -194,10 +194,12 @@ def build(
     blocks = front.embedded["vectors"]
     band = opts.score_band() if not opts.input_embeddings else ScoreBand(opts.threshold)
     written = []  # what the writers return: summary.json is written after all of it
+    outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     if opts.write_embeddings:
+        outputs[layout.EMBEDDINGS] = FileSystems.join(out, layout.EMBEDDINGS)
         vectors = blocks | "IdVectors" >> beam.FlatMap(VectorBlock.id_vectors).with_output_types(IdVector)
         embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
-        written.append(embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(out, layout.EMBEDDINGS)))
+        written.append(embeddings | "WriteEmbeddings" >> WriteEmbeddings(outputs[layout.EMBEDDINGS]))
     given = _load_centroids(opts.centroids) if opts.centroids else None
     staged = False  # centroids known before the run: each block is split into cells as it is embedded
     if history and history.centroids is not None:
@@ -232,7 +234,6 @@ def build(
         semantic = rescoring["pairs"]
     pairs = (exact[EXACT_PAIRS], semantic) | "AllPairs" >> beam.Flatten()
 
-    outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     if history:
         cluster = ClusterWithHistory(plan.root, plan.manifest, opts.keep_policy(), progress)
         clustered = {"records": front.accepted, "pairs": pairs} | "Cluster" >> cluster

@@ -80,6 +80,7 @@ def test_pairs_and_clusters_equal_sentence_transformers_brute_force(tmp_path, st
     assert set(found) - borderline == set(expected) - borderline
     assert max(abs(found[p] - expected[p]) for p in found.keys() & expected.keys()) < 1e-4
     assert batch.summary.rescore_band == 0 and batch.summary.rescored_pairs is None, "fp32: nothing to rescore"
+    assert batch.summary.outputs["embeddings"] == str(tmp_path / "out" / "embeddings")
 
     truth = components(set(expected), ids)
     got = batch.clusters.groupby("cluster_id")["id"].apply(frozenset)
