@@ -13,7 +13,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from semsim_core.formats import ParseConfig, Parsed, detect_format, parse_file
-from semsim_core.formats.base import stream_reader
+from semsim_core.formats.base import STREAM_READER_SUFFIXES, compression_suffix, stream_reader
 from semsim_core.records import DeadLetter
 from transforms.dead_letters import ParseFn, parse_and_route
 
@@ -25,12 +25,13 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
     """An input file on any Beam filesystem, opened for reading and decompressed by its extension: ``.gz``,
     ``.bz2``, ``.xz`` and ``.lzma`` by the Python standard library (:func:`stream_reader`: a truncated or corrupt
     stream raises), others (``.zst``, ``.deflate``) by Beam."""
+    by_beam = compression_suffix(path) not in (None, *STREAM_READER_SUFFIXES)
     with ExitStack() as stack:
-        raw = stack.enter_context(FileSystems.open(path, _BINARY, CompressionTypes.UNCOMPRESSED))
-        reader = stream_reader(path, raw)
-        if reader is None and path.lower().endswith((".zst", ".zstd", ".deflate")):
-            reader = FileSystems.open(path, _BINARY)
-        yield stack.enter_context(reader) if reader is not None else raw
+        file = stack.enter_context(
+            FileSystems.open(path, _BINARY, CompressionTypes.AUTO if by_beam else CompressionTypes.UNCOMPRESSED)
+        )
+        reader = None if by_beam else stream_reader(path, file)
+        yield stack.enter_context(reader) if reader is not None else file
 
 
 class ParseFileFn(ParseFn):

@@ -102,6 +102,9 @@ def compression_suffix(path: str) -> str | None:
     return next((suffix for suffix in COMPRESSION_SUFFIXES if name.endswith(suffix)), None)
 
 
+STREAM_READER_SUFFIXES = frozenset(_STREAM_READERS)
+
+
 def stream_reader(path: str, raw: IO[bytes]) -> IO[bytes] | None:
     """``raw`` (the file's bytes as stored) decompressed by the Python standard library when ``path`` ends in
     ``.gz``, ``.bz2``, ``.xz`` or ``.lzma``, else None. These readers raise on a corrupt or truncated stream (Beam's

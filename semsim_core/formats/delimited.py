@@ -15,8 +15,8 @@ from semsim_core.records import DeadLetter
 
 
 class _LineTracker:
-    """Feeds decoded lines to :mod:`csv` and remembers which physical lines made up the last row; lines given back
-    (:meth:`give_back`) are fed again before the rest of the file."""
+    """Feeds decoded lines to :mod:`csv` and remembers which physical lines made up the last row; lines handed back
+    (:meth:`take_first_line`) are fed again before the rest of the file."""
 
     def __init__(self, lines: Iterable[bytes]):
         self._lines = iter(lines)
