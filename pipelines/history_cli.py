@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pipelines.command_parser import CommandParser
 from semsim_core.cells import DEFAULT_TARGET_RECALL
@@ -53,22 +53,22 @@ def _positive(text: str) -> int:
     return value
 
 
-def _number(text: str, low: float, high: float, what: str) -> float:
+def _number(text: str, fits: Callable[[float], bool], what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not low < value <= high:
+        value = float("nan")  # fits nothing
+    if not fits(value):
         raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return value
 
 
 def _fraction(text: str) -> float:
-    return _number(text, 0.0, 1.0, "in (0, 1]")
+    return _number(text, lambda v: 0 < v <= 1, "in (0, 1]")
 
 
 def _margin(text: str) -> float:
-    return _number(text, -1e-9, 2.0, "in [0, 2]")
+    return _number(text, lambda v: 0 <= v <= 2, "in [0, 2]")
 
 
 def _shape(manifest: Manifest) -> str:
@@ -94,9 +94,14 @@ def run(argv: Sequence[str]) -> str:
     if args.command == "recentre":
         before = history.manifest()
         after = history.recentre(
-            RECENTRE_OWNER, args.threshold, args.target_recall, args.cells, args.target_cell_size,
-            args.max_cell_size, args.cell_margin,
-        )  # fmt: skip
+            RECENTRE_OWNER,
+            args.threshold,
+            args.target_recall,
+            cells=args.cells,
+            target_cell_size=args.target_cell_size,
+            max_cell_size=args.max_cell_size,
+            margin=args.cell_margin,
+        )
         return (
             f"recentred history {history.root}: {before.cells} -> {after.cells} cells, margin {before.margin:g} -> "
             f"{after.margin:g}, "
