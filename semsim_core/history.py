@@ -578,15 +578,19 @@ class History:
         return holder
 
     @staticmethod
-    def _stale(holder: dict) -> bool:
+    def _pid_here(holder: dict) -> int | None:
+        """The process id of a lock ``holder`` (:meth:`lock_holder`) when it ran on this host, else None."""
         pid = holder.get("pid")
-        return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
+        return pid if holder.get("host") == socket.gethostname() and isinstance(pid, int) else None
 
-    @staticmethod
-    def held_here(holder: dict) -> bool:
+    def _stale(self, holder: dict) -> bool:
+        pid = self._pid_here(holder)
+        return pid is not None and not _pid_alive(pid)
+
+    def held_here(self, holder: dict) -> bool:
         """Whether a lock ``holder`` (:meth:`lock_holder`) is a process still running on this host."""
-        pid = holder.get("pid")
-        return holder.get("host") == socket.gethostname() and isinstance(pid, int) and _pid_alive(pid)
+        pid = self._pid_here(holder)
+        return pid is not None and _pid_alive(pid)
 
     def _try_create_lock(self, data: bytes) -> bool:
         """Create ``_lock`` holding ``data`` unless it exists; whether it was created."""
