@@ -263,6 +263,9 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
 class StreamingDedupOptions(SemsimOptions, PipelineOptions):
     """Flags of ``semsim stream`` (any other Beam pipeline flag is accepted too)."""
 
+    def parse_config(self) -> ParseConfig:
+        return replace(super().parse_config(), id_attribute=self.id_attribute)
+
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         _flag(parser, "subscription", help="Pub/Sub subscription, projects/P/subscriptions/S")
@@ -270,7 +273,8 @@ class StreamingDedupOptions(SemsimOptions, PipelineOptions):
             parser,
             "id_attribute",
             default="id",
-            help="message attribute with each post's unique id: Dataflow drops messages published twice with one id",
+            help="message attribute with each post's id (else the JSON id field, else the message id); Dataflow's "
+            "source also drops a message published again with an id it has seen",
         )
         _flag(parser, "notify_topic", help="Pub/Sub topic: a JSON message per matched post, naming its earliest match")
         _flag(parser, "dead_letter_topic", help="Pub/Sub topic that also receives dead letters as JSON")

@@ -15,6 +15,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipelines.options import StreamingDedupOptions
 from semsim_core.formats import (
     FORMATS,
     REGISTRY,
@@ -303,6 +304,11 @@ def test_parse_message_text_json_and_bad_messages():
     assert parse_message(b'{"id": "j1", "text": "A girl."}', {}, "18", CONFIG).id == "j1"
     assert parse_message(b'{"id": "j1", "text": "A girl."}', {"id": "attr"}, "18", CONFIG).id == "attr"
     assert parse_message(b'{"text": "A girl."}', {}, "19", CONFIG) == Record("19", "A girl.", "pubsub:19", 0)
+    uid = PipelineOptions(["--id-attribute", "uid"]).view_as(StreamingDedupOptions).parse_config()
+    assert uid.id_attribute == "uid", "--id-attribute uid: that attribute, not 'id', names the post"
+    assert parse_message(b"A girl.", {"uid": "u1", "id": "other"}, "22", uid).id == "u1"
+    assert parse_message(b'{"id": "j1", "text": "A girl."}', {"uid": "u1"}, "22", uid).id == "u1"
+    assert parse_message(b'{"id": "j1", "text": "A girl."}', {"id": "attr"}, "22", uid).id == "j1"
     assert parse_message(b"[1, 2]", {}, "21", CONFIG) == Record("21", "[1, 2]", "pubsub:21", 0), "text, not JSON"
     bad = {
         b'{"text": ': "malformed JSON",

@@ -87,8 +87,8 @@ def read_fields(path: str, file: IO[bytes], fmt: str, config: ParseConfig, posit
 
 def parse_message(data: bytes, attributes: Mapping[str, str], message_id: str, config: ParseConfig) -> Parsed:
     """A Pub/Sub message as a :class:`Record` or :class:`DeadLetter`, from the first format that takes its UTF-8
-    payload: a JSON object with the text (and optionally id) field, else plain text. The id is the ``id`` attribute,
-    else the JSON id field, else the Pub/Sub message id."""
+    payload: a JSON object with the text (and optionally id) field, else plain text. The id is the attribute named
+    ``config.id_attribute``, else the JSON id field, else the Pub/Sub message id."""
     text, error = decode_line(data)
     if error:
         return DeadLetter(message_source(message_id), printable(data), error)

@@ -28,13 +28,15 @@ Parsed = Record | DeadLetter
 @dataclass(frozen=True)
 class ParseConfig:
     """How to read records: field names for structured formats, the size cap on one text (UTF-8 bytes), the
-    optional field that holds each record's event time, and whether records keep all their fields."""
+    optional field that holds each record's event time, whether records keep all their fields, and the Pub/Sub
+    message attribute that holds a post's id."""
 
     id_field: str = "id"
     text_field: str = "text"
     max_text_bytes: int = 100_000
     time_field: str | None = None
     keep_fields: bool = False
+    id_attribute: str = "id"
 
 
 FileParser = Callable[[str, IO[bytes], ParseConfig], Iterator[Parsed]]

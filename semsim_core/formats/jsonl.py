@@ -59,8 +59,8 @@ def parse_jsonl(path: str, lines: Iterable[bytes], config: ParseConfig) -> Itera
 def parse_jsonl_message(
     text: str, attributes: Mapping[str, str], message_id: str, config: ParseConfig
 ) -> Parsed | None:
-    """A payload that starts with ``{`` as one JSON object (None for any other payload); the id is the ``id``
-    attribute, else the object's id field, else the message id."""
+    """A payload that starts with ``{`` as one JSON object (None for any other payload); the id is the
+    ``config.id_attribute`` attribute, else the object's id field, else the message id."""
     if not text.lstrip().startswith("{"):
         return None
     source = message_source(message_id)
@@ -68,8 +68,8 @@ def parse_jsonl_message(
     if error:
         return DeadLetter(source, text, error)
     row = {config.id_field: message_id, **obj}
-    if attributes.get("id"):
-        row[config.id_field] = attributes["id"]
+    if attributes.get(config.id_attribute):
+        row[config.id_field] = attributes[config.id_attribute]
     parsed = record_from_mapping(row, source, 0, text, config)
     return parsed._replace(source=source) if isinstance(parsed, DeadLetter) else parsed
 

@@ -35,10 +35,12 @@ def parse_txt(path: str, lines: Iterable[bytes], config: ParseConfig) -> Iterato
 
 
 def parse_txt_message(text: str, attributes: Mapping[str, str], message_id: str, config: ParseConfig) -> Parsed:
-    """The whole payload is the text; the id is the ``id`` attribute, else the message id."""
+    """The whole payload is the text; the id is the ``config.id_attribute`` attribute, else the message id."""
     source = message_source(message_id)
     error = text_error(text, "data", config.max_text_bytes)
-    return DeadLetter(source, text, error) if error else Record(attributes.get("id") or message_id, text, source, 0)
+    if error:
+        return DeadLetter(source, text, error)
+    return Record(attributes.get(config.id_attribute) or message_id, text, source, 0)
 
 
 FORMAT = Format("txt", (".txt", ".text"), by_line(parse_txt), parse_message=parse_txt_message)
