@@ -281,7 +281,7 @@ class StreamingDedupOptions(SemsimOptions, PipelineOptions):
         _flag(parser, "retention", help="forget posts older than this (e.g. 30d, 12h, 90m, 3600s)")
         _flag(parser, "max_per_cell", type=int, help="keep at most this many posts per cell (newest)")
         _flag(parser, "window_seconds", type=int, default=10, help="write each output every this many seconds")
-        _flag(parser, "commit_seconds", type=int, default=60, help="append to --history every this many seconds")
+        _flag(parser, "commit_seconds", type=int, help="append to --history every this many seconds (default: 60)")
 
 
 def duration_seconds(text: str) -> float:
@@ -466,6 +466,10 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
             _check_pubsub_path(flag, topic, pubsub.parse_topic)
     if opts.history and opts.centroids:
         raise OptionsError("--centroids cannot be given with --history: the store's own centroids are used")
+    if opts.commit_seconds is not None and not opts.history:
+        raise OptionsError("--commit-seconds sets how often --history is appended to: give --history too")
+    if opts.commit_seconds is not None and opts.commit_seconds < 1:
+        raise OptionsError(f"--commit-seconds must be a positive whole number, got {opts.commit_seconds}")
     _check_shared(opts, ())
     if opts.max_per_cell is not None and opts.max_per_cell < 1:
         raise OptionsError(f"--max-per-cell must be a positive integer, got {opts.max_per_cell}")
@@ -473,8 +477,6 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
         raise OptionsError(f"--window-seconds must be a positive whole number, got {opts.window_seconds}")
     if opts.retention:
         duration_seconds(opts.retention)
-    if opts.commit_seconds < 1:
-        raise OptionsError(f"--commit-seconds must be a positive whole number, got {opts.commit_seconds}")
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "BundleBasedDirectRunner"
     standard.streaming = True

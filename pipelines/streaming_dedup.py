@@ -24,7 +24,7 @@ from semsim_core.history import History, HistoryError, check_compatible
 from semsim_core.records import CLUSTER_CHANGES_SCHEMA, CLUSTERS_SCHEMA, DEAD_LETTER_SCHEMA, PAIRS_SCHEMA
 from semsim_core.stream_history import StreamHistory
 from transforms import DEAD_LETTER
-from transforms.history_append import AppendToHistory
+from transforms.history_append import DEFAULT_COMMIT_SECONDS, AppendToHistory
 from transforms.progress import LogStreamStatus
 from transforms.pubsub import PublishJson, ReadPosts
 from transforms.stream_match import ACCEPTED, CHANGES, NOTIFICATIONS, PAIRS, MatchPosts
@@ -90,7 +90,7 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     )
     matched = posts.records | "Match" >> matcher
     if history:
-        matched[ACCEPTED] | "AppendToHistory" >> AppendToHistory(history, opts.commit_seconds)
+        matched[ACCEPTED] | "AppendToHistory" >> AppendToHistory(history, opts.commit_seconds or DEFAULT_COMMIT_SECONDS)
     seconds = opts.window_seconds
     folder = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     matched.clusters | "WriteClusters" >> WriteWindowedRows(folder[layout.CLUSTERS], CLUSTERS_SCHEMA, seconds)

@@ -199,7 +199,8 @@ def test_a_second_run_into_an_output_is_refused_unless_overwrite(tmp_path, capsy
     ("flags", "message"),
     [
         (["--window-seconds", "0"], "--window-seconds must be a positive whole number, got 0"),
-        (["--commit-seconds", "0"], "--commit-seconds must be a positive whole number, got 0"),
+        (["--commit-seconds", "10"], "--commit-seconds sets how often --history is appended to: give --history too"),
+        (["--history", "h", "--commit-seconds", "0"], "--commit-seconds must be a positive whole number, got 0"),
         (
             ["--history", "h", "--centroids", "c.npy"],
             "--centroids cannot be given with --history: the store's own centroids are used",

@@ -49,6 +49,9 @@ class _AppendFn(beam.DoFn):
         yield segment
 
 
+DEFAULT_COMMIT_SECONDS = 60
+
+
 class AppendToHistory(beam.PTransform):
     """:class:`AcceptedPost` values -> the ids of the segments committed to ``history``: everything that arrived in
     each ``commit_seconds`` of processing time (a processing-time trigger in the global window) is one segment: its
