@@ -454,6 +454,23 @@ def _check_pubsub_path(flag: str, path: str, parse) -> None:
         raise OptionsError(f"{flag} {path}: {e}") from None
 
 
+def check_subscription_exists(subscription: str) -> None:
+    """One :class:`OptionsError` line when Pub/Sub (or the emulator at ``PUBSUB_EMULATOR_HOST``) says
+    ``subscription`` does not exist; where it cannot be asked (no credentials, no permission to look, no network),
+    the runner finds out for itself."""
+    if not os.environ.get("PUBSUB_EMULATOR_HOST") and no_gcs_credentials():
+        return
+    from google.api_core import exceptions
+    from google.cloud import pubsub_v1
+
+    try:
+        pubsub_v1.SubscriberClient().get_subscription(request={"subscription": subscription}, timeout=30)
+    except exceptions.NotFound:
+        raise OptionsError(f"--subscription {subscription} does not exist") from None
+    except exceptions.GoogleAPIError:
+        return
+
+
 def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
     """Check the streaming options; sets streaming mode and the default runner, BundleBasedDirectRunner."""
     check_known_flags(options, StreamingDedupOptions)
@@ -477,6 +494,7 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
         raise OptionsError(f"--window-seconds must be a positive whole number, got {opts.window_seconds}")
     if opts.retention:
         duration_seconds(opts.retention)
+    check_subscription_exists(opts.subscription)
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "BundleBasedDirectRunner"
     standard.streaming = True

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines import cli
 from pipelines.options import validate_streaming
 from pipelines.streaming_dedup import build, start
 from semsim_core.run_layout import ReadSpec, Summary
@@ -113,6 +114,12 @@ def stream_flags(subscription: str, output: Path, *extra: str) -> list[str]:
     """The stream's flags; fp32 ``torch`` unless ``extra`` names a backend (as ``run_batch`` does)."""
     return ["--subscription", subscription, "--output", str(output), "--window-seconds", "2",
             "--threshold", "0.8", *fp32_unless_named(extra)]  # fmt: skip
+
+
+def test_a_subscription_that_does_not_exist_is_one_line(pubsub, tmp_path, capsys):
+    missing = f"projects/{PROJECT}/subscriptions/nothing-here"
+    assert cli.main(["stream", "--subscription", missing, "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"semsim stream: error: --subscription {missing} does not exist"
 
 
 def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pubsub, tmp_path):
