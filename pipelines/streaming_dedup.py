@@ -97,7 +97,7 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
     matched[PAIRS] | "WritePairs" >> WriteWindowedRows(folder[layout.PAIRS], PAIRS_SCHEMA, seconds)
     changes = FileSystems.join(out, layout.CLUSTER_CHANGES)
     matched[CHANGES] | "WriteClusterChanges" >> WriteWindowedRows(changes, CLUSTER_CHANGES_SCHEMA, seconds)
-    dead = posts[DEAD_LETTER]
+    dead = (posts[DEAD_LETTER], matched[DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten()
     dead | "WriteDeadLetters" >> WriteWindowedRows(folder[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA, seconds)
     if opts.progress_seconds > 0:
         run, every = uuid.uuid4().hex, opts.progress_seconds  # `seconds` above is the output windows' width

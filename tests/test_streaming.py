@@ -128,7 +128,8 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
     notify_topic, notify_subscription = make_topic(pubsub, "duplicates")
     dead_topic, dead_subscription = make_topic(pubsub, "rejected")
     pairs = paraphrase_rows(120)
-    titles = [{"id": r["id"], "text": r["text"]} for r in sample_titles(80)]
+    titles = [{"id": r["id"], "text": r["text"]} for r in sample_titles(81)]
+    reused_id_text = titles.pop()["text"]
     earlier, later = pairs[0::2] + titles, pairs[1::2]  # each paraphrase's second half is published after the first
     clusters_folder = tmp_path / "out" / "clusters"
     flags = ["--notify-topic", notify_topic, "--dead-letter-topic", dead_topic]
@@ -143,7 +144,8 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
             publisher.publish(topic, bad)
         wait_for(lambda: len(read_folder(clusters_folder)) >= len(earlier) + len(later))
         publish(publisher, topic, earlier[0]).result()  # re-delivery
-        wait_for(lambda: len(without_heartbeats(read_folder(tmp_path / "out" / "dead_letter"))) >= 3)
+        publish(publisher, topic, {"id": earlier[1]["id"], "text": reused_id_text}).result()  # another post, one id
+        wait_for(lambda: len(without_heartbeats(read_folder(tmp_path / "out" / "dead_letter"))) >= 4)
         time.sleep(4)  # two more windows: a second row for the re-delivered post would be on disk by now
 
     posts = earlier + later
@@ -151,8 +153,10 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
     assert sorted(clusters["id"]) == sorted(r["id"] for r in posts), "every post exactly once"
     dead = without_heartbeats(read_folder(tmp_path / "out" / "dead_letter"))
     assert sorted(e.split(":")[0].split(" at")[0] for e in dead["error"]) == sorted(
-        ["malformed JSON", "field 'data' is empty or whitespace only", "invalid UTF-8"]
-    )
+        ["malformed JSON", "field 'data' is empty or whitespace only", "invalid UTF-8",
+         f"id '{earlier[1]['id']}' names an earlier post with another text (an id names one post)"]
+    )  # fmt: skip
+    assert reused_id_text in set(dead["raw"])
     published = [m["error"] for m in pull_all(pubsub, dead_subscription) if m["raw"] != HEARTBEAT]
     assert sorted(published) == sorted(dead["error"])
 

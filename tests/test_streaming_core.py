@@ -21,11 +21,12 @@ from semsim_core.evaluation import read_stsb
 from semsim_core.history import History, HistoryError, Manifest, Segment
 from semsim_core.normalize import text_hash
 from semsim_core.pairs import threshold_pairs
-from semsim_core.records import ClusterAssignment, make_pair
+from semsim_core.records import ClusterAssignment, DeadLetter, make_pair
 from semsim_core.rescore import ScoreBand
 from semsim_core.stream_history import AcceptedPost, StreamHistory
 from semsim_core.streaming import CellIndex, Entry, Match, Outcome
 from tests.conftest import SAMPLE_PARAPHRASES, STSB_TEST, sample_titles
+from transforms import DEAD_LETTER
 from transforms.history_append import _AppendFn
 from transforms.stream_match import (
     ACCEPTED,
@@ -476,7 +477,7 @@ def a_post(post_id: str, cells: tuple[int, ...]) -> Post:
 
 
 def resolve_state() -> dict:
-    return {"answers": Bag(), "done": Value(), "forget": Timer(), "timeout": Timer()}
+    return {"answers": Bag(), "done": Value(), "text": Value(), "forget": Timer(), "timeout": Timer()}
 
 
 def test_a_post_is_notified_once_with_the_earliest_match_and_both_times():
@@ -503,6 +504,13 @@ def test_a_post_is_notified_once_with_the_earliest_match_and_both_times():
     }  # fmt: skip
     assert list(resolve.process(("new", answers[1]), **state)) == [], "a re-delivered post resolves once"
     assert state["forget"].at == Timestamp(500.0 + REDELIVERY_GUARD_SECONDS), "and that memory expires"
+
+    other = a_post("new", (7, 4))._replace(text_hash="another", text="Another text", source="pubsub:99")
+    [refused] = resolve.process(("new", Answer(7, (7, 4), 600.0, Outcome([], "new", 1), other)), **state)
+    assert refused.tag == DEAD_LETTER and refused.value == DeadLetter(
+        "pubsub:99", "Another text", "id 'new' names an earlier post with another text (an id names one post)"
+    ), "a later post under the same id, with another text, is a dead letter, not a re-delivery"
+    assert list(resolve.process(("new", Answer(4, (7, 4), 600.0, neighbour)), **state)) == [], "its other cells"
 
 
 def test_resolve_per_cell_timeout_and_self_matches():

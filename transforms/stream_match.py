@@ -30,7 +30,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from semsim_core.cells import assign_cells
 from semsim_core.embedder import EmbedConfig, Embedder
 from semsim_core.normalize import text_hash
-from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, ClusterChange, Record, make_pair
+from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, ClusterChange, DeadLetter, Record, make_pair
 from semsim_core.rescore import ScoreBand, cosine
 from semsim_core.stream_history import AcceptedPost, StreamHistory
 from semsim_core.streaming import (
@@ -43,7 +43,7 @@ from semsim_core.streaming import (
     next_bucket,
     utc_iso,
 )
-from transforms import METRICS_NAMESPACE
+from transforms import DEAD_LETTER, METRICS_NAMESPACE
 from transforms.embed import EmbedBatchFn
 from transforms.vector_coder import EntryCoder
 
@@ -65,6 +65,7 @@ class Post(NamedTuple):
     timestamp: float
     cells: tuple[int, ...]
     text: str
+    source: str = ""  # where the record came from (``pubsub:<message id>``), for a dead letter
 
 
 class Answer(NamedTuple):
@@ -114,7 +115,9 @@ class EmbedPostsFn(EmbedBatchFn):
         else:
             cells = assign_cells(vectors, self._centroids, self._margin)
         for (record, timestamp, window), vector, vector_cells in zip(batch, vectors, cells, strict=True):
-            post = Post(record.id, vector, text_hash(record.text), float(timestamp), vector_cells, record.text)
+            post = Post(
+                record.id, vector, text_hash(record.text), float(timestamp), vector_cells, record.text, record.source
+            )
             for cell in vector_cells:
                 yield WindowedValue((cell, post), timestamp, (window,))
 
@@ -432,6 +435,7 @@ class ResolveFn(beam.DoFn):
 
     ANSWERS = BagStateSpec("answers", PickleCoder())
     DONE = ReadModifyWriteStateSpec("done", BooleanCoder())
+    TEXT_HASH = ReadModifyWriteStateSpec("text_hash", StrUtf8Coder())  # of the post resolved under this id
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
     TIMEOUT = TimerSpec("timeout", TimeDomain.REAL_TIME)
 
@@ -445,17 +449,24 @@ class ResolveFn(beam.DoFn):
         self._timeout = timeout_seconds
         self._timeouts = Metrics.counter(METRICS_NAMESPACE, "resolve_timeouts")
         self._self_matches = Metrics.counter(METRICS_NAMESPACE, "self_matches")
+        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
     def process(
         self,
         element: tuple[str, Answer],
         answers=beam.DoFn.StateParam(ANSWERS),
         done=beam.DoFn.StateParam(DONE),
+        text=beam.DoFn.StateParam(TEXT_HASH),
         forget=beam.DoFn.TimerParam(FORGET),
         timeout=beam.DoFn.TimerParam(TIMEOUT),
     ) -> Iterator:
         post_id, answer = element
         if done.read():
+            resolved = text.read()
+            if answer.post is not None and resolved and answer.post.text_hash != resolved:
+                self._dead_letters.inc()  # the primary answer: one per message
+                reason = f"id {post_id!r} names an earlier post with another text (an id names one post)"
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(answer.post.source, answer.post.text, reason))
             return
         received = [*answers.read(), answer]
         if not _decided(_answer_per_cell(received)):
@@ -463,7 +474,7 @@ class ResolveFn(beam.DoFn):
                 timeout.set(Timestamp.now() + self._timeout)
             answers.add(answer)
             return
-        yield from self._resolve(post_id, received, answers, done, forget, timeout)
+        yield from self._resolve(post_id, received, answers, done, text, forget, timeout)
 
     @on_timer(TIMEOUT)
     def give_up_waiting(
@@ -471,6 +482,7 @@ class ResolveFn(beam.DoFn):
         post_id=beam.DoFn.KeyParam,
         answers=beam.DoFn.StateParam(ANSWERS),
         done=beam.DoFn.StateParam(DONE),
+        text=beam.DoFn.StateParam(TEXT_HASH),
         forget=beam.DoFn.TimerParam(FORGET),
         timeout=beam.DoFn.TimerParam(TIMEOUT),
     ) -> Iterator:
@@ -479,13 +491,13 @@ class ResolveFn(beam.DoFn):
             return
         self._timeouts.inc()
         at = received[0].timestamp
-        for output in self._resolve(post_id, received, answers, done, forget, timeout):
+        for output in self._resolve(post_id, received, answers, done, text, forget, timeout):
             if isinstance(output, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(output.tag, TimestampedValue(output.value, at))
             else:
                 yield TimestampedValue(output, at)
 
-    def _resolve(self, post_id: str, received: list[Answer], answers, done, forget, timeout) -> Iterator:
+    def _resolve(self, post_id: str, received: list[Answer], answers, done, text, forget, timeout) -> Iterator:
         by_cell = _answer_per_cell(received)
         first = received[0]
         done.write(True)
@@ -495,6 +507,8 @@ class ResolveFn(beam.DoFn):
         primary = _primary(by_cell)
         if primary is not None and primary.outcome.seen_before:
             return  # resolved before: a re-delivery
+        if primary is not None and primary.post is not None:
+            text.write(primary.post.text_hash)
         answered = [a.outcome for a in by_cell.values() if not a.outcome.seen_before]
         matches = [m for outcome in answered for m in outcome.matches if m.id != post_id]
         self._self_matches.inc(sum(m.id == post_id for outcome in answered for m in outcome.matches))
@@ -529,8 +543,9 @@ class ResolveFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(NOTIFICATIONS, notification)
 
     @on_timer(FORGET)
-    def forget_post(self, done=beam.DoFn.StateParam(DONE)) -> None:
+    def forget_post(self, done=beam.DoFn.StateParam(DONE), text=beam.DoFn.StateParam(TEXT_HASH)) -> None:
         done.clear()
+        text.clear()
 
 
 class MatchPosts(beam.PTransform):
@@ -569,5 +584,7 @@ class MatchPosts(beam.PTransform):
             | "EmbedAndAssignCells" >> beam.ParDo(self._embed).with_output_types(tuple[int, Any])  # deterministic keys
             | "MatchInCell" >> beam.ParDo(self._cells).with_output_types(tuple[str, Any])
             | "Resolve"
-            >> beam.ParDo(self._resolve).with_outputs(PAIRS, CHANGES, NOTIFICATIONS, ACCEPTED, main="clusters")
+            >> beam.ParDo(self._resolve).with_outputs(
+                PAIRS, CHANGES, NOTIFICATIONS, ACCEPTED, DEAD_LETTER, main="clusters"
+            )
         )
