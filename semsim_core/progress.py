@@ -197,14 +197,24 @@ class StreamStatus:
             self._since[kind] = self._since.get(kind, 0) + 1
             if latency is not None:
                 self._latencies.append(latency)
-            now = self.clock()
             if self._last is None:
-                self._last = now
-            if self.interval > 0 and now - self._last >= self.interval:
-                self._last = now
-                self.log(self.line())
-                self._since = dict.fromkeys(self._since, 0)
-                self._latencies = []
+                self._last = self.clock()
+            self._log_if_due()
+
+    def tick(self) -> None:
+        """Log the line if ``interval`` passed and anything happened since the last one: a stream that went quiet
+        shows its last events without waiting for the next (:func:`stream_status` ticks every ``interval``)."""
+        with self._lock:
+            if any(self._since.values()):
+                self._log_if_due()
+
+    def _log_if_due(self) -> None:  # the lock held
+        now = self.clock()
+        if self.interval > 0 and now - self._last >= self.interval:
+            self._last = now
+            self.log(self.line())
+            self._since = dict.fromkeys(self._since, 0)
+            self._latencies = []
 
     def line(self) -> str:
         """``"stream: received 1,204 (+96) | resolved 1,200 (+95) | dead letters 3 (+0) | latency p50 0.84 s, p95
@@ -223,9 +233,17 @@ _STREAMS: dict[str, StreamStatus] = {}  # held for the process's life: runners m
 
 def stream_status(run: str, interval: float, held: Callable[[], str]) -> StreamStatus:
     """The :class:`StreamStatus` of streaming run ``run`` in this process, shared by its status steps (a few hundred
-    bytes per stream the process ever ran)."""
+    bytes per stream the process ever ran), with a daemon thread that ticks it every ``interval`` seconds."""
     with _RUNS_LOCK:
         status = _STREAMS.get(run)
         if status is None:
             status = _STREAMS[run] = StreamStatus(interval, held)
+            if interval > 0:
+                threading.Thread(target=_tick_every, args=(status,), name="semsim-stream-status", daemon=True).start()
         return status
+
+
+def _tick_every(status: StreamStatus) -> None:
+    while True:
+        time.sleep(status.interval)
+        status.tick()

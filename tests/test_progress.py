@@ -78,6 +78,17 @@ def test_stream_status_counts_since_the_last_line_and_its_latency_percentiles():
         "| cells held 2, 1 MB"
     )
 
+    clock.now = 125.0
+    status.add("received")  # within the interval: not logged when it comes...
+    status.tick()
+    assert len(lines) == 2
+    clock.now = 131.5
+    status.tick()  # ...but by the next tick, though nothing else came
+    assert lines[-1].startswith("stream: received 7 (+1) | resolved 6 (+0)") and len(lines) == 3
+    clock.now = 200.0
+    status.tick()
+    assert len(lines) == 3, "a quiet stream with nothing new logs nothing"
+
 
 def test_interval_zero_never_logs():
     lines = []
