@@ -12,7 +12,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # numpy 2.4 and scipy 1.17 (pinned) have no 3.10 builds
     packages=find_packages(
         include=["semsim_core", "semsim_core.*", "transforms", "transforms.*", "pipelines", "pipelines.*"]
     ),
