@@ -3,13 +3,15 @@
 Also the ``--setup_file`` that Dataflow workers install. Pinned versions: requirements/constraints.txt.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="semsim",
     version="0.1.0",
     description="Semantic near-duplicate detection for batch and streaming text with Apache Beam",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",  # numpy 2.4 and scipy 1.17 (pinned) have no 3.10 builds
