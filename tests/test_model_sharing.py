@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import pickle
 import re
@@ -68,3 +69,26 @@ def test_dofn_copies_in_threads_share_one_model():
     assert len(loads) == 1
     assert len({id(copy._embedder) for copy in copies}) == 1
     assert all(len(r) == 1 and r[0].ids == ["r1"] and r[0].vectors.shape == (1, 384) for r in results)
+
+
+def test_two_models_used_in_turn_by_short_lived_dofns_load_once_each():
+    """The local streaming runner makes a DoFn instance per bundle; Beam's Shared keeps only the last object released
+    alive, so the run's model and the fp32 rescoring model, used in turn, were each loaded again for every bundle
+    (6 loads for 3 rounds here). Each is now held for the process."""
+    loads = []
+
+    def short_lived(fn: EmbedBatchFn) -> EmbedBatchFn:
+        copy = pickle.loads(pickle.dumps(fn))
+        original = copy._load
+        copy._load = lambda: loads.append(fn) or original()
+        return copy
+
+    embedders = [EmbedBatchFn(Shared(), EmbedConfig(backend=b)) for b in ("torch", "onnx")]
+    for _ in range(3):
+        for fn in embedders:
+            copy = short_lived(fn)
+            copy.setup()
+            assert copy.embed(["A girl is styling her hair."]).shape == (1, 384)
+            del copy
+            gc.collect()
+    assert len(loads) == 2

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -17,6 +19,20 @@ from transforms import METRICS_NAMESPACE
 from transforms.vector_blocks import VectorBlock
 
 BACKEND_USED = "backend_used"
+_KEPT_MODELS = 4  # a worker process embeds with one or two (the run's, and the fp32 model that rescores)
+_kept: OrderedDict[EmbedConfig, Embedder] = OrderedDict()  # the latest used, by config
+_kept_lock = threading.Lock()
+
+
+def _keep(config: EmbedConfig, embedder: Embedder) -> None:
+    """Hold the worker's model for its process: Beam's ``Shared`` keeps only the one object last released alive, so
+    where a runner drops DoFn instances after each bundle (the local streaming runner does) two models used in turn
+    were each loaded again for every bundle."""
+    with _kept_lock:
+        _kept[config] = embedder
+        _kept.move_to_end(config)
+        while len(_kept) > _KEPT_MODELS:
+            _kept.popitem(last=False)
 
 
 class EmbedBatchFn(beam.DoFn):
@@ -58,6 +74,7 @@ class EmbedBatchFn(beam.DoFn):
         """The worker's shared model, acquired on first use (a bundle with nothing to embed loads nothing)."""
         if self._embedder is None:
             self._embedder = self._shared.acquire(self._load, tag=self._config)
+            _keep(self._config, self._embedder)
         return self._embedder
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
