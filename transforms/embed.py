@@ -24,7 +24,7 @@ _kept: OrderedDict[EmbedConfig, Embedder] = OrderedDict()  # the latest used, by
 _kept_lock = threading.Lock()
 
 
-def _keep(config: EmbedConfig, embedder: Embedder) -> None:
+def keep_for_process(config: EmbedConfig, embedder: Embedder) -> None:
     """Hold the worker's model for its process: Beam's ``Shared`` keeps only the one object last released alive, so
     where a runner drops DoFn instances after each bundle (the local streaming runner does) two models used in turn
     were each loaded again for every bundle."""
@@ -74,7 +74,7 @@ class EmbedBatchFn(beam.DoFn):
         """The worker's shared model, acquired on first use (a bundle with nothing to embed loads nothing)."""
         if self._embedder is None:
             self._embedder = self._shared.acquire(self._load, tag=self._config)
-            _keep(self._config, self._embedder)
+            keep_for_process(self._config, self._embedder)
         return self._embedder
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

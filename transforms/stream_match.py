@@ -44,7 +44,7 @@ from semsim_core.streaming import (
     utc_iso,
 )
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
-from transforms.embed import EmbedBatchFn
+from transforms.embed import EmbedBatchFn, keep_for_process
 from transforms.vector_coder import EntryCoder
 
 PAIRS = "pairs"
@@ -263,6 +263,7 @@ class CellStateFn(beam.DoFn):
         if missing:
             if self._fp32_model is None:
                 self._fp32_model = self._shared.acquire(self._fp32.load, tag=self._fp32)
+                keep_for_process(self._fp32, self._fp32_model)
             for i, vector in zip(missing, self._fp32_model.encode([texts[i] for i in missing]), strict=True):
                 self._fp32_vectors[i] = vector
         for i in texts:
