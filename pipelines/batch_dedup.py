@@ -24,14 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipelines.history_run import HistoryRun, open_history, release
 from pipelines.options import BatchDedupOptions, OptionsError, validate
-from pipelines.run_files import (
-    load_centroids,
-    read_summary,
-    remove_folder,
-    remove_run,
-    save_centroids,
-    saved_dimension,
-)
+from pipelines.run_files import load_centroids, read_summary, remove_folder, remove_run, save_centroids
 from semsim_core import run_layout as layout
 from semsim_core.backends import FP32_BACKENDS
 from semsim_core.history import new_segment_id
@@ -103,7 +96,7 @@ def _vectors_from_text(
 
 
 def _vectors_from_embeddings(pipeline: beam.Pipeline, opts: BatchDedupOptions, history: None, _):
-    parsed = pipeline | "Read" >> ReadEmbeddings(opts.input_embeddings, saved_dimension(opts.input_embeddings))
+    parsed = pipeline | "Read" >> ReadEmbeddings(opts.input_embeddings)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
     exact = unique.records | "ExactPrepass" >> ExactPrepass(vector_key)
     vectors = (
@@ -118,8 +111,7 @@ def _vectors_from_text_and_embeddings(pipeline: beam.Pipeline, opts: BatchDedupO
     """``--input`` is the record set; each record's vector comes from ``--input-embeddings`` by id."""
     parsed = pipeline | "Read" >> ReadRecords(opts.input, opts.parse_config(), opts.format)
     unique = parsed.records | "DropDuplicateIds" >> DropDuplicateIds()
-    dim = saved_dimension(opts.input_embeddings)
-    saved = pipeline | "ReadEmbeddings" >> ReadEmbeddings(opts.input_embeddings, dim, metrics_prefix="saved_")
+    saved = pipeline | "ReadEmbeddings" >> ReadEmbeddings(opts.input_embeddings, metrics_prefix="saved_")
     found = {"records": unique.records, "saved": saved.records, "problems": saved[DEAD_LETTER]} | (
         "LookUpVectors" >> LookUpVectors(opts.input_embeddings)
     )

@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from semsim_core.embeddings_io import first_dimension
 from semsim_core.run_layout import RUN_ENTRIES, SUMMARY, Summary
 from transforms.embeddings_io import embeddings_pattern
 
@@ -28,20 +27,6 @@ def read_parquet_folder(folder: str, schema: pa.Schema | None = None) -> pa.Tabl
         with FileSystems.open(match.path, compression_type="uncompressed") as f:
             tables.append(pq.read_table(f, schema=schema))
     return pa.concat_tables(tables) if tables or schema is None else schema.empty_table()
-
-
-def saved_dimension(folder_or_glob: str) -> int | None:
-    """The size of the first saved vector in ``embeddings/`` (a folder or glob; files in path order): the size every
-    vector read from there must have. None when no file holds one."""
-    for path in sorted(m.path for m in FileSystems.match([embeddings_pattern(folder_or_glob)])[0].metadata_list):
-        with FileSystems.open(path, compression_type="uncompressed") as f:
-            try:
-                dim = first_dimension(f)
-            except Exception:  # noqa: BLE001 - an unreadable file is the run's dead letter, not the launch's error
-                continue
-        if dim:
-            return dim
-    return None
 
 
 def load_centroids(path: str) -> np.ndarray:

@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import semsim_core.cells as cells_module
-from pipelines.run_files import saved_dimension
 from semsim_core.cells import (
     assign_cells,
     bounded_cell_pairs,
@@ -33,6 +32,7 @@ from tests.conftest import (
     stsb_captions,
     write_jsonl,
 )
+from transforms.embeddings_io import saved_dimension
 from transforms.vector_blocks import SmallestIdHashes, VectorBlock, id_hashes
 
 

@@ -8,9 +8,10 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from semsim_core.embeddings_io import embeddings_table, parse_embeddings, saved_vector_label
+from semsim_core.embeddings_io import embeddings_table, first_dimension, parse_embeddings, saved_vector_label
 from semsim_core.records import DeadLetter, Pair, Record
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
 from transforms.dead_letters import ParseFn
@@ -79,14 +80,29 @@ def embeddings_pattern(folder_or_glob: str) -> str:
     return folder_or_glob.rstrip("/") + "/*.parquet"
 
 
+def saved_dimension(folder_or_glob: str) -> int | None:
+    """The size of the first saved vector in ``embeddings/`` (a folder or glob; files in path order): the size every
+    vector read from there must have. None when no file holds one."""
+    for path in sorted(m.path for m in FileSystems.match([embeddings_pattern(folder_or_glob)])[0].metadata_list):
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            try:
+                dim = first_dimension(f)
+            except Exception:  # noqa: BLE001 - an unreadable file is the run's dead letter, not the launch's error
+                continue
+        if dim:
+            return dim
+    return None
+
+
 class ReadEmbeddings(ReadFiles):
     """Read ``embeddings/`` of an earlier run (a folder, or a glob of Parquet files) into ``records``
-    (:class:`EmbeddedRecord`) and ``dead_letter``; vectors of another size than ``dim`` (e.g. :func:`saved_dimension`
-    of the same folder) are dead letters. Rows are counted as ``inputs`` and ``dead_letters`` after
-    ``metrics_prefix`` (``saved_`` where they are not the run's input but looked up by it)."""
+    (:class:`EmbeddedRecord`) and ``dead_letter``; vectors of another size than the first saved one
+    (:func:`saved_dimension`, read when the pipeline is built) are dead letters. Rows are counted as ``inputs`` and
+    ``dead_letters`` after ``metrics_prefix`` (``saved_`` where they are not the run's input but looked up by it)."""
 
-    def __init__(self, folder_or_glob: str, dim: int | None, metrics_prefix: str = ""):
-        super().__init__([embeddings_pattern(folder_or_glob)], ParseEmbeddingsFn(dim, metrics_prefix))
+    def __init__(self, folder_or_glob: str, metrics_prefix: str = ""):
+        parse = ParseEmbeddingsFn(saved_dimension(folder_or_glob), metrics_prefix)
+        super().__init__([embeddings_pattern(folder_or_glob)], parse)
 
 
 VECTORS = "vectors"
