@@ -101,7 +101,8 @@ def next_bucket(
 @dataclass
 class Outcome:
     """What one cell says about one post: the matches it reports, and the cluster it stored the post in (that of
-    its best reported match, else the post's own id) with that cluster's size here."""
+    its best reported match, else the post's own id) with that cluster's size here. ``seen_before``: the cell held
+    the post's id already and changed nothing; ``other_text``: and what it holds under that id has another text."""
 
     matches: list[Match]
     cluster_id: str | None = None
@@ -109,6 +110,7 @@ class Outcome:
     exact_of: str | None = None
     seen_before: bool = False
     rescored: int = 0
+    other_text: bool = False
 
 
 @dataclass
@@ -178,15 +180,17 @@ class CellIndex:
         threshold, by ``fp32`` scores), else a new cluster. ``text`` is stored for later rescoring. ``cell`` (this
         index's cell) and ``cells`` (all the cells the post is stored in): only matches :func:`reported_in` this
         cell are reported and decide the post's cluster here. Stored posts older than ``horizon`` (event seconds;
-        retention) are not matched, even before they are evicted. A post seen before (re-delivery) changes nothing
-        and reports its stored cluster."""
+        retention) are not matched, even before they are evicted. A post id seen before changes nothing and reports
+        its stored cluster: a re-delivery, or (``other_text``) another post reusing the id."""
 
         def reported(match: Match) -> bool:
             return cell is None or reported_in(cell, cells, match)
 
         if post_id in self.clusters:
             cluster = self.clusters[post_id]
-            return Outcome([], cluster, self.sizes.get(cluster, 1), seen_before=True)
+            stored_hash = self._entries[post_id].text_hash
+            other_text = bool(stored_hash and text_hash and stored_hash != text_hash)
+            return Outcome([], cluster, self.sizes.get(cluster, 1), seen_before=True, other_text=other_text)
         original = self.hashes.get(text_hash)
         if original is not None and horizon is not None and self.seen[original] < horizon:
             del self.hashes[text_hash]  # expired: this post becomes the text's original

@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import cli
 from pipelines.options import validate_streaming
 from pipelines.streaming_dedup import build, start
+from semsim_core.history import History
 from semsim_core.run_layout import ReadSpec, Summary
 from tests.conftest import REPO, SAMPLE_PARAPHRASES, fp32_unless_named, run_batch, sample_titles, write_jsonl
 from tests.pubsub_emulator import PROJECT, find_launcher, pubsub_emulator
@@ -278,7 +279,13 @@ def test_a_stream_on_a_history_store_appends_to_it_and_a_killed_stream_forgets_n
 
     topic_b, subscription_b = make_topic(pubsub, "history-b")
     copies = [{"id": f"copy-of-{r['id']}", "text": r["text"]} for r in day_two[0::2]]
-    second_posts = [*copies, *day_two[1::2]]
+    history = History(str(store))
+    centroids = history.centroids(history.manifest())
+    edited = [{"id": stored[i]["id"], "text": stored[i]["text"] + " (edited)"} for i in range(2, len(stored), 2)]
+    cell_of = {r["id"]: int(np.argmax(centroids @ v)) for r, v in zip(stored, vectors, strict=True)}
+    reused = next(r for r, v in zip(edited, embedder.encode([r["text"] for r in edited]), strict=True)
+                  if int(np.argmax(centroids @ v)) == cell_of[r["id"]])  # fmt: skip
+    second_posts = [*copies, *day_two[1::2], reused]  # the last reuses a stored id for another text
     copies_of_a = {tuple(sorted((r["id"], f"copy-of-{r['id']}"))) for r in day_two[0::2]}
     later = embedder.encode([r["text"] for r in day_two])
     clear_later = [i for i in range(0, len(day_two), 2) if float(later[i] @ later[i + 1]) >= 0.81]
@@ -288,12 +295,16 @@ def test_a_stream_on_a_history_store_appends_to_it_and_a_killed_stream_forgets_n
             publish(publisher, topic_b, row)
         wait_for(
             lambda: (
-                len(read_folder(tmp_path / "b" / "clusters")) >= len(second_posts)
+                len(read_folder(tmp_path / "b" / "clusters")) >= len(second_posts) - 1
                 and copies_of_a | paraphrases_of_a <= pair_set(read_folder(tmp_path / "b" / "pairs"))
+                and len(without_heartbeats(read_folder(tmp_path / "b" / "dead_letter")))
             )
         )
         touched = stream_b.metrics().query()["counters"]
     b_pairs, b_clusters = read_folder(tmp_path / "b" / "pairs"), read_folder(tmp_path / "b" / "clusters")
+    [refused] = without_heartbeats(read_folder(tmp_path / "b" / "dead_letter"))["error"]
+    assert refused == f"id {reused['id']!r} names an earlier post with another text (an id names one post)"
+    assert reused["id"] not in set(b_clusters["id"]), "a stored id, reused for another text after a restart"
     exact = pair_set(b_pairs[b_pairs["kind"] == "exact"])
     assert copies_of_a <= exact, "A's posts, by hash"
     b_cluster = b_clusters.set_index("id")["cluster_id"]

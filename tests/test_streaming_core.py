@@ -61,7 +61,10 @@ def test_query_then_insert_clusters_exact_copies_and_redelivery(embedder):
     copy = cell.add("a-copy", vectors["a"], text_hash(a.upper()), 3.0, AT_08)
     assert copy.exact_of == "a" and copy.cluster_id == "a" and len(cell) == 2, "a copy is matched by hash, not stored"
     again = cell.add("b", vectors["b"], text_hash(b), 9.0, AT_08)
-    assert again.seen_before and again.cluster_id == "a" and again.matches == []
+    assert again.seen_before and not again.other_text and again.cluster_id == "a" and again.matches == []
+    reused = cell.add("b", vectors["b"], text_hash(b + " (edited)"), 9.0, AT_08)
+    assert reused.seen_before and reused.other_text and len(cell) == 2, "an id reused for another text changes nothing"
+    assert cell.add("a-copy", vectors["a"], text_hash(a), 9.0, AT_08).other_text is False, "a copy keeps its hash"
     other = cell.add("c", vectors["c"], text_hash(c), 4.0, AT_08)
     assert other.cluster_id == "c"
     near = float(vectors["c"] @ vectors["d"]) - 1e-4
@@ -538,3 +541,13 @@ def test_resolve_per_cell_timeout_and_self_matches():
     redelivered = resolve_state()  # resolved long ago, remembered no more: the primary says seen_before; nothing
     assert list(resolve.process(("old", Answer(3, (3,), 1.0, again, a_post("old", (3,)))), **redelivered)) == []
     assert list(resolve.give_up_waiting("old", **redelivered)) == []
+
+    restarted = resolve_state()  # a new stream: the primary cell holds the id, stored with another text
+    reused = Outcome([], "old", 2, seen_before=True, other_text=True)
+    message = a_post("old", (3, 4))._replace(text="Another text", source="pubsub:7")
+    [refused] = resolve.process(("old", Answer(3, (3, 4), 9.0, reused, message)), **restarted)
+    assert refused.tag == DEAD_LETTER and refused.value == DeadLetter(
+        "pubsub:7", "Another text", "id 'old' names an earlier post with another text (an id names one post)"
+    ), "at once, not after the timeout"
+    assert list(resolve.process(("old", Answer(4, (3, 4), 9.0, Outcome([], "old", 1))), **restarted)) == []
+    assert list(resolve.give_up_waiting("old", **restarted)) == [], "its other cells' answers resolve nothing"

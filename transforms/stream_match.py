@@ -414,6 +414,13 @@ def _decided(by_cell: dict[int, Answer]) -> bool:
     return primary is not None and not primary.outcome.seen_before and set(primary.cells) <= set(by_cell)
 
 
+def _names_another_post(primary: Answer, resolved: str | None) -> bool:
+    """Whether a message's primary answer shows its id naming an earlier post with another text: the cell holds the
+    id with another text (a post stored before a restart, or one racing this message), or this stream resolved the
+    id with another text hash (``resolved``)."""
+    return primary.outcome.other_text or bool(resolved) and primary.post.text_hash != resolved
+
+
 class ResolveFn(beam.DoFn):
     """Keyed by post id: waits for an answer from every cell the post went to, then emits the post's cluster
     assignment, its pairs (``pairs``), the cluster ids its arrival merged (``cluster_changes``) and, when it matched,
@@ -431,7 +438,8 @@ class ResolveFn(beam.DoFn):
     whose only primary answer says ``seen_before`` was resolved before, and emits nothing. Once resolved, a post id
     is remembered until its event time plus the retention horizon (or ``guard_seconds`` without one, Pub/Sub's
     longest message retention by default), so re-deliveries in that time resolve nothing.
-    A stored post that matches itself (a re-delivery racing its own insert) gives no pair (``self_matches``).
+    A stored post that matches itself (a re-delivery racing its own insert) gives no pair (``self_matches``). A
+    message whose id names an earlier post with another text (:func:`_names_another_post`) is a dead letter.
     """
 
     ANSWERS = BagStateSpec("answers", PickleCoder())
@@ -462,12 +470,11 @@ class ResolveFn(beam.DoFn):
         timeout=beam.DoFn.TimerParam(TIMEOUT),
     ) -> Iterator:
         post_id, answer = element
+        if answer.post is not None and _names_another_post(answer, text.read() if done.read() else None):
+            self._dead_letters.inc()  # on the primary answer: one per message
+            reason = f"id {post_id!r} names an earlier post with another text (an id names one post)"
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(answer.post.source, answer.post.text, reason))
         if done.read():
-            resolved = text.read()
-            if answer.post is not None and resolved and answer.post.text_hash != resolved:
-                self._dead_letters.inc()  # the primary answer: one per message
-                reason = f"id {post_id!r} names an earlier post with another text (an id names one post)"
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(answer.post.source, answer.post.text, reason))
             return
         received = [*answers.read(), answer]
         if not _decided(_answer_per_cell(received)):
