@@ -27,7 +27,7 @@ from pipelines.options import BatchDedupOptions, OptionsError, validate
 from pipelines.run_files import load_centroids, read_summary, remove_folder, remove_run, save_centroids
 from semsim_core import run_layout as layout
 from semsim_core.backends import FP32_BACKENDS
-from semsim_core.history import new_segment_id
+from semsim_core.history import HistoryError, new_segment_id
 from semsim_core.progress import ProgressSpec
 from semsim_core.records import (
     CLUSTER_CHANGES_SCHEMA,
@@ -417,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
             summary, result = run(sys.argv[1:] if argv is None else argv)
     except OptionsError as e:
         print(f"semsim batch: error: {e}", file=sys.stderr)
+        return 2
+    except HistoryError as e:  # a store file found damaged mid-run; the store is left as it was
+        message = str(e).split("[while running", 1)[0]  # without the step and traceback Beam adds
+        print(f"semsim batch: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     sys.stdout.write(summary.to_json().decode("utf-8"))
     print("counters:", json.dumps(counters(result), sort_keys=True))

@@ -110,6 +110,7 @@ def run(argv: Sequence[str]) -> str:
         )
     holder = history.lock_holder()
     if holder is None:
+        history.manifest()  # a path that holds no store says so (a store's first run is locked before its manifest)
         return f"history {history.root} is not locked"
     if history.held_here(holder) and not args.force:
         raise HistoryError(

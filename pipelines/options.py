@@ -321,6 +321,14 @@ def local_absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def check_apart(output: str, history: str) -> None:
+    """Refuse an ``--output`` folder and a ``--history`` store that are one, or one inside the other: the run's
+    files would lie among the store's, and ``--overwrite`` would delete the store with the run's entries."""
+    out, store = (local_absolute(path).rstrip("/") + "/" for path in (output, history))
+    if out.startswith(store) or store.startswith(out):
+        raise OptionsError(f"--output {output} and --history {history} overlap: keep each outside the other")
+
+
 def match_files(flag: str, pattern: str) -> list:
     """The files ``pattern`` (of option ``flag``) matches on any Beam filesystem; none, or an error, is an
     :class:`OptionsError`."""
@@ -416,6 +424,8 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         "kmeans_sample",
     )
     _check_shared(opts, positive, needs_model=not opts.input_embeddings)
+    if opts.hdbscan_min_cluster_size < 2:
+        raise OptionsError(f"--hdbscan-min-cluster-size must be at least 2, got {opts.hdbscan_min_cluster_size}")
     if opts.input_embeddings:
         opts.input_embeddings = local_absolute(opts.input_embeddings)
         match_files("--input-embeddings", embeddings_pattern(opts.input_embeddings))
@@ -435,6 +445,7 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         if plain and opts.time_field:
             raise OptionsError(f"--time-field needs records with fields; {plain[0]!r} is plain text")
     if opts.history:  # the store's file list is relative to its root: fix the root
+        check_apart(opts.output, opts.history)
         opts.history = local_absolute(opts.history)
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "FnApiRunner"
@@ -483,6 +494,8 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
             _check_pubsub_path(flag, topic, pubsub.parse_topic)
     if opts.history and opts.centroids:
         raise OptionsError("--centroids cannot be given with --history: the store's own centroids are used")
+    if opts.history:
+        check_apart(opts.output, opts.history)
     if opts.commit_seconds is not None and not opts.history:
         raise OptionsError("--commit-seconds sets how often --history is appended to: give --history too")
     if opts.commit_seconds is not None and opts.commit_seconds < 1:

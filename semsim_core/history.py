@@ -239,13 +239,14 @@ def _describe(model: str | None, fingerprint: str | None, dim: int | None) -> st
 def check_compatible(
     manifest: Manifest, model: str, fingerprint: str | None, dim: int | None, *, root: str | None = None
 ) -> None:
-    """Refuse a run whose model differs from the history's (by name, by fingerprint when both are known, by dimension
-    when given); ``root`` names the history in the message."""
-    if (
-        manifest.model != model
-        or (fingerprint is not None and manifest.fingerprint is not None and fingerprint != manifest.fingerprint)
-        or (dim is not None and dim != manifest.dim)
-    ):
+    """Refuse a run whose model differs from the history's: by fingerprint when both are known (the same weights
+    under another name or path are the same model), else by name; and by dimension when given. ``root`` names the
+    history in the message."""
+    if fingerprint is not None and manifest.fingerprint is not None:
+        same_model = fingerprint == manifest.fingerprint
+    else:
+        same_model = model == manifest.model
+    if not same_model or (dim is not None and dim != manifest.dim):
         name = f"history {root}" if root else "the history"
         raise HistoryError(
             f"{name} was built with {_describe(manifest.model, manifest.fingerprint, manifest.dim)}; "

@@ -34,6 +34,7 @@ SEMSIM = str(Path(sys.executable).with_name("semsim"))
         (["--retention", "30d"], "unknown flag --retention (did you mean --region?)"),  # a stream flag
         (["0.9"], "unexpected argument '0.9' (every value follows its flag: --flag value)"),
         (["--target-recall", "0"], "--target-recall must be in (0, 1], got 0.0"),
+        (["--hdbscan-min-cluster-size", "1"], "--hdbscan-min-cluster-size must be at least 2, got 1"),
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
@@ -193,6 +194,19 @@ def test_a_second_run_into_an_output_is_refused_unless_overwrite(tmp_path, capsy
     (out / "summary.json").unlink()  # as a run that stopped before its end leaves it
     assert main(["report", str(out)]) == 2
     assert "the run did not finish" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("store", ["out", "out/pairs", "."])
+def test_an_output_and_a_history_store_inside_one_another_are_refused(tmp_path, capsys, monkeypatch, store):
+    """Else the run's files lie among the store's, and --overwrite deletes a store kept as out/pairs."""
+    monkeypatch.chdir(tmp_path)
+    data = write_jsonl(tmp_path / "posts.jsonl", sample_titles(3))
+    subscription = "projects/semsim-test/subscriptions/posts"
+    for command in (["batch", "--input", str(data), "--overwrite"], ["stream", "--subscription", subscription]):
+        assert main([*command, "--output", "out", "--history", store]) == 2
+        message = f"--output out and --history {store} overlap: keep each outside the other"
+        assert capsys.readouterr().err.strip().splitlines() == [f"semsim {command[0]}: error: {message}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posts.jsonl"]
 
 
 @pytest.mark.parametrize(

@@ -205,14 +205,15 @@ def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys, day
     before = _store_state(history)
     manifest = json.loads((history / "manifest.json").read_bytes())
 
-    def refused(change, expected: str) -> None:
+    def refused(change, expected: str, mid_run: bool = False) -> None:
         change()
         out = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
         argv = ["batch", "--input", str(day2), "--history", str(history), "--output", str(out), "--backend", "torch"]
         argv += ["--time-field", "time"]
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and expected in err[0], "\n".join(err)
+        assert (mid_run or len(err) == 1) and expected in err[-1], "\n".join(err)  # mid-run, after Beam's own log
+        assert err[-1].startswith("semsim batch: error: history ")
         (history / "manifest.json").write_bytes(before[0])
         assert _store_state(history) == before
 
@@ -220,7 +221,7 @@ def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys, day
         (history / "manifest.json").write_text(json.dumps({**manifest, **changes}))
 
     refused(lambda: write_manifest(dim=768), "dim")
-    refused(lambda: write_manifest(model="other-model"), "other-model")
+    refused(lambda: write_manifest(model="other-model", fingerprint="0" * 20), "other-model")
     refused(lambda: write_manifest(schema_version=99), "newer semsim")
     refused(lambda: History(str(history)).lock("another run"), "locked by another run")
     History(str(history)).unlock()
@@ -230,6 +231,14 @@ def test_bad_history_is_one_error_line_and_changes_nothing(tmp_path, capsys, day
     part.write_bytes(b"not parquet")
     refused(lambda: None, "corrupt")
     part.write_bytes(saved)
+    # Damaged inside, footers intact: found when the cells are read, mid-run; still one line, the store untouched.
+    cells = {history / f: (history / f).read_bytes() for s in manifest["segments"] for f in s["files"] if "cell=" in f}
+    for path, data in cells.items():
+        footer = 8 + int.from_bytes(data[-8:-4], "little")
+        path.write_bytes(data[:4] + bytes(b ^ 0xFF for b in data[4:-footer]) + data[-footer:])
+    refused(lambda: None, "is corrupt: Couldn't deserialize thrift", mid_run=True)
+    for path, data in cells.items():
+        path.write_bytes(data)
     # A store that cannot be created (also as root, whom file modes do not stop): /proc takes no new folders.
     argv = ["batch", "--input", str(day2), "--history", "/proc/semsim-history", "--output", str(tmp_path / "proc")]
     assert main(argv) == 2

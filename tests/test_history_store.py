@@ -278,6 +278,7 @@ def test_check_compatible():
     manifest = _manifest()
     check_compatible(manifest, "all-MiniLM-L6-v2", "abc", DIM)
     check_compatible(manifest, "all-MiniLM-L6-v2", None, None)
+    check_compatible(manifest, "sentence-transformers/all-MiniLM-L6-v2", "abc", DIM)  # the same weights, named apart
     with pytest.raises(
         HistoryError, match=r"history H was built with model all-MiniLM-L6-v2 \(fingerprint abc, dim 4\)"
     ):
@@ -362,8 +363,9 @@ def test_cli(tmp_path, capsys):
     assert history_cli.main(["unlock", root]) == 0
     assert "is not locked" in capsys.readouterr().out
 
-    assert history_cli.main(["info", str(tmp_path / "nowhere")]) == 2
-    assert capsys.readouterr().err.startswith("semsim history: error: history ")
+    for command in ("info", "unlock"):  # a mistyped path is not "not locked"
+        assert history_cli.main([command, str(tmp_path / "nowhere")]) == 2
+        assert "does not exist (no manifest.json)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:  # argparse's exit, as the installed command exits
         history_cli.main(["frobnicate", root])
     assert refused.value.code == 2 and "semsim history: error:" in capsys.readouterr().err
