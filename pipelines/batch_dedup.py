@@ -44,7 +44,7 @@ from semsim_core.run_layout import HistoryCounts, ReadSpec, Summary, recall_shor
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
 from transforms.cell_search import CELL_SIZES, STORED_TEXTS, CellFiles, SearchCells, largest
 from transforms.cells import Partition, TrainCentroids
-from transforms.cluster import ClusterRecords, HdbscanEdges
+from transforms.cluster import ClusterRecords, SplitByHdbscan
 from transforms.dedup_ids import DropDuplicateIds
 from transforms.deduplicated import WriteDeduplicated
 from transforms.embed import BACKEND_USED, EmbedRecords
@@ -235,11 +235,11 @@ def build(
         written.append(clustered["changes"] | "WriteClusterChanges" >> changes)
         removed = (clustered[REMOVED], clustered[DEMOTED]) | "Removals" >> beam.Flatten()
     else:
-        if opts.cluster_method == "hdbscan":
-            linked = blocks | "Hdbscan" >> HdbscanEdges(centroids, opts.pca_dims, opts.hdbscan_min_cluster_size)
-            edges = (exact[EXACT_PAIRS] | "ExactEdges" >> beam.Map(_edge), linked) | "AllEdges" >> beam.Flatten()
-        else:
-            edges = pairs | "PairEdges" >> beam.Map(_edge)
+        edges = pairs | "PairEdges" >> beam.Map(_edge)
+        if opts.cluster_method == "hdbscan":  # the components of the pairs, each split along its HDBSCAN clusters
+            components = {"records": front.accepted, "edges": edges} | "Components" >> ClusterRecords()
+            split = SplitByHdbscan(opts.hdbscan_min_cluster_size)
+            edges = {"clusters": components, "pairs": pairs} | "Hdbscan" >> split
         cluster = ClusterRecords(opts.keep_policy(), progress=progress)
         clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> cluster
         removed = {"clusters": clusters, "pairs": pairs} | "ExplainRemovals" >> ExplainRemovals()

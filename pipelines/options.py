@@ -230,10 +230,9 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
             "cluster_method",
             choices=CLUSTER_METHODS,
             default="components",
-            help="components: connected components of the pairs; hdbscan: HDBSCAN on PCA-reduced embeddings",
+            help="components: connected components of the pairs; hdbscan: those split along HDBSCAN clusters",
         )
         _flag(parser, "hdbscan_min_cluster_size", type=int, default=2, help="HDBSCAN min_cluster_size")
-        _flag(parser, "pca_dims", type=int, default=32, help="PCA dimensions before HDBSCAN")
 
     def parse_config(self) -> ParseConfig:
         return replace(super().parse_config(), time_field=self.time_field)
@@ -418,7 +417,6 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     positive = (
         "batch_window",
         "hdbscan_min_cluster_size",
-        "pca_dims",
         "target_cell_size",
         "max_cell_size",
         "kmeans_sample",

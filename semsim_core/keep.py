@@ -28,7 +28,6 @@ FIRST_ID = "first-id"
 EARLIEST = "earliest"
 LONGEST = "longest"
 POLICIES = (EARLIEST, LONGEST, FIRST_ID)
-LINKED_BY_CLUSTERING = "hdbscan"  # a removal's kind when no chain of pairs joins it to the kept record
 _LINK_WIDTH = float("inf")  # a link between records of one stored cluster never narrows a chain
 _LINK_KIND = "link"
 
@@ -53,12 +52,12 @@ def keep_key(policy: str, record_id: str, length: int | None, time: int | None) 
 
 class Removal(NamedTuple):
     """Why ``id`` was removed: ``kept_id`` is kept in its place; ``score`` and ``kind`` are the weakest pair on the
-    widest path between them (``kind`` ``exact`` only when every pair on it is exact; ``hdbscan`` with ``score``
-    None when only the clustering joins them); ``via`` is that path, from ``id`` to ``kept_id``, both included."""
+    widest path between them (``kind`` ``exact`` only when every pair on it is exact); ``via`` is that path, from
+    ``id`` to ``kept_id``, both included."""
 
     id: str
     kept_id: str
-    score: float | None
+    score: float
     kind: str
     via: list[str]
 
@@ -67,7 +66,8 @@ def removals(
     kept_id: str, members: Iterable[str], pairs: Iterable[Pair], links: Iterable[tuple[str, str]] = ()
 ) -> Iterator[Removal]:
     """One :class:`Removal` for every member of a cluster other than ``kept_id``, in id order, from the cluster's
-    pairs (pairs with a record outside the cluster, which HDBSCAN clusters can have, are ignored).
+    pairs, which join them all (pairs with a record outside the cluster, which a split by HDBSCAN leaves, are
+    ignored).
 
     ``links`` join records an earlier run put in one cluster (a history store keeps clusters, not their pairs): a
     chain may pass through one at no cost to its width, and shows it in ``via``; ``score`` and ``kind`` come from the
@@ -97,9 +97,6 @@ def removals(
             if other not in step:
                 heapq.heappush(heap, (max(width, -pair_score), hops + 1, other, node, pair_score, pair_kind))
     for member in sorted(members):
-        if member not in step:
-            yield Removal(member, kept_id, None, LINKED_BY_CLUSTERING, [member, kept_id])
-            continue
         path, kinds, weakest = [member], set(), _LINK_WIDTH
         while path[-1] != kept_id:
             towards, score, kind = step[path[-1]]

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from sentence_transformers import util
 
+from semsim_core.clustering import connected_components
 from semsim_core.embedder import EmbedConfig, Embedder
 from tests.conftest import (
     SAMPLE_PARAPHRASES,
@@ -269,18 +270,26 @@ def test_exact_prepass_links_copies_and_embeds_one_per_group(tmp_path):
     assert cluster["para-a-copy"] == cluster["para-b"] == "para-a", "a copy joins its paraphrase through the original"
 
 
-def test_hdbscan_option(tmp_path):
+def test_hdbscan_option_splits_components_and_only_splits(tmp_path):
     paraphrases = [json.loads(line) for line in SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines()[:100]]
     rows = paraphrases + [{"id": row["id"], "text": row["text"]} for row in sample_titles(300)]
     rows.append({"id": "zz-copy", "text": rows[0]["text"].lower()})
     data = write_jsonl(tmp_path / "in.jsonl", rows)
-    batch = run_batch(tmp_path / "out", "--input", str(data), "--cluster-method", "hdbscan")
+    batch = run_batch(tmp_path / "out", "--input", str(data), "--cluster-method", "hdbscan", "--threshold", "0.6")
 
     assert_invariants(batch)
     assert batch.summary.cluster_method == "hdbscan"
     cluster = dict(zip(batch.clusters["id"], batch.clusters["cluster_id"], strict=True))
     assert cluster["zz-copy"] == cluster[rows[0]["id"]], "exact copies stay together"
+    pairs = list(zip(batch.pairs["id_a"], batch.pairs["id_b"], strict=True))
+    component = {record: c.cluster_id for record, c in connected_components(pairs).items()}
+    members = defaultdict(set)
+    for record, cluster_id in cluster.items():
+        members[cluster_id].add(record)
+    assert all(len({component.get(r, r) for r in group}) == 1 for group in members.values()), "only splits"
+    inside = {r for a, b in pairs if cluster[a] == cluster[b] for r in (a, b)}
+    assert all(r in inside for group in members.values() if len(group) > 1 for r in group), "joined by its pairs"
+    split = len(members) - len(set(component.get(r, r) for r in cluster))
+    assert split > 0, "at 0.6 some components are chains that HDBSCAN splits"
     together = sum(cluster[paraphrases[k]["id"]] == cluster[paraphrases[k + 1]["id"]] for k in range(0, 100, 2))
     assert together >= 40, f"only {together}/50 STSb paraphrase pairs share a cluster"
-    assert (batch.clusters["cluster_size"] == 1).sum() > 50, "noise points are singletons"
-    assert batch.clusters["cluster_size"].max() <= 20

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 from huggingface_hub import constants as hub_constants
 
-from semsim_core.clustering import connected_components, hdbscan_edges
+from semsim_core.clustering import connected_components, hdbscan_split
 from semsim_core.embedder import DEFAULT_MODEL, model_error, resolve_model
-from semsim_core.evaluation import read_stsb
 from semsim_core.normalize import normalize_text, text_hash
 from semsim_core.pairs import threshold_pairs
 from semsim_core.ranking import best_f1_threshold
-from semsim_core.records import ClusterAssignment
-from tests.conftest import REPO, STSB_TEST, sample_titles, stsb_unique_sentences
+from semsim_core.records import EXACT, SEMANTIC, ClusterAssignment, make_pair
+from tests.conftest import REPO, stsb_unique_sentences
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +91,20 @@ def test_connected_components_transitive_and_order_free():
     assert connected_components([(b, a) for a, b in edges]) == expected
 
 
-def test_hdbscan_groups_paraphrases_apart_from_unrelated_titles(embedder):
-    data = read_stsb(str(STSB_TEST))
-    near_identical = [(a, b) for a, b, g in zip(data.first, data.second, data.gold, strict=True) if g == 5.0][:40]
-    titles = [row["text"] for row in sample_titles(300)]
-    texts = [t for pair in near_identical for t in pair] + titles
-    ids = [f"t{i:04d}" for i in range(len(texts))]
-    edges = hdbscan_edges(ids, embedder.encode(texts))
-    cluster = {a: c.cluster_id for a, c in connected_components(edges).items()}
-    together = sum(cluster.get(ids[2 * k], "-") == cluster.get(ids[2 * k + 1], "+") for k in range(len(near_identical)))
-    assert together >= 0.8 * len(near_identical)
-    title_ids = ids[2 * len(near_identical) :]
-    assert sum(i not in cluster for i in title_ids) >= 0.25 * len(title_ids), "noise points stay singletons"
-    assert max(c.cluster_size for c in connected_components(edges).values()) <= 20, "no catch-all cluster"
+def test_hdbscan_splits_a_chain_and_only_splits():
+    """Two tight groups joined by one weak pair are one component, which HDBSCAN splits; an exact copy stays with its
+    original, a loosely attached record with its best partner, and a component too small to split stays whole."""
+    tight = [("a1", "a2", 0.97), ("a1", "a3", 0.96), ("a2", "a3", 0.95), ("b1", "b2", 0.96), ("b1", "b3", 0.97)]
+    pairs = [make_pair(a, b, score, SEMANTIC) for a, b, score in [*tight, ("b2", "b3", 0.95), ("b2", "n", 0.82)]]
+    pairs += [make_pair("a3", "b1", 0.81, SEMANTIC), make_pair("a1", "a1-copy", 1.0, EXACT)]
+    edges = hdbscan_split(pairs)
+    assert set(edges) <= {(p.id_a, p.id_b) for p in pairs}
+    clusters = {}
+    for record, assignment in connected_components(edges).items():
+        clusters.setdefault(assignment.cluster_id, set()).add(record)
+    assert sorted(clusters.values(), key=min) == [{"a1", "a1-copy", "a2", "a3"}, {"b1", "b2", "b3", "n"}]
+    chain = [make_pair("x", "y", 0.99, SEMANTIC), make_pair("y", "z", 0.81, SEMANTIC)]
+    assert hdbscan_split(chain) == [("x", "y"), ("y", "z")], "three records cannot make two clusters of two"
 
 
 @pytest.mark.kernels

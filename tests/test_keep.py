@@ -28,7 +28,7 @@ def test_policies_and_their_ties():
         keep_key("latest", "a", 1, 1)
 
 
-def test_direct_transitive_exact_and_clustering_only_removals():
+def test_direct_transitive_and_exact_removals():
     pairs = [
         make_pair("k", "a", 0.9, SEMANTIC),  # direct
         make_pair("a", "b", 0.95, SEMANTIC),  # b reaches k only through a: the weakest link is 0.9
@@ -38,13 +38,12 @@ def test_direct_transitive_exact_and_clustering_only_removals():
         make_pair("e1", "e2", 1.0, EXACT),  # a chain of exact copies is one exact pair
         make_pair("c", "outside", 0.99, SEMANTIC),  # a pair with a record of another cluster is ignored
     ]
-    found = {r.id: r for r in removals("k", ["k", "a", "b", "c", "e1", "e2", "h"], pairs)}
+    found = {r.id: r for r in removals("k", ["k", "a", "b", "c", "e1", "e2"], pairs)}
     assert found["a"] == Removal("a", "k", 0.9, SEMANTIC, ["a", "k"])
     assert found["b"] == Removal("b", "k", 0.9, SEMANTIC, ["b", "a", "k"])
     assert found["c"] == Removal("c", "k", 0.85, SEMANTIC, ["c", "b", "a", "k"])
     assert found["e2"] == Removal("e2", "k", 1.0, EXACT, ["e2", "k"])
-    assert found["h"] == Removal("h", "k", None, "hdbscan", ["h", "k"]), "joined by HDBSCAN only"
-    assert sorted(found) == ["a", "b", "c", "e1", "e2", "h"]
+    assert sorted(found) == ["a", "b", "c", "e1", "e2"]
 
 
 def test_removals_do_not_depend_on_the_order_of_pairs():

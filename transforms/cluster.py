@@ -1,18 +1,16 @@
 """ClusterRecords: one cluster assignment per accepted record, from duplicate edges, computed without gathering the
-edges on one worker; HdbscanEdges: the HDBSCAN option, per cell."""
+edges on one worker; SplitByHdbscan: the HDBSCAN option, which splits those clusters along their pairs."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
-import numpy as np
 
-from semsim_core.clustering import UnionFind, hdbscan_edges, large_star, singleton, small_star
+from semsim_core.clustering import UnionFind, hdbscan_split, large_star, singleton, small_star
 from semsim_core.keep import FIRST_ID, KeepKey, keep_key
 from semsim_core.progress import ProgressSpec
-from semsim_core.records import ClusterAssignment
-from transforms.cells import AssignCells, Member
+from semsim_core.records import ClusterAssignment, Pair
 
 CLUSTER_METHODS = ("components", "hdbscan")
 SINGLETONS = "singletons"
@@ -173,25 +171,50 @@ class ClusterRecords(beam.PTransform):
         return (clustered, members[SINGLETONS]) | "AllAssignments" >> beam.Flatten()
 
 
-class HdbscanEdges(beam.PTransform):
-    """Clusters the vectors of :class:`VectorBlock` values with HDBSCAN on PCA-reduced vectors, cell by cell (each
-    vector in its nearest cell only), and returns edges that join each HDBSCAN cluster."""
+def _pairs_by_cluster(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, Pair]]:
+    _, joined = element
+    for cluster_id in joined["cluster"]:
+        for pair in joined["pair"]:
+            yield cluster_id, pair
 
-    def __init__(self, centroids, pca_dims: int = 32, min_cluster_size: int = 2):
+
+def in_a_cluster(assignment: ClusterAssignment) -> bool:
+    """Whether the record shares its cluster with another."""
+    return assignment.cluster_size > 1
+
+
+class PairsOfClusters(beam.PTransform):
+    """Takes ``{"clusters", "pairs"}`` (:class:`ClusterAssignment`, :class:`Pair`) and returns ``(cluster_id, pair)``
+    for the pairs of every cluster of two records or more (joined on each pair's first id)."""
+
+    def expand(self, inputs):
+        clustered = inputs["clusters"] | "InClusters" >> beam.Filter(in_a_cluster)
+        cluster_of = clustered | "ClusterById" >> beam.Map(lambda c: (c.id, c.cluster_id))
+        pairs = inputs["pairs"] | "PairByFirstId" >> beam.Map(lambda p: (p.id_a, p))
+        return (
+            {"cluster": cluster_of, "pair": pairs}
+            | "JoinPairClusters" >> beam.CoGroupByKey()
+            | "PairByCluster" >> beam.FlatMap(_pairs_by_cluster)
+        )
+
+
+def _split(element: tuple[str, Iterable[Pair]], min_cluster_size: int) -> list[tuple[str, str]]:
+    return hdbscan_split(sorted(element[1]), min_cluster_size)
+
+
+class SplitByHdbscan(beam.PTransform):
+    """Takes ``{"clusters", "pairs"}`` (connected components and their pairs) and returns the edges that split each
+    component along its HDBSCAN clusters (:func:`~semsim_core.clustering.hdbscan_split`), on the worker that holds
+    the component's pairs."""
+
+    def __init__(self, min_cluster_size: int = 2):
         super().__init__()
-        self._centroids = centroids
-        self._pca_dims = pca_dims
         self._min_cluster_size = min_cluster_size
 
-    def _edges(self, cell: int, members: Iterable[Member]) -> list[tuple[str, str]]:
-        members = sorted(members, key=lambda m: m[0])
-        ids = [record_id for record_id, _, _ in members]
-        return hdbscan_edges(ids, np.stack([v for _, v, _ in members]), self._pca_dims, self._min_cluster_size)
-
-    def expand(self, blocks):
+    def expand(self, inputs):
         return (
-            blocks
-            | "NearestCell" >> AssignCells(self._centroids, margin=0.0)
-            | "GroupByCell" >> beam.GroupByKey()
-            | "Hdbscan" >> beam.FlatMapTuple(self._edges)
+            inputs
+            | "PairsOfClusters" >> PairsOfClusters()
+            | "GroupByCluster" >> beam.GroupByKey()
+            | "Split" >> beam.FlatMap(_split, self._min_cluster_size)
         )

@@ -7,23 +7,12 @@ from collections.abc import Iterator
 import apache_beam as beam
 
 from semsim_core.keep import Removal, removals
-from semsim_core.records import ClusterAssignment, Pair
-
-
-def _pairs_by_cluster(element: tuple[str, dict[str, list]]) -> Iterator[tuple[str, Pair]]:
-    _, joined = element
-    for cluster_id in joined["cluster"]:
-        for pair in joined["pair"]:
-            yield cluster_id, pair
+from transforms.cluster import PairsOfClusters, in_a_cluster
 
 
 def _explain(element: tuple[str, dict[str, list]]) -> Iterator[Removal]:
     kept_id, joined = element
     yield from removals(kept_id, joined["member"], joined["pair"])
-
-
-def _in_a_cluster(assignment: ClusterAssignment) -> bool:
-    return assignment.cluster_size > 1
 
 
 class ExplainRemovals(beam.PTransform):
@@ -32,19 +21,12 @@ class ExplainRemovals(beam.PTransform):
     to the kept record, found on the worker that holds the cluster's pairs (one cluster's pairs fit in memory)."""
 
     def expand(self, inputs):
-        clustered = inputs["clusters"] | "InClusters" >> beam.Filter(_in_a_cluster)
         removed = (
-            clustered
-            | "NotKept" >> beam.Filter(lambda c: not c.is_representative)
+            inputs["clusters"]
+            | "NotKept" >> beam.Filter(lambda c: in_a_cluster(c) and not c.is_representative)
             | "MemberByCluster" >> beam.Map(lambda c: (c.cluster_id, c.id))
         )
-        cluster_of = clustered | "ClusterById" >> beam.Map(lambda c: (c.id, c.cluster_id))
-        pairs = inputs["pairs"] | "PairByFirstId" >> beam.Map(lambda p: (p.id_a, p))
-        pairs_of_cluster = (
-            {"cluster": cluster_of, "pair": pairs}
-            | "JoinPairClusters" >> beam.CoGroupByKey()
-            | "PairByCluster" >> beam.FlatMap(_pairs_by_cluster)
-        )
+        pairs_of_cluster = inputs | "PairsOfClusters" >> PairsOfClusters()
         return (
             {"member": removed, "pair": pairs_of_cluster}
             | "GroupClusters" >> beam.CoGroupByKey()
