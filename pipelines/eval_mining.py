@@ -16,8 +16,8 @@ import tempfile
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import batch_dedup
-from pipelines.command_parser import CommandParser
-from pipelines.options import OptionsError
+from pipelines.command_parser import CommandParser, unknown_argument
+from pipelines.options import BatchDedupOptions, OptionsError, unknown_flags
 from pipelines.run_files import read_parquet_folder
 from semsim_core import run_layout as layout
 from semsim_core.formats import TABLE_FORMATS, TableError
@@ -77,10 +77,14 @@ def evaluate(batch_flags: list[str], gold_path: str, gold_format: str, floor: fl
 
 def main(argv: list[str]) -> int:
     """Entry point: print the report as JSON; bad options or gold pairs print one line and exit 2."""
-    args, batch_flags = _parser().parse_known_args(argv)
+    parser = _parser()
+    args, batch_flags = parser.parse_known_args(argv)
+    unknown, known = unknown_flags(batch_flags, BatchDedupOptions)
     error = None
     if any(flag == "--threshold" or flag.startswith("--threshold=") for flag in batch_flags):
         error = "use --threshold-floor, not --threshold: it sets the batch run's threshold"
+    elif unknown:  # suggested from this command's flags too
+        error = unknown_argument(unknown[0], [*parser._option_string_actions, *known])
     elif not 0.0 < args.threshold_floor <= 1.0:
         error = f"--threshold-floor must be in (0, 1], got {args.threshold_floor}"
     if error is None:

@@ -31,6 +31,12 @@ def main(argv: list[str]) -> int:
         data = read_stsb(args.file)
     except TableError as e:
         parser.error(f"--file: {e}")
+    paraphrases = sum(gold >= args.paraphrase_min_score for gold in data.gold)
+    if not 0 < paraphrases < len(data.gold):
+        parser.error(
+            f"--paraphrase-min-score {args.paraphrase_min_score:g}: {paraphrases} of the {len(data.gold)} pairs are "
+            "paraphrases then; the threshold search needs both paraphrases and others"
+        )
     embedder = Embedder.load(args.model, args.backend)
     report = evaluate_stsb(embedder, data, args.paraphrase_min_score)
     print(

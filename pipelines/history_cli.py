@@ -79,6 +79,11 @@ def _shape(manifest: Manifest) -> str:
 def run(argv: Sequence[str]) -> str:
     """Run one subcommand; return what it prints. Bad input raises :class:`HistoryError`."""
     args = _parser().parse_args(argv)
+    if args.history.startswith("gs://"):
+        from pipelines.options import gcs_credentials_error
+
+        if unreachable := gcs_credentials_error("H", args.history):
+            raise HistoryError(unreachable)
     history = History(args.history)
     if args.command == "info":
         return json.dumps(history.info(), indent=2)

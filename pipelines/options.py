@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import NoReturn
 
@@ -315,6 +316,30 @@ def no_gcs_credentials() -> bool:
     return False
 
 
+def set_runner(options: PipelineOptions, default: str) -> None:
+    """``--runner`` (``default`` when not given), refused in one line when Beam knows no such runner, as a negative
+    ``--direct_num_workers`` is."""
+    from apache_beam.runners.runner import create_runner
+
+    standard = options.view_as(StandardOptions)
+    standard.runner = standard.runner or default
+    try:
+        create_runner(standard.runner)
+    except (ValueError, ImportError, AttributeError) as e:
+        raise OptionsError(f"--runner {standard.runner}: {e}") from None
+    if options.view_as(DirectOptions).direct_num_workers < 0:
+        workers = options.view_as(DirectOptions).direct_num_workers
+        raise OptionsError(f"--direct_num_workers must not be negative (0: one per core), got {workers}")
+
+
+def gcs_credentials_error(flag: str, path: str) -> str | None:
+    """Why ``path`` (of ``flag``) cannot be reached: it is on Google Cloud Storage and this process finds no
+    credentials (pyarrow's GCS filesystem would retry for minutes without a word); None otherwise."""
+    if path.startswith("gs://") and no_gcs_credentials():
+        return f"{flag} {path!r} is on Google Cloud Storage, and {NO_GCS_CREDENTIALS}"
+    return None
+
+
 def local_absolute(path: str) -> str:
     """A local path or glob made absolute; a URI (``gs://...``) as it is."""
     return path if "://" in path else os.path.abspath(path)
@@ -348,9 +373,8 @@ def _check_shared(opts: SemsimOptions, positive: tuple[str, ...], needs_model: b
     folders = (("--output", opts.output), ("--history", opts.history))  # the run writes there: anonymously, it cannot
     on_gcs = [(flag, folder) for flag, folder in folders if folder and folder.startswith("gs://")]
     # one credentials lookup for them all; --no_auth: e.g. a --dry_run that only builds a Dataflow job
-    if on_gcs and not opts.view_as(GoogleCloudOptions).no_auth and no_gcs_credentials():
-        flag, folder = on_gcs[0]
-        raise OptionsError(f"{flag} {folder!r} is on Google Cloud Storage, and {NO_GCS_CREDENTIALS}")
+    if on_gcs and not opts.view_as(GoogleCloudOptions).no_auth and (unreachable := gcs_credentials_error(*on_gcs[0])):
+        raise OptionsError(unreachable)
     if not 0.0 < opts.threshold <= 1.0:
         raise OptionsError(f"--threshold must be in (0, 1], got {opts.threshold}")
     if opts.cell_margin is not None and opts.cell_margin < 0:
@@ -377,16 +401,23 @@ class _FlagParser(_BeamArgumentParser):
         raise OptionsError(message)
 
 
-def check_known_flags(options: PipelineOptions, command: type[PipelineOptions]) -> None:
-    """Refuse, in one line, an argument that neither ``command``'s flags nor any Beam option class knows (Beam itself
-    only warns and runs on: a mistyped ``--treshold`` would run the job at the default), with Beam's suggestion."""
+def unknown_flags(flags: Sequence[str], command: type[PipelineOptions]) -> tuple[list[str], list[str]]:
+    """The arguments of ``flags`` that neither ``command``'s flags nor any Beam option class knows, and the flags
+    there are."""
     parser = _FlagParser(allow_abbrev=False)  # as PipelineOptions.get_all_options builds it
     others = {BatchDedupOptions, StreamingDedupOptions} - {command}  # the other command's flags are not this one's
     for cls in {str(c): c for c in PipelineOptions.__subclasses__() if c not in others}.values():
         cls._add_argparse_args(parser)
-    _, unknown = parser.parse_known_args(options._flags)  # the arguments as given (Beam keeps no public copy)
+    _, unknown = parser.parse_known_args(flags)
+    return unknown, list(parser._option_string_actions)
+
+
+def check_known_flags(options: PipelineOptions, command: type[PipelineOptions]) -> None:
+    """Refuse, in one line, an argument that neither ``command``'s flags nor any Beam option class knows (Beam itself
+    only warns and runs on: a mistyped ``--treshold`` would run the job at the default), with Beam's suggestion."""
+    unknown, known = unknown_flags(options._flags, command)  # the arguments as given (Beam keeps no public copy)
     if unknown:
-        raise OptionsError(unknown_argument(unknown[0], list(parser._option_string_actions)))
+        raise OptionsError(unknown_argument(unknown[0], known))
 
 
 def validate(options: PipelineOptions) -> BatchDedupOptions:
@@ -445,8 +476,7 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     if opts.history:  # the store's file list is relative to its root: fix the root
         check_apart(opts.output, opts.history)
         opts.history = local_absolute(opts.history)
-    standard = options.view_as(StandardOptions)
-    standard.runner = standard.runner or "FnApiRunner"
+    set_runner(options, "FnApiRunner")
     if not options.view_as(TestOptions).dry_run:  # a dry run only describes the job: it reads and writes nothing
         earlier = run_entries(opts.output)
         if earlier and not opts.overwrite:
@@ -506,7 +536,6 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
     if opts.retention:
         duration_seconds(opts.retention)
     check_subscription_exists(opts.subscription)
-    standard = options.view_as(StandardOptions)
-    standard.runner = standard.runner or "BundleBasedDirectRunner"
-    standard.streaming = True
+    set_runner(options, "BundleBasedDirectRunner")
+    options.view_as(StandardOptions).streaming = True
     return opts

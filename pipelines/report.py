@@ -70,6 +70,11 @@ def write_report(argv: Sequence[str]) -> tuple[str, int]:
     for flag, value in (("--examples", args.examples), ("--top-clusters", args.top_clusters)):
         if value < 1:
             raise ReportError(f"{flag} must be a positive integer, got {value}")
+    if args.out_dir.startswith("gs://"):
+        from pipelines.options import gcs_credentials_error
+
+        if unreachable := gcs_credentials_error("OUT_DIR", args.out_dir):
+            raise ReportError(unreachable)
     out = RunFolder(args.out_dir)
     texts = None
     if args.input:

@@ -75,6 +75,11 @@ def model_error(model: str) -> str | None:
         return f"model path {model!r} is not readable"
     if not any(os.path.isfile(os.path.join(path, f)) for f in ("modules.json", "config.json")):
         return f"model path {model!r} holds no sentence-transformers model (no modules.json or config.json)"
+    try:  # loads a folder the first time (then its identity is cached, keyed by its files): a broken one says so here
+        model_identity(model)
+    except Exception as e:  # noqa: BLE001 - whatever the loader raises for a folder it cannot load
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"model path {model!r} cannot be loaded: {reason}"
     return None
 
 
