@@ -15,3 +15,6 @@ def _share_the_cores_between_test_workers() -> None:
 
 
 _share_the_cores_between_test_workers()
+# As `semsim` sets them before transformers is imported (pipelines/cli.py), which in the tests happens first.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
