@@ -37,14 +37,13 @@ from semsim_core.records import (
     PAIRS_SCHEMA,
     REMOVED_SCHEMA,
     SEMANTIC,
-    Pair,
 )
 from semsim_core.rescore import ScoreBand
 from semsim_core.run_layout import HistoryCounts, ReadSpec, Summary, recall_shortfall
 from transforms import DEAD_LETTER, METRICS_NAMESPACE
 from transforms.cell_search import CELL_SIZES, STORED_TEXTS, CellFiles, SearchCells, largest
 from transforms.cells import Partition, TrainCentroids
-from transforms.cluster import ClusterRecords, SplitByHdbscan
+from transforms.cluster import ClusterRecords, SplitByHdbscan, pair_edge
 from transforms.dedup_ids import DropDuplicateIds
 from transforms.deduplicated import WriteDeduplicated
 from transforms.embed import BACKEND_USED, EmbedRecords
@@ -71,10 +70,6 @@ def _load_centroids(path: str) -> np.ndarray:
         return load_centroids(path)
     except (OSError, ValueError) as e:
         raise OptionsError(f"cannot read --centroids {path!r}: {e}") from None
-
-
-def _edge(pair: Pair) -> tuple[str, str]:
-    return pair.id_a, pair.id_b
 
 
 def _vectors_from_text(
@@ -235,11 +230,10 @@ def build(
         written.append(clustered["changes"] | "WriteClusterChanges" >> changes)
         removed = (clustered[REMOVED], clustered[DEMOTED]) | "Removals" >> beam.Flatten()
     else:
-        edges = pairs | "PairEdges" >> beam.Map(_edge)
-        if opts.cluster_method == "hdbscan":  # the components of the pairs, each split along its HDBSCAN clusters
-            components = {"records": front.accepted, "edges": edges} | "Components" >> ClusterRecords()
-            split = SplitByHdbscan(opts.hdbscan_min_cluster_size)
-            edges = {"clusters": components, "pairs": pairs} | "Hdbscan" >> split
+        if opts.cluster_method == "hdbscan":
+            edges = pairs | "Hdbscan" >> SplitByHdbscan(opts.hdbscan_min_cluster_size)
+        else:
+            edges = pairs | "PairEdges" >> beam.Map(pair_edge)
         cluster = ClusterRecords(opts.keep_policy(), progress=progress)
         clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> cluster
         removed = {"clusters": clusters, "pairs": pairs} | "ExplainRemovals" >> ExplainRemovals()

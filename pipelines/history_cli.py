@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipelines.command_parser import CommandParser
+from pipelines.gcs_credentials import gcs_credentials_error
 from semsim_core.cells import DEFAULT_TARGET_RECALL
 from semsim_core.history import History, HistoryError, Manifest
 from semsim_core.pairs import DEFAULT_THRESHOLD
@@ -79,11 +80,8 @@ def _shape(manifest: Manifest) -> str:
 def run(argv: Sequence[str]) -> str:
     """Run one subcommand; return what it prints. Bad input raises :class:`HistoryError`."""
     args = _parser().parse_args(argv)
-    if args.history.startswith("gs://"):
-        from pipelines.options import gcs_credentials_error
-
-        if unreachable := gcs_credentials_error("H", args.history):
-            raise HistoryError(unreachable)
+    if unreachable := gcs_credentials_error("H", args.history):
+        raise HistoryError(unreachable)
     history = History(args.history)
     if args.command == "info":
         return json.dumps(history.info(), indent=2)

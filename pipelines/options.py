@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipelines.command_parser import unknown_argument
+from pipelines.gcs_credentials import NO_GCS_CREDENTIALS, gcs_credentials_error, no_gcs_credentials
 from pipelines.run_files import run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.cells import DEFAULT_TARGET_RECALL
@@ -292,30 +293,6 @@ def duration_seconds(text: str) -> float:
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
-NO_GCS_CREDENTIALS = (
-    "no Google Cloud credentials were found: run `gcloud auth application-default login`, or set "
-    "GOOGLE_APPLICATION_CREDENTIALS to a service account's key file"
-)
-
-
-def no_gcs_credentials() -> bool:
-    """Whether this process finds no Google Cloud credentials (Beam then reaches ``gs://`` anonymously: enough to read
-    a public bucket, and a two-minute retry before failing otherwise)."""
-    import google.auth
-    from google.auth.exceptions import DefaultCredentialsError
-
-    quiet = logging.getLogger("google.auth._default")  # it warns of each place it looked: the error says it all
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        google.auth.default()
-    except DefaultCredentialsError:
-        return True
-    finally:
-        quiet.setLevel(level)
-    return False
-
-
 def set_runner(options: PipelineOptions, default: str) -> None:
     """``--runner`` (``default`` when not given), refused in one line when Beam knows no such runner, as a negative
     ``--direct_num_workers`` is."""
@@ -327,17 +304,9 @@ def set_runner(options: PipelineOptions, default: str) -> None:
         create_runner(standard.runner)
     except (ValueError, ImportError, AttributeError) as e:
         raise OptionsError(f"--runner {standard.runner}: {e}") from None
-    if options.view_as(DirectOptions).direct_num_workers < 0:
-        workers = options.view_as(DirectOptions).direct_num_workers
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers < 0:
         raise OptionsError(f"--direct_num_workers must not be negative (0: one per core), got {workers}")
-
-
-def gcs_credentials_error(flag: str, path: str) -> str | None:
-    """Why ``path`` (of ``flag``) cannot be reached: it is on Google Cloud Storage and this process finds no
-    credentials (pyarrow's GCS filesystem would retry for minutes without a word); None otherwise."""
-    if path.startswith("gs://") and no_gcs_credentials():
-        return f"{flag} {path!r} is on Google Cloud Storage, and {NO_GCS_CREDENTIALS}"
-    return None
 
 
 def local_absolute(path: str) -> str:

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from pipelines.command_parser import CommandParser
+from pipelines.gcs_credentials import gcs_credentials_error
 from semsim_core import run_layout as layout
 from semsim_core.formats import FORMATS, ParseConfig, Parsed, detect_format, parse_file
 from semsim_core.report import ReportError, RunFolder, find_texts, load_run, read_summary, render_html
@@ -70,11 +71,8 @@ def write_report(argv: Sequence[str]) -> tuple[str, int]:
     for flag, value in (("--examples", args.examples), ("--top-clusters", args.top_clusters)):
         if value < 1:
             raise ReportError(f"{flag} must be a positive integer, got {value}")
-    if args.out_dir.startswith("gs://"):
-        from pipelines.options import gcs_credentials_error
-
-        if unreachable := gcs_credentials_error("OUT_DIR", args.out_dir):
-            raise ReportError(unreachable)
+    if unreachable := gcs_credentials_error("OUT_DIR", args.out_dir):
+        raise ReportError(unreachable)
     out = RunFolder(args.out_dir)
     texts = None
     if args.input:

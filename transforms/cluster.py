@@ -184,15 +184,13 @@ def in_a_cluster(assignment: ClusterAssignment) -> bool:
 
 
 class PairsOfClusters(beam.PTransform):
-    """Takes ``{"clusters", "pairs"}`` (:class:`ClusterAssignment`, :class:`Pair`) and returns ``(cluster_id, pair)``
-    for the pairs of every cluster of two records or more (joined on each pair's first id)."""
+    """Takes ``{"labels", "pairs"}`` (``(id, cluster_id)`` of every record that shares its cluster, :class:`Pair`) and
+    returns ``(cluster_id, pair)`` for the pairs of every such cluster (joined on each pair's first id)."""
 
     def expand(self, inputs):
-        clustered = inputs["clusters"] | "InClusters" >> beam.Filter(in_a_cluster)
-        cluster_of = clustered | "ClusterById" >> beam.Map(lambda c: (c.id, c.cluster_id))
         pairs = inputs["pairs"] | "PairByFirstId" >> beam.Map(lambda p: (p.id_a, p))
         return (
-            {"cluster": cluster_of, "pair": pairs}
+            {"cluster": inputs["labels"], "pair": pairs}
             | "JoinPairClusters" >> beam.CoGroupByKey()
             | "PairByCluster" >> beam.FlatMap(_pairs_by_cluster)
         )
@@ -202,18 +200,24 @@ def _split(element: tuple[str, Iterable[Pair]], min_cluster_size: int) -> list[t
     return hdbscan_split(sorted(element[1]), min_cluster_size)
 
 
+def pair_edge(pair: Pair) -> tuple[str, str]:
+    """The ``(id, id)`` edge of a pair, as :class:`ClusterRecords` takes it."""
+    return pair.id_a, pair.id_b
+
+
 class SplitByHdbscan(beam.PTransform):
-    """Takes ``{"clusters", "pairs"}`` (connected components and their pairs) and returns the edges that split each
-    component along its HDBSCAN clusters (:func:`~semsim_core.clustering.hdbscan_split`), on the worker that holds
-    the component's pairs."""
+    """Takes :class:`Pair` values and returns the edges that join the connected components of the pairs, each split
+    along its HDBSCAN clusters (:func:`~semsim_core.clustering.hdbscan_split`) on the worker that holds the
+    component's pairs."""
 
     def __init__(self, min_cluster_size: int = 2):
         super().__init__()
         self._min_cluster_size = min_cluster_size
 
-    def expand(self, inputs):
+    def expand(self, pairs):
+        labels = pairs | "Edges" >> beam.Map(pair_edge) | "Components" >> ConnectedComponents()
         return (
-            inputs
+            {"labels": labels, "pairs": pairs}
             | "PairsOfClusters" >> PairsOfClusters()
             | "GroupByCluster" >> beam.GroupByKey()
             | "Split" >> beam.FlatMap(_split, self._min_cluster_size)

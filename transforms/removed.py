@@ -21,12 +21,14 @@ class ExplainRemovals(beam.PTransform):
     to the kept record, found on the worker that holds the cluster's pairs (one cluster's pairs fit in memory)."""
 
     def expand(self, inputs):
+        clustered = inputs["clusters"] | "InClusters" >> beam.Filter(in_a_cluster)
         removed = (
-            inputs["clusters"]
-            | "NotKept" >> beam.Filter(lambda c: in_a_cluster(c) and not c.is_representative)
+            clustered
+            | "NotKept" >> beam.Filter(lambda c: not c.is_representative)
             | "MemberByCluster" >> beam.Map(lambda c: (c.cluster_id, c.id))
         )
-        pairs_of_cluster = inputs | "PairsOfClusters" >> PairsOfClusters()
+        labels = clustered | "ClusterById" >> beam.Map(lambda c: (c.id, c.cluster_id))
+        pairs_of_cluster = {"labels": labels, "pairs": inputs["pairs"]} | "PairsOfClusters" >> PairsOfClusters()
         return (
             {"member": removed, "pair": pairs_of_cluster}
             | "GroupClusters" >> beam.CoGroupByKey()

@@ -470,11 +470,12 @@ class ResolveFn(beam.DoFn):
         timeout=beam.DoFn.TimerParam(TIMEOUT),
     ) -> Iterator:
         post_id, answer = element
-        if answer.post is not None and _names_another_post(answer, text.read() if done.read() else None):
+        resolved = done.read()
+        if answer.post is not None and _names_another_post(answer, text.read() if resolved else None):
             self._dead_letters.inc()  # on the primary answer: one per message
             reason = f"id {post_id!r} names an earlier post with another text (an id names one post)"
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(answer.post.source, answer.post.text, reason))
-        if done.read():
+        if resolved:
             return
         received = [*answers.read(), answer]
         if not _decided(_answer_per_cell(received)):
