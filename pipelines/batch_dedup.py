@@ -24,7 +24,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipelines.history_run import HistoryRun, open_history, release
 from pipelines.options import BatchDedupOptions, OptionsError, validate
-from pipelines.run_files import load_centroids, read_summary, remove_folder, remove_run, save_centroids
+from pipelines.run_files import (
+    load_centroids,
+    promote,
+    read_summary,
+    remove_folder,
+    run_entries,
+    save_centroids,
+    staging_folder,
+)
 from semsim_core import run_layout as layout
 from semsim_core.backends import FP32_BACKENDS
 from semsim_core.history import HistoryError, new_segment_id
@@ -167,11 +175,14 @@ def build(
     opts: BatchDedupOptions,
     history: HistoryRun | None = None,
     progress: ProgressSpec | None = None,
+    staging: str | None = None,
 ) -> None:
     """Add the batch dedup steps to ``pipeline``, from text (``--input``) or saved embeddings; with ``history``
     (``--history``), against the store it opened, which the run's new records are committed to at the end; with
-    ``progress``, the steps report how far they are."""
+    ``progress``, the steps report how far they are; with ``staging``, the run writes there and replaces the run in
+    ``--output`` with its own once it has finished (:func:`~pipelines.run_files.promote`)."""
     out = opts.output
+    into = staging or out  # where the writers write; the summary names the entries where they end up
     if opts.input and opts.input_embeddings:
         front = _vectors_from_text_and_embeddings(pipeline, opts, history, progress)
     else:
@@ -186,7 +197,7 @@ def build(
         outputs[layout.EMBEDDINGS] = FileSystems.join(out, layout.EMBEDDINGS)
         vectors = blocks | "IdVectors" >> beam.FlatMap(VectorBlock.id_vectors).with_output_types(IdVector)
         embeddings = {"vectors": vectors, "exact_pairs": exact[EXACT_PAIRS]}
-        written.append(embeddings | "WriteEmbeddings" >> WriteEmbeddings(outputs[layout.EMBEDDINGS]))
+        written.append(embeddings | "WriteEmbeddings" >> WriteEmbeddings(FileSystems.join(into, layout.EMBEDDINGS)))
     given = _load_centroids(opts.centroids) if opts.centroids else None
     staged = False  # centroids known before the run: each block is split into cells as it is embedded
     if history and history.centroids is not None:
@@ -201,8 +212,8 @@ def build(
         )  # fmt: skip
         partition = blocks | "TrainCentroids" >> train
     centroids = partition | "Centroids" >> beam.Map(lambda p: p.centroids)
-    written.append(centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(out, layout.CENTROIDS)))
-    work = FileSystems.join(out, layout.WORK)  # staged vectors; without a store, the cell files too
+    written.append(centroids | "WriteCentroids" >> beam.Map(save_centroids, FileSystems.join(into, layout.CENTROIDS)))
+    work = FileSystems.join(into, layout.WORK)  # staged vectors; without a store, the cell files too
     if history:
         plan = history.plan
         files = CellFiles(work, plan.root, plan.manifest, plan.segment, history.dtype)
@@ -226,7 +237,7 @@ def build(
         clustered = {"records": front.accepted, "pairs": pairs} | "Cluster" >> cluster
         clusters = clustered["clusters"]
         outputs[layout.CLUSTER_CHANGES] = FileSystems.join(out, layout.CLUSTER_CHANGES)
-        changes = WriteRows(outputs[layout.CLUSTER_CHANGES], CLUSTER_CHANGES_SCHEMA)
+        changes = WriteRows(FileSystems.join(into, layout.CLUSTER_CHANGES), CLUSTER_CHANGES_SCHEMA)
         written.append(clustered["changes"] | "WriteClusterChanges" >> changes)
         removed = (clustered[REMOVED], clustered[DEMOTED]) | "Removals" >> beam.Flatten()
     else:
@@ -238,17 +249,18 @@ def build(
         clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> cluster
         removed = {"clusters": clusters, "pairs": pairs} | "ExplainRemovals" >> ExplainRemovals()
     outputs[layout.REMOVED] = FileSystems.join(out, layout.REMOVED)
-    written.append(removed | "WriteRemoved" >> WriteRows(outputs[layout.REMOVED], REMOVED_SCHEMA))
+    written.append(removed | "WriteRemoved" >> WriteRows(FileSystems.join(into, layout.REMOVED), REMOVED_SCHEMA))
     if opts.write_deduplicated:
         outputs[layout.DEDUPLICATED] = FileSystems.join(out, layout.DEDUPLICATED)
-        deduplicate = WriteDeduplicated(outputs[layout.DEDUPLICATED], opts.parse_config(), opts.format)
+        deduplicate = WriteDeduplicated(FileSystems.join(into, layout.DEDUPLICATED), opts.parse_config(), opts.format)
         deduplicated = {"clusters": clusters, "records": front.accepted} | "WriteDeduplicated" >> deduplicate
         written.append(deduplicated)
     dead_letters = front.rejected | "AllDeadLetters" >> beam.Flatten()
 
-    written.append(pairs | "WritePairs" >> WriteRows(outputs[layout.PAIRS], PAIRS_SCHEMA))
-    written.append(clusters | "WriteClusters" >> WriteRows(outputs[layout.CLUSTERS], CLUSTERS_SCHEMA))
-    written.append(dead_letters | "WriteDeadLetters" >> WriteRows(outputs[layout.DEAD_LETTER], DEAD_LETTER_SCHEMA))
+    written.append(pairs | "WritePairs" >> WriteRows(FileSystems.join(into, layout.PAIRS), PAIRS_SCHEMA))
+    written.append(clusters | "WriteClusters" >> WriteRows(FileSystems.join(into, layout.CLUSTERS), CLUSTERS_SCHEMA))
+    dead_letter_rows = WriteRows(FileSystems.join(into, layout.DEAD_LETTER), DEAD_LETTER_SCHEMA)
+    written.append(dead_letters | "WriteDeadLetters" >> dead_letter_rows)
 
     parsed = front.parsed
     counted = {
@@ -306,10 +318,13 @@ def build(
         keep=opts.keep_policy(),
         target_recall=opts.target_recall,
     )
-    done = measured | "Summary" >> WriteSummary(FileSystems.join(out, layout.SUMMARY), settings, after=written)
+    done = measured | "Summary" >> WriteSummary(FileSystems.join(into, layout.SUMMARY), settings, after=written)
     if history:
         done = done | "CommitHistory" >> CommitSegment(plan, partition, segment_files.values())
-    done | "RemoveWork" >> beam.Map(lambda _: remove_folder(work))
+    if staging:  # the staging folder goes as a whole, its work with it
+        done | "Promote" >> beam.Map(lambda _: promote(staging, out))
+    else:
+        done | "RemoveWork" >> beam.Map(lambda _: remove_folder(work))
 
 
 def _remove_empty_temp_dirs(output: str) -> None:
@@ -336,12 +351,11 @@ def _pipeline(argv: list[str]) -> Launch:
     options = PipelineOptions(argv)
     opts = validate(options)
     dry_run = options.view_as(TestOptions).dry_run
-    if opts.overwrite and not dry_run:
-        remove_run(opts.output)
+    replacing = opts.overwrite and not dry_run and run_entries(opts.output)
     history = open_history(opts) if opts.history and not dry_run else None
     pipeline = beam.Pipeline(options=options)
     progress = opts.progress()
-    build(pipeline, opts, history, progress)
+    build(pipeline, opts, history, progress, staging_folder(opts.output) if replacing else None)
     return Launch(pipeline, opts, history, progress)
 
 

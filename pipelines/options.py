@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import (
 
 from pipelines.command_parser import unknown_argument
 from pipelines.gcs_credentials import NO_GCS_CREDENTIALS, gcs_credentials_error, no_gcs_credentials
-from pipelines.run_files import run_entries
+from pipelines.run_files import finish_promotions, run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.cells import DEFAULT_TARGET_RECALL
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
@@ -447,6 +447,7 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
         opts.history = local_absolute(opts.history)
     set_runner(options, "FnApiRunner")
     if not options.view_as(TestOptions).dry_run:  # a dry run only describes the job: it reads and writes nothing
+        finish_promotions(opts.output, discard_unfinished=opts.overwrite)  # what a killed replacing run left
         earlier = run_entries(opts.output)
         if earlier and not opts.overwrite:
             names = ", ".join(path.rstrip("/").rsplit("/", 1)[-1] for path in earlier)

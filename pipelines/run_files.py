@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from semsim_core.run_layout import RUN_ENTRIES, SUMMARY, Summary
+from semsim_core.history import new_segment_id
+from semsim_core.run_layout import PROMOTING, RUN_ENTRIES, STAGED_RUN_PREFIX, SUMMARY, WORK, Summary
 from transforms.embeddings_io import embeddings_pattern
 
 
@@ -67,10 +69,13 @@ def run_entries(folder: str) -> list[str]:
     return found
 
 
+def _files_under(path: str) -> list[str]:
+    return [m.path for m in FileSystems.match([FileSystems.join(path, "**")])[0].metadata_list]
+
+
 def remove_folder(path: str) -> None:
     """Delete ``path``, a file or a folder with everything under it, when it exists."""
-    children = [m.path for m in FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list]
-    if children:
+    if children := _files_under(path):
         FileSystems.delete(children)
     if FileSystems.exists(path):  # a file, or a local folder (object stores have no folders)
         FileSystems.delete([path])
@@ -80,3 +85,62 @@ def remove_run(folder: str) -> None:
     """Delete the entries of an earlier semsim batch run in ``folder`` (and nothing else of it)."""
     for path in run_entries(folder):
         remove_folder(path)
+
+
+def staging_folder(folder: str) -> str:
+    """A new hidden folder of ``folder`` for a run that replaces the run in it (``--overwrite``): the run writes its
+    entries there, and :func:`promote` moves them into ``folder`` once it has finished."""
+    return FileSystems.join(folder, f"{STAGED_RUN_PREFIX}{new_segment_id()}")
+
+
+def _move(source: str, target: str) -> None:
+    """Rename a file or a folder: a local folder at once, on an object store each object under the prefix."""
+    objects = _files_under(source) if "://" in source else []
+    if objects:
+        FileSystems.rename(objects, [target + path[len(source) :] for path in objects])
+    else:
+        FileSystems.rename([source], [target])
+
+
+def promote(staging: str, folder: str) -> None:
+    """Replace the run in ``folder`` with the finished run in ``staging`` (its ``summary.json`` written last).
+
+    First the earlier run is retired: its ``summary.json`` (the success marker) is deleted, then its other entries,
+    and the staged summary is renamed :data:`~semsim_core.run_layout.PROMOTING`. Then each staged entry moves into
+    ``folder``, the summary last, and ``staging`` is deleted. Every step can be done again, so a promotion
+    interrupted anywhere is finished by calling this again (:func:`finish_promotions`): up to the first deletion
+    the earlier run is whole, after it the new run is whole, and a ``summary.json`` never stands over a mix."""
+    summary, promoting = FileSystems.join(staging, SUMMARY), FileSystems.join(staging, PROMOTING)
+    if FileSystems.exists(summary):
+        remove_folder(FileSystems.join(folder, SUMMARY))
+        remove_run(folder)
+        FileSystems.rename([summary], [promoting])
+    if FileSystems.exists(promoting):
+        for name in RUN_ENTRIES:
+            staged = FileSystems.join(staging, name)
+            if name not in (SUMMARY, WORK) and (FileSystems.exists(staged) or _files_under(staged)):
+                _move(staged, FileSystems.join(folder, name))
+        if leftovers := [path for path in _files_under(staging) if path != promoting]:
+            FileSystems.delete(leftovers)  # its work: once the summary has moved, the staging folder holds nothing
+        FileSystems.rename([promoting], [FileSystems.join(folder, SUMMARY)])
+    remove_folder(staging)
+
+
+def staged_runs(folder: str) -> list[str]:
+    """The staging folders (:func:`staging_folder`) in ``folder``, oldest first."""
+    prefix = FileSystems.join(folder, STAGED_RUN_PREFIX)
+    found = {path[len(prefix) :].split("/", 1)[0] for path in _files_under(prefix + "*") if path.startswith(prefix)}
+    if "://" not in folder and os.path.isdir(folder):  # a local one may hold no file yet
+        found |= {e.name[len(STAGED_RUN_PREFIX) :] for e in os.scandir(folder) if e.name.startswith(STAGED_RUN_PREFIX)}
+    return [prefix + name for name in sorted(found)]
+
+
+def finish_promotions(folder: str, discard_unfinished: bool) -> None:
+    """Finish the promotions (:func:`promote`) an interrupted run left in ``folder`` and delete empty staging
+    folders; with ``discard_unfinished``, also the staging folders of runs that never finished (killed: the run
+    they were to replace stays)."""
+    for staging in staged_runs(folder):
+        if any(FileSystems.exists(FileSystems.join(staging, name)) for name in (SUMMARY, PROMOTING)):
+            promote(staging, folder)
+        elif discard_unfinished or not _files_under(staging):
+            remove_folder(staging)

@@ -296,6 +296,11 @@ def read_summary(out: RunFolder) -> Summary:
     try:
         return Summary.from_json(out.read_bytes(layout.SUMMARY).decode("utf-8"))
     except FileNotFoundError:
+        if any(name.startswith(layout.STAGED_RUN_PREFIX) for name in out.names()):
+            raise ReportError(
+                f"{path!r} not found: the run did not finish, or a run replacing it (--overwrite) stopped while moving "
+                f"in; the next `semsim batch` with --output {out.location} finishes moving it"
+            ) from None
         raise ReportError(
             f"{path!r} not found: the run did not finish, or {out.location!r} is not a semsim batch run's --output"
         ) from None

@@ -14,6 +14,8 @@ A batch run writes::
     OUT/summary.json           :class:`Summary`, written once every other entry is committed: the run's
                                success marker
     OUT/report.html            ``semsim report``'s page on the run
+    OUT/.semsim-staged-<id>/   a run replacing the one in OUT (``--overwrite``) writes its entries here; they move
+                               into OUT once it has finished (``run_files.promote``), so a crash leaves one whole run
 
 A stream writes the three Parquet folders and ``cluster_changes`` (the cluster ids each post merged), in files per
 window. Everything that writes or reads a run goes
@@ -47,6 +49,8 @@ CENTROIDS = "centroids.npy"
 WORK = "_work"
 SUMMARY = "summary.json"
 REPORT = "report.html"  # written by `semsim report` beside the run it shows
+STAGED_RUN_PREFIX = ".semsim-staged-"  # + a segment id: where a run replacing the run in OUT writes until it ends
+PROMOTING = "summary.json.promoting"  # a staged run's summary while its entries move into OUT
 OUTPUT_SCHEMAS: dict[str, pa.Schema] = {PAIRS: PAIRS_SCHEMA, CLUSTERS: CLUSTERS_SCHEMA, DEAD_LETTER: DEAD_LETTER_SCHEMA}
 HISTORY_OUTPUT_SCHEMAS = {CLUSTER_CHANGES: CLUSTER_CHANGES_SCHEMA}  # batch: --history runs only; stream: always
 REMOVAL_SCHEMAS = {REMOVED: REMOVED_SCHEMA}  # written by batch runs without --history
