@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import (
     DirectOptions,
     GoogleCloudOptions,
     PipelineOptions,
+    PortableOptions,
     StandardOptions,
     TestOptions,
     _BeamArgumentParser,
@@ -307,6 +308,26 @@ def set_runner(options: PipelineOptions, default: str) -> None:
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers < 0:
         raise OptionsError(f"--direct_num_workers must not be negative (0: one per core), got {workers}")
+    endpoint = options.view_as(PortableOptions).job_endpoint
+    if endpoint and endpoint != "embed":
+        check_job_service(endpoint)
+
+
+def check_job_service(endpoint: str, seconds: float = 10) -> None:
+    """One :class:`OptionsError` line when no job service answers at ``--job_endpoint`` within ``seconds`` (Beam's
+    portable runner would wait minutes without a word)."""
+    import grpc
+
+    channel = grpc.insecure_channel(endpoint)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=seconds)
+    except grpc.FutureTimeoutError:
+        raise OptionsError(
+            f"--job_endpoint {endpoint}: no job service answered in {seconds:g} s; start one (deploy/flink/, "
+            "deploy/portable/) or correct the address"
+        ) from None
+    finally:
+        channel.close()
 
 
 def local_absolute(path: str) -> str:
