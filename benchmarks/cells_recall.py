@@ -42,11 +42,12 @@ def main() -> None:
     if not embeddings.exists():
         folder = args.workdir / f"titles-{args.n}"
         folder.mkdir(parents=True, exist_ok=True)
-        source = write_titles(folder, read_titles(args.titles, args.n))
+        titles = read_titles(args.titles, args.n)
+        source = write_titles(folder, titles)
         seconds, rss = run_measured(
             [SEMSIM, "batch", "--input", str(source), "--output", str(embeddings.parent), "--write-embeddings"]
         )
-        print(f"embed {args.n} titles once: {seconds:.0f} s, peak RSS {rss:.2f} GiB")
+        print(f"embed {len(titles)} titles once: {seconds:.0f} s, peak RSS {rss:.2f} GiB")
 
     print(machine())
     print(

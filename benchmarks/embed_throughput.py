@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.measure import SEMSIM, machine, run_child
+from benchmarks.measure import SEMSIM, faster, machine, run_child, share
 from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 from pipelines.batch_dedup import counters, run
 from pipelines.options import DEFAULT_THRESHOLD
@@ -150,8 +150,8 @@ def compare_auto_with_fp32(titles: list[str], folder: Path, repeat: int) -> None
     both = len(expected & found)
     print(
         f"{len(titles)} titles: semsim batch --backend torch {fp32_s:.1f} s ({len(expected)} pairs); auto -> {chosen} "
-        f"with --rescore-band {auto.rescore_band}: {auto_s:.1f} s = {fp32_s / auto_s:.2f}x faster; pairs vs fp32: "
-        f"recall {both / max(1, len(expected)):.4f}, precision {both / max(1, len(found)):.4f}"
+        f"with --rescore-band {auto.rescore_band}: {auto_s:.1f} s = {faster(fp32_s, auto_s)}; pairs vs fp32: "
+        f"recall {share(both, len(expected))}, precision {share(both, len(found))}"
     )
     print(
         f"  rescoring: {auto.rescored_pairs or 0} pairs, {auto.rescored_texts or 0} texts re-embedded in "
@@ -175,10 +175,10 @@ def compare_paraphrase_mining(titles: list[str], backends: list[str], folder: Pa
         outs = [folder / f"mining-{backend}-{attempt}" for attempt in range(repeat)]
         semsim_s, summary, _ = min((run_batch(data, out, "--backend", backend) for out in outs), key=lambda r: r[0])
         found = semsim_pairs(outs[-1])
-        share = len(expected & found) / max(1, len(expected))
         print(
             f"  semsim batch --backend {backend} ({summary.backend}): {semsim_s:.1f} s = "
-            f"{mining_s / semsim_s:.2f}x faster; finds {share:.4f} of those pairs ({len(found)} pairs in all)"
+            f"{faster(mining_s, semsim_s)}; finds {share(len(expected & found), len(expected))} of those pairs "
+            f"({len(found)} pairs in all)"
         )
 
 

@@ -39,6 +39,8 @@ def main() -> None:
     args.flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
 
     titles = read_titles(args.titles, args.history_size + args.new)
+    if len(titles) < args.history_size + args.new:
+        parser.error(f"{args.titles} holds {len(titles)} titles, fewer than --history-size + --new")
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     old = write_titles(args.workdir, titles[: args.history_size], "old.jsonl")

@@ -41,3 +41,14 @@ def run_child(args: list[str]) -> tuple[float, float, str]:
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"{' '.join(args)} failed:\n{stderr.read().decode(errors='replace')[-3000:]}")
         return seconds, usage.ru_maxrss / 2**20, stdout.read().decode(errors="replace")
+
+
+def faster(baseline_s: float, seconds: float) -> str:
+    """``seconds`` against ``baseline_s`` as a speed-up: "2.40x faster", or "1.30x slower"."""
+    ratio = baseline_s / seconds
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
+def share(part: int, whole: int) -> str:
+    """``part / whole`` to 4 places; "n/a" when ``whole`` is 0 (nothing to find, or nothing found)."""
+    return f"{part / whole:.4f}" if whole else "n/a"

@@ -23,7 +23,7 @@ from apache_beam.runners.runner import PipelineResult
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pipelines.history_run import HistoryRun, open_history, release
-from pipelines.options import BatchDedupOptions, OptionsError, validate
+from pipelines.options import BatchDedupOptions, OptionsError, print_flags, validate
 from pipelines.run_files import (
     load_centroids,
     promote,
@@ -364,9 +364,10 @@ def start(argv: list[str]) -> PipelineResult:
     return _pipeline(argv).pipeline.run()
 
 
-def run(argv: list[str]) -> tuple[Summary, PipelineResult]:
-    """Validate the flags, run the pipeline to completion; return the summary it wrote and the Beam result. A run
-    that fails here unlocks its history store (left as it was: nothing is committed before the end)."""
+def run(argv: list[str]) -> tuple[Summary | None, PipelineResult]:
+    """Validate the flags, run the pipeline to completion; return the summary it wrote (None for a ``--dry_run``,
+    which only describes the job) and the Beam result. A run that fails here unlocks its history store (left as it
+    was: nothing is committed before the end)."""
     pipeline, opts, history, progress = _pipeline(argv)
     shown = progress.open() if progress else None  # held here, so an in-process run's last state can be shown
     started = time.monotonic()
@@ -380,6 +381,8 @@ def run(argv: list[str]) -> tuple[Summary, PipelineResult]:
     finally:
         if shown:
             shown.finish()
+    if opts.view_as(TestOptions).dry_run:
+        return None, result
     _remove_empty_temp_dirs(opts.output)
     summary = read_summary(opts.output).measured(
         wall_seconds=round(time.monotonic() - started, 1), step_seconds=step_seconds(result) or None
@@ -420,9 +423,13 @@ def counters(result: PipelineResult) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run and print the summary; bad options print one line and exit 2. Log lines are written above
     the progress bars, if any, rather than through them."""
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print_flags(BatchDedupOptions, "semsim batch")
+        return 0
     try:
         with logging_redirect_tqdm():
-            summary, result = run(sys.argv[1:] if argv is None else argv)
+            summary, result = run(argv)
     except OptionsError as e:
         print(f"semsim batch: error: {e}", file=sys.stderr)
         return 2
@@ -430,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         message = str(e).split("[while running", 1)[0]  # without the step and traceback Beam adds
         print(f"semsim batch: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
+    if summary is None:
+        print("semsim batch: dry run: the job was built and described to the runner; nothing ran")
+        return 0
     sys.stdout.write(summary.to_json().decode("utf-8"))
     print("counters:", json.dumps(counters(result), sort_keys=True))
     return 0

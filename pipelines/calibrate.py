@@ -65,10 +65,17 @@ def _options_error(args: argparse.Namespace) -> str | None:
         return f"--target-precision must be in (0, 1], got {args.target_precision}"
     if args.positive_min is not None and not math.isfinite(args.positive_min):
         return f"--positive-min must be a number, got {args.positive_min}"
+    error = model_error(args.model) or backend_error(args.backend)
+    if error:
+        return error
     folder = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        return f"--out {args.out!r}: folder {folder} does not exist or is not writable"
-    return model_error(args.model) or backend_error(args.backend)
+    try:
+        os.makedirs(folder, exist_ok=True)  # as batch's --output, a new folder is made
+    except OSError as e:
+        return f"--out {args.out!r}: cannot create folder {folder}: {e.strerror}"
+    if not os.access(folder, os.W_OK):
+        return f"--out {args.out!r}: folder {folder} is not writable"
+    return None
 
 
 def _fmt(value: float, digits: int) -> str:

@@ -48,20 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["batch"]:
         from pipelines import batch_dedup
 
-        if {"-h", "--help"} & set(args[1:]):
-            from pipelines.options import BatchDedupOptions, print_flags
-
-            print_flags(BatchDedupOptions, "semsim batch")
-            return 0
         return batch_dedup.main(args[1:])
     if args[:1] == ["stream"]:
         from pipelines import streaming_dedup
 
-        if {"-h", "--help"} & set(args[1:]):
-            from pipelines.options import StreamingDedupOptions, print_flags
-
-            print_flags(StreamingDedupOptions, "semsim stream")
-            return 0
         return streaming_dedup.main(args[1:])
     if args[:2] == ["eval", "stsb"]:
         from pipelines import eval_stsb
@@ -75,9 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines import calibrate
 
         return calibrate.main(args[1:])
+    if args[:1] == ["eval"]:
+        if args[1:2] in (["-h"], ["--help"]):
+            commands = USAGE[USAGE.index("  eval") : USAGE.index("  calibrate")]
+            print(f"usage: semsim eval {{stsb,mining}} [flags]\n\n{commands}")
+            return 0
+        said = f"unknown command 'eval {args[1]}'" if len(args) > 1 else "semsim eval needs a command"
+        print(f"semsim: error: {said}: eval stsb or eval mining (semsim eval --help)", file=sys.stderr)
+        return 2
     if args and args[0] not in ("-h", "--help"):
-        command = " ".join(args[:2]) if args[0] == "eval" else args[0]
-        print(f"semsim: error: unknown command {command!r} (semsim --help lists them)", file=sys.stderr)
+        print(f"semsim: error: unknown command {args[0]!r} (semsim --help lists them)", file=sys.stderr)
         return 2
     print(USAGE, file=sys.stdout if args else sys.stderr)
     return 0 if args else 2

@@ -61,7 +61,7 @@ def open_history(opts: BatchDedupOptions) -> HistoryRun:
     except HistoryError as e:
         raise OptionsError(str(e)) from None
     plan = CommitPlan(opts.history, new_segment_id(), owner, opts.output, manifest, created)
-    return HistoryRun(plan, centroids, dim, dtype, margin, before, dt.datetime.now(dt.timezone.utc))
+    return HistoryRun(plan, centroids, dim, dtype, margin, before, dt.datetime.now(dt.UTC))
 
 
 def _adopt_keep(opts: BatchDedupOptions, manifest: Manifest) -> None:

@@ -76,7 +76,7 @@ def print_flags(options: type[PipelineOptions], prog: str) -> None:
     parser = argparse.ArgumentParser(
         prog=prog,
         formatter_class=_DefaultsFormatter,
-        epilog="Any Beam pipeline flag is taken too: --runner (default FnApiRunner here; DataflowRunner, "
+        epilog=f"Any Beam pipeline flag is taken too: --runner (default {options.DEFAULT_RUNNER} here; DataflowRunner, "
         "PortableRunner, ...), --direct_num_workers, --project, --region, --temp_location, ...",
     )
     for cls in reversed(options.__mro__):
@@ -166,6 +166,8 @@ class SemsimOptions(PipelineOptions):
 # Dataflow job's options) from PipelineOptions' direct subclasses only, and would drop these flags with a warning.
 class BatchDedupOptions(SemsimOptions, PipelineOptions):
     """Flags of ``semsim batch`` (any other Beam pipeline flag is accepted too)."""
+
+    DEFAULT_RUNNER = "FnApiRunner"
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
@@ -264,6 +266,8 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
 
 class StreamingDedupOptions(SemsimOptions, PipelineOptions):
     """Flags of ``semsim stream`` (any other Beam pipeline flag is accepted too)."""
+
+    DEFAULT_RUNNER = "BundleBasedDirectRunner"
 
     def parse_config(self) -> ParseConfig:
         return replace(super().parse_config(), id_attribute=self.id_attribute)
@@ -466,7 +470,7 @@ def validate(options: PipelineOptions) -> BatchDedupOptions:
     if opts.history:  # the store's file list is relative to its root: fix the root
         check_apart(opts.output, opts.history)
         opts.history = local_absolute(opts.history)
-    set_runner(options, "FnApiRunner")
+    set_runner(options, BatchDedupOptions.DEFAULT_RUNNER)
     if not options.view_as(TestOptions).dry_run:  # a dry run only describes the job: it reads and writes nothing
         finish_promotions(opts.output, discard_unfinished=opts.overwrite)  # what a killed replacing run left
         earlier = run_entries(opts.output)
@@ -527,6 +531,6 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
     if opts.retention:
         duration_seconds(opts.retention)
     check_subscription_exists(opts.subscription)
-    set_runner(options, "BundleBasedDirectRunner")
+    set_runner(options, StreamingDedupOptions.DEFAULT_RUNNER)
     options.view_as(StandardOptions).streaming = True
     return opts

@@ -16,7 +16,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipelines.options import OptionsError, StreamingDedupOptions, duration_seconds, validate_streaming
+from pipelines.options import (
+    OptionsError,
+    StreamingDedupOptions,
+    duration_seconds,
+    print_flags,
+    validate_streaming,
+)
 from pipelines.run_files import load_centroids, partition_margin
 from semsim_core import run_layout as layout
 from semsim_core.embedder import model_identity
@@ -122,8 +128,12 @@ def start(argv: list[str]) -> PipelineResult:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run until cancelled (Ctrl-C); bad options print one line and exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print_flags(StreamingDedupOptions, "semsim stream")
+        return 0
     try:
-        result = start(sys.argv[1:] if argv is None else argv)
+        result = start(argv)
     except OptionsError as e:
         print(f"semsim stream: error: {e}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ workers=$(nproc)
 workers=$((workers < 4 ? workers : 4))
 .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
 # The tests whose results rest on float kernels, again with every runtime that lets us cap its instruction set held
-# to AVX2 (torch's ATen and MKL, FAISS, numpy, OpenBLAS), on CPUs that have more; README: "Any CPU".
+# to AVX2 (torch's ATen and MKL, FAISS, numpy, OpenBLAS), on CPUs that have more; README: "Tests on any CPU".
 if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
   echo "again with the AVX2 caps (-m kernels):"
   env SEMSIM_AVX2_CAPS=1 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 FAISS_SIMD_LEVEL=AVX2 \

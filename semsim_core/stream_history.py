@@ -161,7 +161,7 @@ class StreamHistory:
                                vectors, manifest.dtype)  # fmt: skip
             files.append(history.write_table(history.cell_part_path(segment_id, cell), table))
         rows = [
-            record_row(p.id, p.text, dt.datetime.fromtimestamp(p.timestamp, dt.timezone.utc), p.cluster_id, not p.copy)
+            record_row(p.id, p.text, dt.datetime.fromtimestamp(p.timestamp, dt.UTC), p.cluster_id, not p.copy)
             for p in posts
         ]
         records = pa.Table.from_pylist(rows, schema=RECORDS_SCHEMA)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import faiss
@@ -69,7 +69,7 @@ def earliest(matches: Iterable[Match]) -> Match | None:
 
 def utc_iso(seconds: float) -> str:
     """An event time in seconds as ISO 8601 UTC, to the millisecond."""
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")
 
 
 class Bucket(NamedTuple):

@@ -15,12 +15,16 @@ LAUNCHER = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-
 
 
 def find_launcher() -> str | None:
-    """The emulator's launcher, from its default place or the Debian package's file list."""
+    """The emulator's launcher: its default place, the Debian package's file list (where there is ``dpkg``), or
+    ``PATH``; None when it is not installed."""
     if os.path.exists(LAUNCHER):
         return LAUNCHER
-    listed = subprocess.run(["dpkg", "-L", "google-cloud-cli-pubsub-emulator"], capture_output=True, text=True)
-    found = [line for line in listed.stdout.splitlines() if line.endswith("bin/cloud-pubsub-emulator")]
-    return found[0] if found else shutil.which("cloud-pubsub-emulator")
+    if shutil.which("dpkg"):
+        listed = subprocess.run(["dpkg", "-L", "google-cloud-cli-pubsub-emulator"], capture_output=True, text=True)
+        found = [line for line in listed.stdout.splitlines() if line.endswith("bin/cloud-pubsub-emulator")]
+        if found:
+            return found[0]
+    return shutil.which("cloud-pubsub-emulator")
 
 
 @contextlib.contextmanager

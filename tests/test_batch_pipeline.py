@@ -171,7 +171,7 @@ def test_bad_input_every_record_accounted_for(tmp_path):
         ("a.jsonl:9", "duplicate id 'j1'"),
         ("b.csv:3", "malformed CSV"),
         ("b.csv:4", "field 'text' is empty or whitespace only"),
-        ("c.txt:2", "field 'line' is empty or whitespace only"),
+        ("c.txt:2", "the line is empty or whitespace only"),
         ("c.txt:3", "invalid UTF-8 at byte 0"),
     }
     assert set(batch.clusters["id"]) == {"j1", "j9", "c1", "c4", f"{folder / 'c.txt'}:1", f"{folder / 'c.txt'}:4"}

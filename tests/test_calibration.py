@@ -127,7 +127,7 @@ def test_bad_jsonl_fails_with_one_line(tmp_path):
 
 
 def test_cli_end_to_end_on_labeled_sts_rows(tmp_path, capsys, embedder):
-    out = tmp_path / "small"
+    out = tmp_path / "runs" / "small"  # a folder that does not exist yet is made, as batch makes its --output
     assert main(["calibrate", "--pairs", str(LABELED), "--backend", "torch", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("60 pairs, 16 positive; model all-MiniLM-L6-v2, backend torch\n")

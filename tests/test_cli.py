@@ -40,9 +40,11 @@ SEMSIM = str(Path(sys.executable).with_name("semsim"))
         (["--runner", "FooRunner"], "--runner FooRunner: Unexpected pipeline runner: FooRunner. Valid values are "),
         (["--runner", "foo.BarRunner"], "--runner foo.BarRunner: No module named 'foo'"),
         (["--direct_num_workers", "-2"], "--direct_num_workers must not be negative (0: one per core), got -2"),
-        (["--runner", "PortableRunner", "--job_endpoint", "localhost:1"],
-         "--job_endpoint localhost:1: no job service answered in 10 s; start one (deploy/flink/, deploy/portable/) "
-         "or correct the address"),
+        (
+            ["--runner", "PortableRunner", "--job_endpoint", "localhost:1"],
+            "--job_endpoint localhost:1: no job service answered in 10 s; start one (deploy/flink/, deploy/portable/) "
+            "or correct the address",
+        ),
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
@@ -72,7 +74,9 @@ def test_bad_options_fail_with_one_line(tmp_path, capsys, flags, message):
         (["eval", "mining", "--input", "x.jsonl"], "semsim eval mining: error: the following arguments are required"),
         (["eval", "mining", "--input", "x.jsonl", "--gold", "g.csv", "--treshold-floor", "0.6"],
          "semsim eval mining: error: unknown flag --treshold-floor (did you mean --threshold-floor?)"),
-        (["eval", "bogus"], "semsim: error: unknown command 'eval bogus' (semsim --help lists them)"),
+        (["eval", "bogus"],
+         "semsim: error: unknown command 'eval bogus': eval stsb or eval mining (semsim eval --help)"),
+        (["eval"], "semsim: error: semsim eval needs a command: eval stsb or eval mining (semsim eval --help)"),
         (["calibrate", "--pairs", "p.csv", "--format", "nope"], "semsim calibrate: error: argument --format: invalid"),
         (["calibrate"], "semsim calibrate: error: the following arguments are required: --pairs"),
         (["report", "/nonexistent"], "semsim report: error: output folder '/nonexistent' does not exist"),
@@ -111,12 +115,15 @@ def test_every_command_says_a_bad_invocation_in_one_line(tmp_path, capsys, argv,
     assert code == 2 and len(err) == 1 and err[0].startswith(message), err
 
 
-@pytest.mark.parametrize("command", ["batch", "stream"])
-def test_help_names_the_command_and_the_defaults(capsys, command):
+@pytest.mark.parametrize(("command", "runner"), [("batch", "FnApiRunner"), ("stream", "BundleBasedDirectRunner")])
+def test_help_names_the_command_and_the_defaults(capsys, command, runner):
     assert main([command, "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert out.startswith(f"usage: semsim {command} ")
-    assert "cosine threshold in (0, 1] (default: 0.8)" in out and "--runner (default FnApiRunner here" in out
+    assert "cosine threshold in (0, 1] (default: 0.8)" in out and f"--runner (default {runner} here" in out
+    module = {"batch": "pipelines.batch_dedup", "stream": "pipelines.streaming_dedup"}[command]
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert " ".join(done.stdout.split()) == out, "python -m of the pipeline module says the same"
 
 
 def test_bad_option_in_the_installed_command_prints_one_line_and_exits_2(tmp_path):

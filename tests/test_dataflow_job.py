@@ -32,6 +32,17 @@ def _environment(job) -> beam_runner_api_pb2.Environment:
     return environment
 
 
+def test_a_dry_run_from_the_command_line_describes_the_job_and_runs_nothing(tmp_path, capsys):
+    from pipelines.cli import main
+
+    data = write_jsonl(tmp_path / "titles.jsonl", sample_titles(20))
+    out = tmp_path / "out"
+    assert main(["batch", "--input", str(data), "--output", str(out), *DATAFLOW]) == 0
+    said = capsys.readouterr().out.strip()
+    assert said.endswith("dry run: the job was built and described to the runner; nothing ran")
+    assert not out.exists()
+
+
 def test_batch_job_description(tmp_path):
     data = write_jsonl(tmp_path / "titles.jsonl", sample_titles(20))
     argv = ["--input", str(data), "--output", "gs://semsim-test/out", "--backend", "openvino-int8"]

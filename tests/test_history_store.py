@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +50,7 @@ def _records_table(
     ids: list[str], clusters: list[str], embedded: list[bool] | None = None, lengths: list[int] | None = None
 ) -> pa.Table:
     """Records rows; without ``lengths``, as schema 1 wrote them (no ``text_length`` column)."""
-    moment = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 2, tzinfo=UTC)
     data = {
         "id": ids,
         "text_hash": [f"h{i}" for i in ids],

@@ -313,7 +313,7 @@ def test_parse_message_text_json_and_bad_messages():
     bad = {
         b'{"text": ': "malformed JSON",
         b'{"id": "x"}': "missing field 'text'",
-        b"   ": "field 'data' is empty or whitespace only",
+        b"   ": "the message is empty or whitespace only",
         b"caf\xe9": "invalid UTF-8 at byte 3",
         b'{"text": ""}': "field 'text' is empty or whitespace only",
     }

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import venv
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def test_sdist_installs_into_a_fresh_venv_and_runs_batch(tmp_path):
         cwd=REPO, check=True, capture_output=True,
     )  # fmt: skip
     (sdist,) = dist.glob("semsim-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        top = {name.split("/")[1] for name in tar.getnames() if name.count("/")}
+    assert {"pipelines", "transforms", "semsim_core", "LICENSE"} <= top and "tests" not in top, top
 
     fresh = tmp_path / "fresh"
     venv.create(fresh, with_pip=True)

@@ -154,7 +154,7 @@ def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pub
     assert sorted(clusters["id"]) == sorted(r["id"] for r in posts), "every post exactly once"
     dead = without_heartbeats(read_folder(tmp_path / "out" / "dead_letter"))
     assert sorted(e.split(":")[0].split(" at")[0] for e in dead["error"]) == sorted(
-        ["malformed JSON", "field 'data' is empty or whitespace only", "invalid UTF-8",
+        ["malformed JSON", "the message is empty or whitespace only", "invalid UTF-8",
          f"id '{earlier[1]['id']}' names an earlier post with another text (an id names one post)"]
     )  # fmt: skip
     assert reused_id_text in set(dead["raw"])

@@ -62,7 +62,7 @@ class AppendToHistory(beam.PTransform):
         self._history = history
         self._commit_seconds = commit_seconds
         self._wait = wait_seconds
-        self._launch = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        self._launch = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
     def expand(self, accepted):
         every = trigger.Repeatedly(trigger.AfterProcessingTime(self._commit_seconds))

@@ -32,7 +32,7 @@ FAIL_BEFORE_COMMIT = "SEMSIM_FAIL_BEFORE_COMMIT"  # fault injection for the comm
 
 
 def _utc(micros: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=micros)
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
 
 
 def _stored_row(element: tuple[str, dict[str, Iterable]], seen: dt.datetime) -> Iterator[dict]:
@@ -113,7 +113,7 @@ def _commit(summary: Summary, plan: CommitPlan, partition: Partition, *written: 
         history.discard(files)
         history.unlock(plan.owner)
         return None
-    committed = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    committed = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     segment = Segment(plan.segment, committed, rows, plan.run, tuple(files))
     if plan.manifest is None:
         created = replace(plan.created, cells=len(partition.centroids), margin=partition.margin)

@@ -79,7 +79,7 @@ def write_summary(path: str, summary: Summary) -> None:
 
 def _by_hour_and_shard(row: NamedTuple, shards: int) -> tuple[tuple[str, int], NamedTuple]:
     """The row keyed by the folder of the hour it is written in (processing time, UTC) and a random shard."""
-    hour = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d/%H")
+    hour = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d/%H")
     return (hour, random.randrange(shards)), row
 
 
@@ -112,7 +112,7 @@ class WriteWindowedRows(beam.PTransform):
         self._schema = schema
         self._window_seconds = window_seconds
         self._shards = shards
-        self._run = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+        self._run = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
     def expand(self, rows):
         every = trigger.Repeatedly(trigger.AfterProcessingTime(self._window_seconds))

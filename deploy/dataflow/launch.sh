@@ -10,6 +10,10 @@
 # TAG (default 0.1.0). BUILDER=docker builds and pushes with local docker instead of Cloud Build.
 # EMBED_THREADS (default 1): --embed-threads for Dataflow's default of one SDK process per vCPU.
 set -euo pipefail
+case ${1:-} in
+  images | templates | batch | stream) ;;
+  *) sed -n '4,7s|^#   ||p' "$0" >&2; exit 2 ;;  # the usage, before asking for the settings
+esac
 cd "$(dirname "$0")/../.."
 : "${PROJECT:?set PROJECT}" "${REGION:?set REGION}" "${BUCKET:?set BUCKET}"
 registry=$REGION-docker.pkg.dev/$PROJECT/${REPO:-semsim}
@@ -66,9 +70,5 @@ case ${1:-} in
   stream)
     [ $# -ge 3 ] || { echo "usage: $0 stream SUBSCRIPTION OUTPUT_DIR [name=value ...]" >&2; exit 2; }
     run stream "subscription=$2" "output=$3" "${@:4}"
-    ;;
-  *)
-    sed -n '4,7s|^#   ||p' "$0" >&2
-    exit 2
     ;;
 esac

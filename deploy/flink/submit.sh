@@ -3,7 +3,7 @@
 #
 #   JOB_SERVER=localhost deploy/flink/submit.sh 'gs://BUCKET/corpus/*.jsonl' gs://BUCKET/semsim/run1 [semsim flags]
 #
-# JOB_SERVER: the job server's host (ports 8099 and 8098). EMBED_THREADS (default 2): intra-op threads per bundle;
+# JOB_SERVER: the job server's host (ports 8099 and 8098). EMBED_THREADS (default 2): intra-op threads per worker process;
 # keep task slots x EMBED_THREADS = the worker-pool sidecar's CPUs (2 x 2 = 4 in flink-deployment.yaml).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

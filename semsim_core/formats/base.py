@@ -14,7 +14,7 @@ import math
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import pyarrow as pa
@@ -141,24 +141,25 @@ def printable(raw: bytes | str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def text_error(value: Any, field: str, max_bytes: int) -> str | None:
-    """Return why ``value`` is not an acceptable text, or None when it is."""
+def text_error(value: Any, what: str, max_bytes: int) -> str | None:
+    """Return why ``value``, named ``what`` (``field 'text'``, ``the line``), is not an acceptable text, or None
+    when it is."""
     if value is None:
-        return f"field '{field}' is null"
+        return f"{what} is null"
     if not isinstance(value, str):
-        return f"field '{field}' is {type(value).__name__}, expected a string"
+        return f"{what} is {type(value).__name__}, expected a string"
     if "\x00" in value:
-        return f"field '{field}' contains NUL bytes"
+        return f"{what} contains NUL bytes"
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
-        return f"field '{field}' is not valid UTF-8 (lone surrogate or undecodable bytes)"
+        return f"{what} is not valid UTF-8 (lone surrogate or undecodable bytes)"
     if not value.strip():
-        return f"field '{field}' is empty or whitespace only"
+        return f"{what} is empty or whitespace only"
     if not has_visible_character(value):
-        return f"field '{field}' has no visible characters (only control, format or space characters)"
+        return f"{what} has no visible characters (only control, format or space characters)"
     if size > max_bytes:
-        return f"field '{field}' is {size} bytes, over the cap of {max_bytes} (--max-text-bytes)"
+        return f"{what} is {size} bytes, over the cap of {max_bytes} (--max-text-bytes)"
     return None
 
 
@@ -192,7 +193,7 @@ def record_from_mapping(row: Mapping[str, Any], path: str, position: int, raw: s
     locator = f"{path}:{position}"
     if config.text_field not in row:
         return DeadLetter(locator, raw, f"missing field '{config.text_field}'")
-    error = text_error(row[config.text_field], config.text_field, config.max_text_bytes)
+    error = text_error(row[config.text_field], f"field '{config.text_field}'", config.max_text_bytes)
     if error:
         return DeadLetter(locator, raw, error)
     record_id, error = _id_or_error(row.get(config.id_field), config.id_field, derived_id(path, position))
@@ -230,15 +231,15 @@ def event_time(value: Any, field: str) -> tuple[int | None, str | None]:
     if not isinstance(moment, datetime):
         return None, f"field '{field}' is {type(value).__name__}: expected Unix seconds or an ISO 8601 time"
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return round(moment.timestamp() * 1_000_000), None
 
 
 MILLISECONDS_FROM = 1e11  # as seconds: the year 5138; as milliseconds: 1973-03-03
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROS_RANGE = tuple(
     (moment - _EPOCH) // timedelta(microseconds=1)
-    for moment in (datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc))
+    for moment in (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 )
 """The first and last microsecond of the years 1-9999, the times every output (a Parquet timestamp, a Python
 datetime) can hold."""

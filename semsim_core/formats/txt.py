@@ -26,7 +26,7 @@ def parse_txt(path: str, lines: Iterable[bytes], config: ParseConfig) -> Iterato
         line = strip_newline(line)
         locator = f"{path}:{number}"
         text, error = decode_line(line)
-        error = error or text_error(text, "line", config.max_text_bytes)
+        error = error or text_error(text, "the line", config.max_text_bytes)
         if error:
             yield DeadLetter(locator, printable(line), error)
         else:
@@ -37,7 +37,7 @@ def parse_txt(path: str, lines: Iterable[bytes], config: ParseConfig) -> Iterato
 def parse_txt_message(text: str, attributes: Mapping[str, str], message_id: str, config: ParseConfig) -> Parsed:
     """The whole payload is the text; the id is the ``config.id_attribute`` attribute, else the message id."""
     source = message_source(message_id)
-    error = text_error(text, "data", config.max_text_bytes)
+    error = text_error(text, "the message", config.max_text_bytes)
     if error:
         return DeadLetter(source, text, error)
     return Record(attributes.get(config.id_attribute) or message_id, text, source, 0)
