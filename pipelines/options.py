@@ -36,6 +36,7 @@ from semsim_core.pairs import DEFAULT_THRESHOLD
 from semsim_core.progress import BARS, LINES, WORKER_LINES, ProgressSpec
 from semsim_core.progress import LOG as PROGRESS_LOG
 from semsim_core.rescore import DEFAULT_RESCORE_BAND, ScoreBand, rescore_band
+from semsim_core.run_layout import SUMMARY
 from transforms.cluster import CLUSTER_METHODS
 from transforms.embed import DEFAULT_WINDOW
 from transforms.embeddings_io import embeddings_pattern
@@ -488,19 +489,23 @@ def _check_pubsub_path(flag: str, path: str, parse) -> None:
         raise OptionsError(f"{flag} {path}: {e}") from None
 
 
-def check_subscription_exists(subscription: str) -> None:
-    """One :class:`OptionsError` line when Pub/Sub (or the emulator at ``PUBSUB_EMULATOR_HOST``) says
-    ``subscription`` does not exist; where it cannot be asked (no credentials, no permission to look, no network),
-    the runner finds out for itself."""
+def check_pubsub_exists(flag: str, path: str) -> None:
+    """One :class:`OptionsError` line when Pub/Sub (or the emulator at ``PUBSUB_EMULATOR_HOST``) says the
+    subscription or topic ``path`` of option ``flag`` does not exist (a stream would fail at its first message,
+    having acknowledged it); where it cannot be asked (no credentials, no permission to look, no network), the runner
+    finds out for itself."""
     if not os.environ.get("PUBSUB_EMULATOR_HOST") and no_gcs_credentials():
         return
     from google.api_core import exceptions
     from google.cloud import pubsub_v1
 
     try:
-        pubsub_v1.SubscriberClient().get_subscription(request={"subscription": subscription}, timeout=30)
+        if "/subscriptions/" in path:
+            pubsub_v1.SubscriberClient().get_subscription(request={"subscription": path}, timeout=30)
+        else:
+            pubsub_v1.PublisherClient().get_topic(request={"topic": path}, timeout=30)
     except exceptions.NotFound:
-        raise OptionsError(f"--subscription {subscription} does not exist") from None
+        raise OptionsError(f"{flag} {path} does not exist") from None
     except exceptions.GoogleAPIError:
         return
 
@@ -528,9 +533,17 @@ def validate_streaming(options: PipelineOptions) -> StreamingDedupOptions:
         raise OptionsError(f"--max-per-cell must be a positive integer, got {opts.max_per_cell}")
     if opts.window_seconds < 1:
         raise OptionsError(f"--window-seconds must be a positive whole number, got {opts.window_seconds}")
-    if opts.retention:
-        duration_seconds(opts.retention)
-    check_subscription_exists(opts.subscription)
+    if opts.retention and duration_seconds(opts.retention) <= 0:
+        raise OptionsError(f"--retention must be longer than 0, got {opts.retention!r} (no --retention: keep all)")
+    if FileSystems.exists(FileSystems.join(opts.output, SUMMARY)):
+        raise OptionsError(f"--output {opts.output} holds a semsim batch run: give the stream a folder of its own")
+    for flag, path in (
+        ("--subscription", opts.subscription),
+        ("--notify-topic", opts.notify_topic),
+        ("--dead-letter-topic", opts.dead_letter_topic),
+    ):
+        if path:
+            check_pubsub_exists(flag, path)
     set_runner(options, StreamingDedupOptions.DEFAULT_RUNNER)
     options.view_as(StandardOptions).streaming = True
     return opts

@@ -310,6 +310,9 @@ def test_parse_message_text_json_and_bad_messages():
     assert parse_message(b'{"id": "j1", "text": "A girl."}', {"uid": "u1"}, "22", uid).id == "u1"
     assert parse_message(b'{"id": "j1", "text": "A girl."}', {"id": "attr"}, "22", uid).id == "j1"
     assert parse_message(b"[1, 2]", {}, "21", CONFIG) == Record("21", "[1, 2]", "pubsub:21", 0), "text, not JSON"
+    assert parse_message(b'{"id": null, "text": "A girl."}', {}, "23", CONFIG).id == "23", "a null id: the message's"
+    braced = parse_message(b"{Update} A new version", {"id": "b1"}, "24", CONFIG)
+    assert braced.error.endswith("(a text starting with '{' is sent as a JSON object)"), braced
     bad = {
         b'{"text": ': "malformed JSON",
         b'{"id": "x"}': "missing field 'text'",

@@ -117,10 +117,32 @@ def stream_flags(subscription: str, output: Path, *extra: str) -> list[str]:
             "--threshold", "0.8", *fp32_unless_named(extra)]  # fmt: skip
 
 
-def test_a_subscription_that_does_not_exist_is_one_line(pubsub, tmp_path, capsys):
+def test_a_subscription_or_topic_that_does_not_exist_is_one_line(pubsub, tmp_path, capsys):
+    """Else the stream would start, acknowledge its first posts and fail on them (a topic at the first match)."""
     missing = f"projects/{PROJECT}/subscriptions/nothing-here"
     assert cli.main(["stream", "--subscription", missing, "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == f"semsim stream: error: --subscription {missing} does not exist"
+    _, subscription = make_topic(pubsub, "exists")
+    for flag in ("--notify-topic", "--dead-letter-topic"):
+        topic = f"projects/{PROJECT}/topics/no-such-topic"
+        argv = ["stream", "--subscription", subscription, "--output", str(tmp_path / "out"), flag, topic]
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err.strip() == f"semsim stream: error: {flag} {topic} does not exist"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_runs_folder_and_a_zero_retention_are_refused(pubsub, tmp_path, capsys):
+    _, subscription = make_topic(pubsub, "refusals")
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    (batch / "summary.json").write_text("{}")
+    assert cli.main(["stream", "--subscription", subscription, "--output", str(batch)]) == 2
+    expected = f"semsim stream: error: --output {batch} holds a semsim batch run: give the stream a folder of its own"
+    assert capsys.readouterr().err.strip() == expected
+    argv = ["stream", "--subscription", subscription, "--output", str(tmp_path / "out"), "--retention", "0d"]
+    assert cli.main(argv) == 2
+    expected = "semsim stream: error: --retention must be longer than 0, got '0d' (no --retention: keep all)"
+    assert capsys.readouterr().err.strip() == expected
 
 
 def test_stream_matches_batch_notifies_and_handles_bad_and_repeated_messages(pubsub, tmp_path):

@@ -551,3 +551,14 @@ def test_resolve_per_cell_timeout_and_self_matches():
     ), "at once, not after the timeout"
     assert list(resolve.process(("old", Answer(4, (3, 4), 9.0, Outcome([], "old", 1))), **restarted)) == []
     assert list(resolve.give_up_waiting("old", **restarted)) == [], "its other cells' answers resolve nothing"
+
+
+def test_a_published_message_fits_pubsub_whatever_it_carries():
+    """A dead letter carries the message it rejects: 3.8 MB of 'é' was 11.4 MB of \\u escapes, over Pub/Sub's 10 MB."""
+    from transforms.pubsub import MAX_PUBLISHED_STRING, json_message
+
+    for raw in ("é" * 1_900_000, "\x01" * 1_700_000, "🙂" * 2_400_000):
+        message = json_message({"source": "pubsub:1", "raw": raw, "error": "over the cap"})
+        assert len(message) < 10_000_000
+        assert json.loads(message)["raw"] == raw[:MAX_PUBLISHED_STRING]
+    assert json_message({"text": "café"}) == '{"text": "café"}'.encode()

@@ -39,16 +39,24 @@ class ReadPosts(beam.PTransform):
         return pbegin | "ReadFromPubSub" >> read | "Parse" >> parse_and_route(ParseMessageFn(self._config))
 
 
+MAX_PUBLISHED_STRING = 1_000_000  # characters of one string field in a published message (Pub/Sub's cap: 10 MB)
+
+
+def json_message(item) -> bytes:
+    """An element (a dict, or a NamedTuple) as a JSON message: UTF-8 as is (not ``\\u`` escapes, which take up to 6
+    bytes a character), each string cut to :data:`MAX_PUBLISHED_STRING` characters (a dead letter's ``raw`` may be
+    the 10 MB message it rejects; the Parquet output keeps it whole), so a message always fits Pub/Sub."""
+    fields = getattr(item, "_asdict", lambda: item)()
+    cut = {k: v[:MAX_PUBLISHED_STRING] if isinstance(v, str) else v for k, v in fields.items()}
+    return json.dumps(cut, ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
 class PublishJson(beam.PTransform):
-    """Publishes each element (a dict, or a NamedTuple) as a JSON message to ``topic``."""
+    """Publishes each element (a dict, or a NamedTuple) as a JSON message to ``topic`` (:func:`json_message`)."""
 
     def __init__(self, topic: str):
         super().__init__()
         self._topic = topic
 
     def expand(self, items):
-        return (
-            items
-            | "Json" >> beam.Map(lambda item: json.dumps(getattr(item, "_asdict", lambda: item)()).encode("utf-8"))
-            | "Publish" >> WriteToPubSub(self._topic)
-        )
+        return items | "Json" >> beam.Map(json_message) | "Publish" >> WriteToPubSub(self._topic)

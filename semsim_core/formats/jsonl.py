@@ -65,11 +65,13 @@ def parse_jsonl_message(
         return None
     source = message_source(message_id)
     obj, error = _json_object(text, "message")
-    if error:
-        return DeadLetter(source, text, error)
-    row = {config.id_field: message_id, **obj}
+    if error:  # a plain-text post that starts with "{" is sent as a JSON object ({"text": ...})
+        return DeadLetter(source, text, f"{error} (a text starting with '{{' is sent as a JSON object)")
+    row = {**obj, config.id_field: obj.get(config.id_field)}
     if attributes.get(config.id_attribute):
         row[config.id_field] = attributes[config.id_attribute]
+    elif row[config.id_field] is None:  # no id field, or a null one: the message id
+        row[config.id_field] = message_id
     parsed = record_from_mapping(row, source, 0, text, config)
     return parsed._replace(source=source) if isinstance(parsed, DeadLetter) else parsed
 
