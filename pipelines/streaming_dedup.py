@@ -99,7 +99,7 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
         matched[ACCEPTED] | "AppendToHistory" >> AppendToHistory(history, opts.commit_seconds or DEFAULT_COMMIT_SECONDS)
     seconds = opts.window_seconds
     folder = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
-    matched.clusters | "WriteClusters" >> WriteWindowedRows(folder[layout.CLUSTERS], CLUSTERS_SCHEMA, seconds)
+    matched["clusters"] | "WriteClusters" >> WriteWindowedRows(folder[layout.CLUSTERS], CLUSTERS_SCHEMA, seconds)
     matched[PAIRS] | "WritePairs" >> WriteWindowedRows(folder[layout.PAIRS], PAIRS_SCHEMA, seconds)
     changes = FileSystems.join(out, layout.CLUSTER_CHANGES)
     matched[CHANGES] | "WriteClusterChanges" >> WriteWindowedRows(changes, CLUSTER_CHANGES_SCHEMA, seconds)
@@ -109,7 +109,7 @@ def build(pipeline: beam.Pipeline, opts: StreamingDedupOptions) -> None:
         run, every = uuid.uuid4().hex, opts.progress_seconds  # `seconds` above is the output windows' width
         held = matcher.held()
         posts.records | "StatusReceived" >> LogStreamStatus("received", every, run, held)
-        matched.clusters | "StatusResolved" >> LogStreamStatus("resolved", every, run, held, latency=True)
+        matched["clusters"] | "StatusResolved" >> LogStreamStatus("resolved", every, run, held, latency=True)
         dead | "StatusDeadLetters" >> LogStreamStatus("dead letters", every, run, held)
     if opts.notify_topic:
         matched[NOTIFICATIONS] | "Notify" >> PublishJson(opts.notify_topic)

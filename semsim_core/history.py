@@ -17,6 +17,7 @@ atomically. Readers see only the files the manifest lists; anything else is an o
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -394,16 +395,20 @@ class History:
             yield self._read_as(relative, RECORDS_SCHEMA, columns)
 
     def find_records(
-        self, relative: str, column: str, values: Iterable[str], merges: Mapping[str, str], columns: list[str]
+        self, relative: str, wanted: Mapping[str, Iterable[str]], merges: Mapping[str, str], columns: list[str]
     ) -> pa.Table:
-        """The rows of the committed ``records/`` file ``relative`` whose ``column`` is one of ``values`` (after
-        resolving cluster ids through ``merges``, :meth:`cluster_merges`), with ``columns``."""
-        table = self._read_as(relative, RECORDS_SCHEMA, sorted({*columns, column}))
+        """The rows of the committed ``records/`` file ``relative`` whose value in any column of ``wanted`` is one of
+        that column's values (``{"id": ids}``; cluster ids after resolving them through ``merges``,
+        :meth:`cluster_merges`), with ``columns``."""
+        table = self._read_as(relative, RECORDS_SCHEMA, sorted({*columns, *wanted}))
         if "cluster_id" in table.column_names and merges:
             table = table.set_column(
                 table.schema.get_field_index("cluster_id"), "cluster_id", resolve_clusters(table["cluster_id"], merges)
             )
-        return table.filter(pc.is_in(table[column], value_set=pa.array(list(values), pa.string()))).select(columns)
+        masks = [
+            pc.is_in(table[column], value_set=pa.array(list(values), pa.string())) for column, values in wanted.items()
+        ]
+        return table.filter(functools.reduce(pc.or_, masks)).select(columns)
 
     def cluster_merges(self, manifest: Manifest) -> dict[str, str]:
         """Every replaced cluster id -> the id it finally became. Merges apply in commit order, each joining the

@@ -35,6 +35,7 @@ from semsim_core.history import (
     cell_table,
     record_row,
 )
+from semsim_core.normalize import text_hash
 from semsim_core.streaming import Entry
 
 CACHE_BYTES = 1 << 30
@@ -125,23 +126,29 @@ class StreamHistory:
         if not rows.num_rows:
             return []
         ids = rows["id"].to_pylist()
-        wanted = set(ids)
+        cells_of = {
+            text_hash(text): tuple(cells)
+            for text, cells in zip(rows["text"].to_pylist(), rows["cells"].to_pylist(), strict=True)
+        }
         found: dict[str, tuple[str, float, str]] = {}
-        columns = ["id", "text_hash", "event_time", "cluster_id"]
+        copies: dict[str, tuple[str, float, str]] = {}
+        columns = ["id", "text_hash", "event_time", "cluster_id", "embedded"]
         for relative in manifest.files(RECORDS):
-            table = history.find_records(relative, "id", wanted, self._merges, columns)
+            table = history.find_records(relative, {"id": ids, "text_hash": cells_of}, self._merges, columns)
             times = table["event_time"].cast(pa.int64()).to_pylist()
-            for record_id, hashed, micros, cluster in zip(
+            for record_id, hashed, micros, cluster, embedded in zip(
                 table["id"].to_pylist(), table["text_hash"].to_pylist(), times, table["cluster_id"].to_pylist(),
-                strict=True,
+                table["embedded"].to_pylist(), strict=True,
             ):  # fmt: skip
-                found[record_id] = (hashed, micros / 1e6, cluster)
+                (found if embedded else copies)[record_id] = (hashed, micros / 1e6, cluster)
         vectors = np.stack(rows["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
         texts = rows["text"].to_pylist() if self._keep_text else [""] * len(ids)
         entries = []
         for record_id, vector, text, cells in zip(ids, vectors, texts, rows["cells"].to_pylist(), strict=True):
             hashed, seconds, cluster = found[record_id]
             entries.append(Entry(record_id, np.ascontiguousarray(vector), hashed, seconds, cluster, text, tuple(cells)))
+        for record_id, (hashed, seconds, cluster) in copies.items():  # exact copies of this cell's texts: their ids
+            entries.append(Entry(record_id, None, hashed, seconds, cluster, cells=cells_of[hashed]))
         return sorted(entries, key=lambda e: (e.timestamp, e.id))
 
     def append(self, posts: Sequence[AcceptedPost], segment_id: str, run: str, owner: str) -> Manifest:

@@ -21,7 +21,7 @@ from semsim_core.evaluation import read_stsb
 from semsim_core.history import History, HistoryError, Manifest, Segment
 from semsim_core.normalize import text_hash
 from semsim_core.pairs import threshold_pairs
-from semsim_core.records import ClusterAssignment, DeadLetter, make_pair
+from semsim_core.records import ClusterAssignment, DeadLetter, Record, make_pair
 from semsim_core.rescore import ScoreBand
 from semsim_core.stream_history import AcceptedPost, StreamHistory
 from semsim_core.streaming import CellIndex, Entry, Match, Outcome
@@ -37,6 +37,7 @@ from transforms.stream_match import (
     REDELIVERY_GUARD_SECONDS,
     Answer,
     CellStateFn,
+    ClaimIdFn,
     Post,
     ResolveFn,
 )
@@ -378,6 +379,27 @@ def test_appends_and_compaction_take_turns(embedder, tmp_path):
         started_on_other_cells.append(as_stored[3:], "day4", "test", "stream")
 
 
+def test_a_stored_exact_copy_keeps_its_id_in_the_cells_of_its_text(embedder, tmp_path):
+    """A store holds an exact copy without a vector (``embedded`` false): its id must still be known to the cells of
+    its text, else a restarted stream takes the id again (a second cluster row, and the store holds it twice)."""
+    texts = paraphrase_texts(2)
+    p = posts(texts, embedder.encode(texts))
+    root = str(tmp_path / "h")
+    history_store(root, p[:1], {})
+    as_stored = [AcceptedPost(q.id, q.text, q.timestamp, (0,), q.vector, q.id, False) for q in p]
+    copy = as_stored[0]._replace(id="copy-of-p0", timestamp=3.0, copy=True)
+    StreamHistory(root).append([copy, as_stored[1]], "s1", "test", "stream")
+    entries = {e.id: e for e in StreamHistory(root).cell_entries(0)}
+    assert set(entries) == {"p0", "copy-of-p0", "p1"} and entries["copy-of-p0"].vector is None
+    assert entries["copy-of-p0"].cluster_id == "p0" and entries["copy-of-p0"].cells == (0,)
+
+    state = cell_state()
+    again = insert(cell_fn(StreamHistory(root)), state, p[0]._replace(id="copy-of-p0", timestamp=9.0))
+    assert again.outcome.seen_before and not again.outcome.other_text, "sent again: a re-delivery"
+    other = p[1]._replace(id="copy-of-p0", timestamp=9.0)
+    assert insert(cell_fn(StreamHistory(root)), cell_state(), other).outcome.other_text, "another text: refused"
+
+
 def test_the_clusters_a_stream_merges_are_merged_in_the_store(embedder, tmp_path):
     """A post stored under a cluster id that another post's arrival merged (a cluster change) is read back from the
     store in the merged cluster: a restarted stream holds one cluster where the first held two ids."""
@@ -480,7 +502,7 @@ def a_post(post_id: str, cells: tuple[int, ...]) -> Post:
 
 
 def resolve_state() -> dict:
-    return {"answers": Bag(), "done": Value(), "text": Value(), "forget": Timer(), "timeout": Timer()}
+    return {"answers": Bag(), "done": Value(), "forget": Timer(), "timeout": Timer()}
 
 
 def test_a_post_is_notified_once_with_the_earliest_match_and_both_times():
@@ -508,12 +530,25 @@ def test_a_post_is_notified_once_with_the_earliest_match_and_both_times():
     assert list(resolve.process(("new", answers[1]), **state)) == [], "a re-delivered post resolves once"
     assert state["forget"].at == Timestamp(500.0 + REDELIVERY_GUARD_SECONDS), "and that memory expires"
 
-    other = a_post("new", (7, 4))._replace(text_hash="another", text="Another text", source="pubsub:99")
-    [refused] = resolve.process(("new", Answer(7, (7, 4), 600.0, Outcome([], "new", 1), other)), **state)
+
+def test_an_id_is_claimed_by_its_first_text_before_any_cell_stores_it():
+    """Cells are sharded: a message reusing an id with another text that lands in a cell that never held the id was
+    stored there (and later posts paired with it under the first post's id). It stops before the cells now."""
+    claim = ClaimIdFn(retention_seconds=60.0)
+    state = {"claim": Value(), "forget": Timer()}
+    first = Record("r1", "A cat sits on the mat.", "pubsub:1", 0)
+    assert list(claim.process(("r1", first), timestamp=Timestamp(10.0), **state)) == [first]
+    assert state["forget"].at == Timestamp(70.0), "kept for the retention horizon"
+    again = first._replace(source="pubsub:2")
+    assert list(claim.process(("r1", again), timestamp=Timestamp(11.0), **state)) == [again], "a re-delivery goes on"
+    other = Record("r1", "Stock markets dropped sharply on Monday.", "pubsub:3", 0)
+    [refused] = claim.process(("r1", other), timestamp=Timestamp(12.0), **state)
     assert refused.tag == DEAD_LETTER and refused.value == DeadLetter(
-        "pubsub:99", "Another text", "id 'new' names an earlier post with another text (an id names one post)"
-    ), "a later post under the same id, with another text, is a dead letter, not a re-delivery"
-    assert list(resolve.process(("new", Answer(4, (7, 4), 600.0, neighbour)), **state)) == [], "its other cells"
+        "pubsub:3", other.text, "id 'r1' names an earlier post with another text (an id names one post)"
+    )
+    assert state["forget"].at == Timestamp(70.0), "the first text keeps the claim"
+    claim.forget_claim(state["claim"])
+    assert list(claim.process(("r1", other), timestamp=Timestamp(90.0), **state)) == [other], "past the horizon"
 
 
 def test_resolve_per_cell_timeout_and_self_matches():

@@ -38,7 +38,9 @@ class _FindStoredFn(beam.DoFn):
         self._merges = self._history.cluster_merges(self._manifest) if self._manifest else {}
 
     def process(self, relative: str, keys: list[str]) -> Iterator[StoredRecord]:
-        table = self._history.find_records(relative, self._column, set(keys), self._merges, list(StoredRecord._fields))
+        table = self._history.find_records(
+            relative, {self._column: set(keys)}, self._merges, list(StoredRecord._fields)
+        )
         yield from (StoredRecord(*row.values()) for row in table.to_pylist())
 
 
@@ -74,7 +76,7 @@ class _SummarizeStoredFn(_FindStoredFn):
 
     def process(self, relative: str, keys: list[str]) -> Iterator[tuple[str, tuple[int, KeepKey]]]:
         columns = ["id", "cluster_id", "event_time", "text_length"]
-        table = self._history.find_records(relative, "cluster_id", set(keys), self._merges, columns)
+        table = self._history.find_records(relative, {"cluster_id": set(keys)}, self._merges, columns)
         rows = zip(
             table["id"].to_pylist(),
             table["cluster_id"].to_pylist(),

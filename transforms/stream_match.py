@@ -79,6 +79,49 @@ class Answer(NamedTuple):
     post: Post | None = None
 
 
+def reused_id(post_id: str) -> str:
+    """The reason of the dead letter of a message whose id names an earlier post with another text."""
+    return f"id {post_id!r} names an earlier post with another text (an id names one post)"
+
+
+class ClaimIdFn(beam.DoFn):
+    """Keyed by post id, before any cell sees the post: the first text the stream meets under an id claims the id
+    (its text hash, kept until the post's event time plus the retention horizon, or ``guard_seconds`` without one);
+    a later message with that id and another text is a dead letter here, so no cell stores it (cells are sharded:
+    one that never held the id could not tell). Messages with the claimed text go on: re-deliveries, which the
+    cells and :class:`ResolveFn` recognise. Ids a history store held before the stream started are checked by the
+    cells that hold them (``Outcome.other_text``)."""
+
+    CLAIM = ReadModifyWriteStateSpec("claim", StrUtf8Coder())
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, retention_seconds: float | None = None, guard_seconds: float = REDELIVERY_GUARD_SECONDS):
+        self._guard = retention_seconds or guard_seconds
+        self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+
+    def process(
+        self,
+        element: tuple[str, Record],
+        timestamp=beam.DoFn.TimestampParam,
+        claim=beam.DoFn.StateParam(CLAIM),
+        forget=beam.DoFn.TimerParam(FORGET),
+    ) -> Iterator:
+        post_id, record = element
+        hashed, claimed = text_hash(record.text), claim.read()
+        if claimed is None:
+            claim.write(hashed)
+            forget.set(Timestamp(float(timestamp) + self._guard))
+        elif claimed != hashed:
+            self._dead_letters.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(record.source, record.text, reused_id(post_id)))
+            return
+        yield record
+
+    @on_timer(FORGET)
+    def forget_claim(self, claim=beam.DoFn.StateParam(CLAIM)) -> None:
+        claim.clear()
+
+
 class EmbedPostsFn(EmbedBatchFn):
     """Records -> :class:`Post` keyed by each of its cells (nearest first).
 
@@ -257,28 +300,29 @@ class CellStateFn(beam.DoFn):
         self._fp32_model: Embedder | None = None
         self._fp32_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def _fp32_vector_of(self, texts: dict[str, str]) -> dict[str, np.ndarray]:
-        """fp32 vectors of ``{id: text}``, from the cache or embedded now."""
-        missing = [i for i in texts if i not in self._fp32_vectors]
+    def _fp32_vector_of(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """fp32 vectors of ``texts``, by text (not by id: an id may come again with another text), from the cache
+        or embedded now."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._fp32_vectors))
         if missing:
             if self._fp32_model is None:
                 self._fp32_model = self._shared.acquire(self._fp32.load, tag=self._fp32)
                 keep_for_process(self._fp32, self._fp32_model)
-            for i, vector in zip(missing, self._fp32_model.encode([texts[i] for i in missing]), strict=True):
-                self._fp32_vectors[i] = vector
-        for i in texts:
-            self._fp32_vectors.move_to_end(i)
+            for text, vector in zip(missing, self._fp32_model.encode(missing), strict=True):
+                self._fp32_vectors[text] = vector
+        for text in texts:
+            self._fp32_vectors.move_to_end(text)
         while len(self._fp32_vectors) > self.FP32_CACHE:
             self._fp32_vectors.popitem(last=False)
-        return {i: self._fp32_vectors[i] for i in texts}
+        return {text: self._fp32_vectors[text] for text in texts}
 
     def _fp32_scores(self, post: Post) -> Fp32Scores | None:
         if not self._band.band:
             return None
 
         def scores(stored: list[Entry]) -> list[float | None]:
-            vectors = self._fp32_vector_of({post.id: post.text, **{e.id: e.text for e in stored if e.text}})
-            return [cosine(vectors[post.id], vectors[e.id]) if e.id in vectors else None for e in stored]
+            vectors = self._fp32_vector_of([post.text, *(e.text for e in stored if e.text)])
+            return [cosine(vectors[post.text], vectors[e.text]) if e.text else None for e in stored]
 
         return scores
 
@@ -414,13 +458,6 @@ def _decided(by_cell: dict[int, Answer]) -> bool:
     return primary is not None and not primary.outcome.seen_before and set(primary.cells) <= set(by_cell)
 
 
-def _names_another_post(primary: Answer, resolved: str | None) -> bool:
-    """Whether a message's primary answer shows its id naming an earlier post with another text: the cell holds the
-    id with another text (a post stored before a restart, or one racing this message), or this stream resolved the
-    id with another text hash (``resolved``)."""
-    return primary.outcome.other_text or bool(resolved) and primary.post.text_hash != resolved
-
-
 class ResolveFn(beam.DoFn):
     """Keyed by post id: waits for an answer from every cell the post went to, then emits the post's cluster
     assignment, its pairs (``pairs``), the cluster ids its arrival merged (``cluster_changes``) and, when it matched,
@@ -439,12 +476,12 @@ class ResolveFn(beam.DoFn):
     is remembered until its event time plus the retention horizon (or ``guard_seconds`` without one, Pub/Sub's
     longest message retention by default), so re-deliveries in that time resolve nothing.
     A stored post that matches itself (a re-delivery racing its own insert) gives no pair (``self_matches``). A
-    message whose id names an earlier post with another text (:func:`_names_another_post`) is a dead letter.
+    message whose primary cell holds its id with another text (``Outcome.other_text``: a post of a history store
+    before this stream; within the stream :class:`ClaimIdFn` stops them) is a dead letter.
     """
 
     ANSWERS = BagStateSpec("answers", PickleCoder())
     DONE = ReadModifyWriteStateSpec("done", BooleanCoder())
-    TEXT_HASH = ReadModifyWriteStateSpec("text_hash", StrUtf8Coder())  # of the post resolved under this id
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
     TIMEOUT = TimerSpec("timeout", TimeDomain.REAL_TIME)
 
@@ -465,17 +502,15 @@ class ResolveFn(beam.DoFn):
         element: tuple[str, Answer],
         answers=beam.DoFn.StateParam(ANSWERS),
         done=beam.DoFn.StateParam(DONE),
-        text=beam.DoFn.StateParam(TEXT_HASH),
         forget=beam.DoFn.TimerParam(FORGET),
         timeout=beam.DoFn.TimerParam(TIMEOUT),
     ) -> Iterator:
         post_id, answer = element
-        resolved = done.read()
-        if answer.post is not None and _names_another_post(answer, text.read() if resolved else None):
-            self._dead_letters.inc()  # on the primary answer: one per message
-            reason = f"id {post_id!r} names an earlier post with another text (an id names one post)"
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(answer.post.source, answer.post.text, reason))
-        if resolved:
+        if answer.post is not None and answer.outcome.other_text:  # on the primary answer: one per message
+            self._dead_letters.inc()
+            dead = DeadLetter(answer.post.source, answer.post.text, reused_id(post_id))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
+        if done.read():
             return
         received = [*answers.read(), answer]
         if not _decided(_answer_per_cell(received)):
@@ -483,7 +518,7 @@ class ResolveFn(beam.DoFn):
                 timeout.set(Timestamp.now() + self._timeout)
             answers.add(answer)
             return
-        yield from self._resolve(post_id, received, answers, done, text, forget, timeout)
+        yield from self._resolve(post_id, received, answers, done, forget, timeout)
 
     @on_timer(TIMEOUT)
     def give_up_waiting(
@@ -491,7 +526,6 @@ class ResolveFn(beam.DoFn):
         post_id=beam.DoFn.KeyParam,
         answers=beam.DoFn.StateParam(ANSWERS),
         done=beam.DoFn.StateParam(DONE),
-        text=beam.DoFn.StateParam(TEXT_HASH),
         forget=beam.DoFn.TimerParam(FORGET),
         timeout=beam.DoFn.TimerParam(TIMEOUT),
     ) -> Iterator:
@@ -500,13 +534,13 @@ class ResolveFn(beam.DoFn):
             return
         self._timeouts.inc()
         at = received[0].timestamp
-        for output in self._resolve(post_id, received, answers, done, text, forget, timeout):
+        for output in self._resolve(post_id, received, answers, done, forget, timeout):
             if isinstance(output, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(output.tag, TimestampedValue(output.value, at))
             else:
                 yield TimestampedValue(output, at)
 
-    def _resolve(self, post_id: str, received: list[Answer], answers, done, text, forget, timeout) -> Iterator:
+    def _resolve(self, post_id: str, received: list[Answer], answers, done, forget, timeout) -> Iterator:
         by_cell = _answer_per_cell(received)
         first = received[0]
         done.write(True)
@@ -516,8 +550,6 @@ class ResolveFn(beam.DoFn):
         primary = _primary(by_cell)
         if primary is not None and primary.outcome.seen_before:
             return  # resolved before: a re-delivery
-        if primary is not None and primary.post is not None:
-            text.write(primary.post.text_hash)
         answered = [a.outcome for a in by_cell.values() if not a.outcome.seen_before]
         matches = [m for outcome in answered for m in outcome.matches if m.id != post_id]
         self._self_matches.inc(sum(m.id == post_id for outcome in answered for m in outcome.matches))
@@ -552,19 +584,19 @@ class ResolveFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(NOTIFICATIONS, notification)
 
     @on_timer(FORGET)
-    def forget_post(self, done=beam.DoFn.StateParam(DONE), text=beam.DoFn.StateParam(TEXT_HASH)) -> None:
+    def forget_post(self, done=beam.DoFn.StateParam(DONE)) -> None:
         done.clear()
-        text.clear()
 
 
 class MatchPosts(beam.PTransform):
-    """Records -> ``clusters`` (:class:`ClusterAssignment`), ``pairs`` (:class:`Pair`), ``cluster_changes``
-    (:class:`ClusterChange`), ``notifications`` and ``accepted`` (:class:`AcceptedPost`).
+    """Records -> a dict of ``clusters`` (:class:`ClusterAssignment`), ``pairs`` (:class:`Pair`),
+    ``cluster_changes`` (:class:`ClusterChange`), ``notifications``, ``accepted`` (:class:`AcceptedPost`) and
+    ``dead_letter`` (messages whose id names an earlier post with another text).
 
-    Posts are embedded in batches of at most ``batch_size`` cut from each bundle (a post never waits for a batch to
-    fill), keyed by their nearest cell and every cell within ``margin`` of it (one cell without ``centroids``),
-    matched against and stored in per-cell state (matches within ``band`` of the threshold rescored with fp32), then
-    resolved per post.
+    Each id is claimed by its first text (:class:`ClaimIdFn`); posts are embedded in batches of at most
+    ``batch_size`` cut from each bundle (a post never waits for a batch to fill), keyed by their nearest cell and
+    every cell within ``margin`` of it (one cell without ``centroids``), matched against and stored in per-cell state
+    (matches within ``band`` of the threshold rescored with fp32), then resolved per post.
     """
 
     def __init__(
@@ -582,14 +614,20 @@ class MatchPosts(beam.PTransform):
         fp32 = config.fp32() if band.band else None
         self._cells = CellStateFn(band, fp32, retention_seconds, max_per_cell, history)
         self._resolve = ResolveFn(retention_seconds)
+        self._claim = ClaimIdFn(retention_seconds)
 
     def held(self) -> Callable[[], str]:
         """What the stream holds in a worker process, as :func:`cells_held` says it (picklable)."""
         return partial(cells_held, self._cells.cache_key)
 
-    def expand(self, records):
-        return (
+    def expand(self, records) -> dict[str, beam.PCollection]:
+        claimed = (
             records
+            | "KeyById" >> beam.Map(lambda record: (record.id, record)).with_output_types(tuple[str, Any])
+            | "ClaimIds" >> beam.ParDo(self._claim).with_outputs(DEAD_LETTER, main="records")
+        )
+        resolved = (
+            claimed.records
             | "EmbedAndAssignCells" >> beam.ParDo(self._embed).with_output_types(tuple[int, Any])  # deterministic keys
             | "MatchInCell" >> beam.ParDo(self._cells).with_output_types(tuple[str, Any])
             | "Resolve"
@@ -597,3 +635,6 @@ class MatchPosts(beam.PTransform):
                 PAIRS, CHANGES, NOTIFICATIONS, ACCEPTED, DEAD_LETTER, main="clusters"
             )
         )
+        outputs = {name: resolved[name] for name in ("clusters", PAIRS, CHANGES, NOTIFICATIONS, ACCEPTED)}
+        dead = (claimed[DEAD_LETTER], resolved[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
+        return {**outputs, DEAD_LETTER: dead}
