@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict
 from typing import NamedTuple
 
@@ -27,6 +28,7 @@ from pipelines.options import BatchDedupOptions, OptionsError, print_flags, vali
 from pipelines.run_files import (
     load_centroids,
     promote,
+    read_parquet_folder,
     read_summary,
     remove_folder,
     run_entries,
@@ -388,10 +390,23 @@ def run(argv: list[str]) -> tuple[Summary | None, PipelineResult]:
         wall_seconds=round(time.monotonic() - started, 1), step_seconds=step_seconds(result) or None
     )
     write_summary(FileSystems.join(opts.output, layout.SUMMARY), summary)
-    shortfall = recall_shortfall(summary)
-    if shortfall:
-        _LOG.warning(shortfall)
+    for warning in (recall_shortfall(summary), _nothing_accepted(summary, opts.output)):
+        if warning:
+            _LOG.warning(warning)
     return summary, result
+
+
+def _nothing_accepted(summary: Summary, out: str) -> str | None:
+    """One line when every record read is a dead letter (a mistyped --text-field, a wrong --format): the run
+    succeeded, and found nothing."""
+    if not summary.inputs or summary.accepted:
+        return None
+    errors = read_parquet_folder(FileSystems.join(out, layout.DEAD_LETTER), DEAD_LETTER_SCHEMA)["error"].to_pylist()
+    reason, count = Counter(errors).most_common(1)[0]
+    return (
+        f"every one of the {summary.inputs} records read is a dead letter ({count} of them: {reason}); check "
+        "--text-field, --id-field and --format"
+    )
 
 
 def step_seconds(result: PipelineResult) -> dict[str, float]:

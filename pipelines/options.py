@@ -358,7 +358,8 @@ def match_files(flag: str, pattern: str) -> list:
             raise OptionsError(f"cannot list {flag} {pattern!r}: {NO_GCS_CREDENTIALS} (anonymously: {e})") from None
         raise OptionsError(f"cannot list {flag} {pattern!r}: {e}") from None
     if not matched:
-        raise OptionsError(f"{flag} {pattern!r} matches no file")
+        hint = " (*, ?, [ and ] are glob characters: write [[] for a literal [)" if set("[]?*") & set(pattern) else ""
+        raise OptionsError(f"{flag} {pattern!r} matches no file{hint}")
     return matched
 
 

@@ -51,12 +51,12 @@ def _input_paths(patterns: Sequence[str]) -> list[str]:
 
 def _parsed(paths: Sequence[str], fmt: str | None, config: ParseConfig) -> Iterator[Parsed]:
     """Every record of ``paths``, parsed and decompressed exactly as ``semsim batch`` reads them."""
-    from apache_beam.io.filesystems import FileSystems
+    from transforms.read import open_input
 
     for path in paths:
         file_format = fmt or detect_format(path)
         if file_format is not None:
-            with FileSystems.open(path, mime_type="application/octet-stream") as file:
+            with open_input(path) as file:
                 yield from parse_file(path, file, file_format, config)
 
 

@@ -292,3 +292,15 @@ def test_a_subscription_beam_would_refuse_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "semsim stream: error: --subscription projects/bars/subscriptions/s: Invalid PubSub project name: 'bars'."
     ]
+
+
+def test_a_run_that_accepts_nothing_says_why_in_one_warning(tmp_path, caplog):
+    """A mistyped or forgotten --text-field made every record a dead letter: exit 0, and nothing said so."""
+    data = tmp_path / "titles.tsv"
+    data.write_text("id\ttitle\nr1\tA girl is styling her hair.\nr2\tA man is playing a guitar.\n", encoding="utf-8")
+    assert main(["batch", "--input", str(data), "--output", str(tmp_path / "out"), "--backend", "torch"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "every one of the 2 records read is a dead letter (2 of them: missing field 'text'); check --text-field, "
+        "--id-field and --format"
+    ]

@@ -3,15 +3,20 @@ reader (extension detection, files, Pub/Sub messages, table rows) derives from o
 
 from __future__ import annotations
 
+import bz2
+import csv
 import gzip
 import io
 import json
+import lzma
 import shutil
+import zlib
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -29,7 +34,7 @@ from semsim_core.formats import (
     read_rows,
     table_format,
 )
-from semsim_core.formats.base import event_time, record_from_mapping
+from semsim_core.formats.base import event_time, has_visible_character, record_from_mapping, stream_reader
 from semsim_core.records import DeadLetter, Record
 from tests.conftest import REPO, sample_titles
 from transforms import DEAD_LETTER
@@ -354,9 +359,9 @@ def test_read_records_on_a_tsv_glob(tmp_path):
 
 def test_read_records_reads_each_file_once_to_its_end_or_says_where_it_stopped(tmp_path):
     """ReadRecords on the FnApiRunner: files of one name in two folders keep their records apart; a file matched by
-    two patterns is read once; a gzipped Parquet file is read; a corrupt gzip is one dead letter and a truncated
-    one is its records up to the cut plus one dead letter for the rest (Beam's own decompression stopped at the
-    cut without a word)."""
+    two patterns, or reached through a linked folder, is read once; a gzipped Parquet file is read; a corrupt gzip is
+    one dead letter and a truncated one is its records up to the cut plus one dead letter for the rest (Beam's own
+    decompression stopped at the cut without a word)."""
     titles = [row["text"] for row in sample_titles(60)]
     for folder, pair in (("a", titles[:2]), ("b", titles[2:4])):
         (tmp_path / folder).mkdir()
@@ -368,8 +373,9 @@ def test_read_records_reads_each_file_once_to_its_end_or_says_where_it_stopped(t
     lines = "".join(json.dumps({"id": f"t{i}", "text": text}) + "\n" for i, text in enumerate(titles[6:]))
     packed = gzip.compress(lines.encode())
     (tmp_path / "b" / "cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    (tmp_path / "c").symlink_to(tmp_path / "a", target_is_directory=True)  # a's files again, through a link
 
-    patterns = [str(tmp_path / "*" / "*"), str(tmp_path / "a" / "same.txt")]
+    patterns = [str(tmp_path / "*" / "*"), str(tmp_path / "a" / "same.txt"), str(tmp_path / "c" / "*.txt")]
     with beam.Pipeline("FnApiRunner", options=PipelineOptions([])) as p:
         read = p | ReadRecords(patterns, ParseConfig())
         records = read.records | "IdText" >> beam.Map(lambda r: (r.id, r.text))
@@ -454,3 +460,81 @@ def test_fields_of_chosen_records_in_every_format(tmp_path):
         table = read_fields(str(parquet), f, "parquet", ParseConfig(), [3, 1])
     assert table.to_pylist() == [{"id": "a", "text": "x", "n": 1}, {"id": "c", "text": "z", "n": 3}]
     assert table.schema.field("n").type == pa.int16()
+
+
+COMPRESSORS = {
+    ".gz": gzip.compress,
+    ".bz2": bz2.compress,
+    ".xz": lzma.compress,
+    ".lzma": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
+    ".zst": lambda data: zstandard.ZstdCompressor().compress(data),
+    ".zstd": lambda data: zstandard.ZstdCompressor().compress(data),
+    ".deflate": zlib.compress,
+}
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+def test_every_compression_reads_to_its_end_or_says_it_was_cut_short(suffix):
+    """Beam's own .zst and .deflate decompression stopped at a cut without a word: a file cut short lost its
+    records (all of them, for a one-frame .zst) with no dead letter."""
+    lines = [f"{row['text']}\n".encode() for row in sample_titles(2000)]
+    half = len(lines) // 2
+    packed = COMPRESSORS[suffix](b"".join(lines[:half])) + COMPRESSORS[suffix](b"".join(lines[half:]))
+    with stream_reader(f"titles.txt{suffix}", io.BytesIO(packed)) as whole:
+        assert whole.read() == b"".join(lines), "every frame, member or stream, in order"
+    cut = packed[: len(packed) * 3 // 4]
+    with stream_reader(f"titles.txt{suffix}", io.BytesIO(cut)) as reader, pytest.raises(EOFError):
+        assert reader.read().startswith(b"".join(lines[:half]))
+
+
+def test_a_text_of_blank_letters_or_lone_marks_has_nothing_visible():
+    for blank in ("\u3164\u3164", "\u2800", "\ufe0f\ufe0f", "\u0301", "\u115f\u1160", "\uffa0", "\u200b \u00ad"):
+        assert not has_visible_character(blank), repr(blank)
+    for seen in ("e\u0301", "\u2764\ufe0f", "\u3131", "\u2801", "x"):
+        assert has_visible_character(seen), repr(seen)
+
+
+def test_a_damaged_parquet_row_group_costs_only_the_rows_from_there_on(tmp_path):
+    path = tmp_path / "groups.parquet"
+    texts = [row["text"] for row in sample_titles(300)]
+    pq.write_table(pa.table({"id": [f"g{i}" for i in range(300)], "text": texts}), path, row_group_size=100)
+    column = pq.ParquetFile(path).metadata.row_group(1).column(1)
+    data = bytearray(path.read_bytes())
+    data[column.data_page_offset + 30 : column.data_page_offset + column.total_compressed_size - 10] = b"A" * (
+        column.total_compressed_size - 40
+    )
+    with io.BytesIO(bytes(data)) as file:
+        parsed = list(parse_file(str(path), file, "parquet", ParseConfig()))
+    *records, dead = parsed
+    assert [r.id for r in records] == [f"g{i}" for i in range(100)], "the first row group is read"
+    assert isinstance(dead, DeadLetter) and dead.error.startswith("cannot read Parquet file (rows after row 100)")
+    with io.BytesIO(bytes(data)) as file:
+        assert read_fields(str(path), file, "parquet", ParseConfig(), [1, 100])["id"].to_pylist() == ["g0", "g99"]
+
+
+def test_a_csv_field_longer_than_the_cap_is_one_dead_letter_not_records_of_its_lines():
+    document = "Report, part one\n" + "".join(f"ghost{i},{'word ' * 20_000}\n" for i in range(5)) + "end"
+    rows = [["id", "text"], ["doc", document], *([f"r{i}", f"Ordinary row {i}"] for i in range(3))]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    parsed = list(parse_file("long.csv", io.BytesIO(buffer.getvalue().encode()), "csv", ParseConfig()))
+    assert [type(p).__name__ for p in parsed] == ["DeadLetter", "Record", "Record", "Record"]
+    assert parsed[0].source == "long.csv:2" and "over the cap of 100000 (--max-text-bytes)" in parsed[0].error
+    assert [p.id for p in parsed[1:]] == ["r0", "r1", "r2"]
+
+
+def test_the_fields_of_a_file_cut_short_are_read_up_to_the_cut():
+    """--write-deduplicated reads the kept records' fields again: it crashed on the cut its first read survived."""
+    rows = enumerate(sample_titles(2000))
+    lines = "".join(json.dumps({"id": f"t{i}", "text": row["text"]}) + "\n" for i, row in rows)
+    packed = gzip.compress(lines.encode())
+    with stream_reader("cut.jsonl.gz", io.BytesIO(packed[: len(packed) // 2])) as file:
+        assert read_fields("cut.jsonl.gz", file, "jsonl", ParseConfig(), [1, 3])["id"].to_pylist() == ["t0", "t2"]
+
+
+def test_a_header_naming_the_text_column_twice_is_one_dead_letter_for_the_file():
+    data = b"id,text,text\nd1,the real text is here,a summary column\n"
+    [dead] = parse_file("twice.csv", io.BytesIO(data), "csv", ParseConfig())
+    assert dead == DeadLetter(
+        "twice.csv:1", "id,text,text", "malformed CSV: the header names column 'text' twice; its rows are not read"
+    )

@@ -3,6 +3,7 @@ letters."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import IO
@@ -13,7 +14,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from semsim_core.formats import ParseConfig, Parsed, detect_format, parse_file
-from semsim_core.formats.base import STREAM_READER_SUFFIXES, compression_suffix, stream_reader
+from semsim_core.formats.base import stream_reader
 from semsim_core.records import DeadLetter
 from transforms.dead_letters import ParseFn, parse_and_route
 
@@ -22,15 +23,11 @@ _BINARY = "application/octet-stream"
 
 @contextmanager
 def open_input(path: str) -> Iterator[IO[bytes]]:
-    """An input file on any Beam filesystem, opened for reading and decompressed by its extension: ``.gz``,
-    ``.bz2``, ``.xz`` and ``.lzma`` by the Python standard library (:func:`stream_reader`: a truncated or corrupt
-    stream raises), others (``.zst``, ``.deflate``) by Beam."""
-    by_beam = compression_suffix(path) not in (None, *STREAM_READER_SUFFIXES)
+    """An input file on any Beam filesystem, opened for reading and decompressed by its extension
+    (:func:`~semsim_core.formats.base.stream_reader`: a truncated or corrupt stream raises)."""
     with ExitStack() as stack:
-        file = stack.enter_context(
-            FileSystems.open(path, _BINARY, CompressionTypes.AUTO if by_beam else CompressionTypes.UNCOMPRESSED)
-        )
-        reader = None if by_beam else stream_reader(path, file)
+        file = stack.enter_context(FileSystems.open(path, _BINARY, CompressionTypes.UNCOMPRESSED))
+        reader = stream_reader(path, file)
         yield stack.enter_context(reader) if reader is not None else file
 
 
@@ -61,10 +58,16 @@ class ParseFileFn(ParseFn):
             yield DeadLetter(path, "", f"cannot read the file {where}: {type(e).__name__}: {e}")
 
 
+def _file_of(path: str) -> str:
+    """The file ``path`` names: a local path with its symbolic links resolved (a file reached through a linked
+    folder is one file), any other as it is."""
+    return path if "://" in path else os.path.realpath(path)
+
+
 class ReadFiles(beam.PTransform):
     """Match ``patterns`` (globs; local, gs:// or any Beam filesystem; .gz/.bz2/... by extension) and parse each file
-    with ``parse_fn``, once however many patterns match it (grouping the matches by path also spreads the files over
-    the workers). Returns a tuple of PCollections: ``records`` and ``dead_letter``."""
+    with ``parse_fn``, once however many patterns (or symbolic links) reach it (grouping the matches by file also
+    spreads the files over the workers). Returns a tuple of PCollections: ``records`` and ``dead_letter``."""
 
     def __init__(self, patterns: Sequence[str], parse_fn: ParseFn):
         super().__init__()
@@ -76,9 +79,9 @@ class ReadFiles(beam.PTransform):
             pbegin
             | "Patterns" >> beam.Create(self._patterns)
             | "Match" >> fileio.MatchAll()
-            | "ByPath" >> beam.Map(lambda match: (match.path, match))
+            | "ByPath" >> beam.Map(lambda match: (_file_of(match.path), match))
             | "OncePerPath" >> beam.GroupByKey()
-            | "First" >> beam.MapTuple(lambda _, matches: next(iter(matches)))
+            | "First" >> beam.MapTuple(lambda _, matches: min(matches, key=lambda m: m.path))  # ids name its path
             | "Open" >> fileio.ReadMatches()
             | "Parse" >> parse_and_route(self._parse_fn)
         )

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import math
 import unicodedata
+import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -78,9 +80,13 @@ def parsed_fields(parse: FileParser) -> FieldsReader:
     records at the positions, with their fields kept."""
 
     def read(path: str, file: IO[bytes], config: ParseConfig, positions: Collection[int]) -> pa.Table:
-        wanted = set(positions)
-        parsed = parse(path, file, replace(config, keep_fields=True))
-        return rows_table([r.fields for r in parsed if isinstance(r, Record) and r.position in wanted])
+        wanted, rows = set(positions), []
+        for parsed in parse(path, file, replace(config, keep_fields=True)):
+            if isinstance(parsed, Record) and parsed.position in wanted:
+                rows.append(parsed.fields)
+                if len(rows) == len(wanted):  # read no further: a file cut short fails past its last record
+                    break
+        return rows_table(rows)
 
     return read
 
@@ -90,11 +96,51 @@ class TableError(ValueError):
 
 
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")  # what Beam opens by extension
+
+
+class _Frames(io.RawIOBase):
+    """The decompressed bytes of ``raw``: concatenated frames (zstd) or streams (zlib), each read by a new
+    ``decompressor()``; the input ending inside one raises ``EOFError``, as the gzip, bz2 and lzma readers do."""
+
+    def __init__(self, raw: IO[bytes], decompressor: Callable[[], Any]):
+        self._raw, self._new = raw, decompressor
+        self._decompressor, self._inside, self._ready = decompressor(), False, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._ready:
+            data = self._raw.read(1 << 16)
+            if not data:
+                if self._inside:
+                    raise EOFError("the compressed stream ends before its end marker (cut short?)")
+                return 0
+            while data:
+                if self._decompressor.eof:
+                    self._decompressor = self._new()
+                self._ready += self._decompressor.decompress(data)
+                self._inside = not self._decompressor.eof
+                data = self._decompressor.unused_data if self._decompressor.eof else b""
+        size = min(len(buffer), len(self._ready))
+        buffer[:size], self._ready = self._ready[:size], self._ready[size:]
+        return size
+
+
+def _zstd() -> Any:
+    import zstandard  # Beam's own dependency, imported where a .zst file is read
+
+    return zstandard.ZstdDecompressor().decompressobj()
+
+
 _STREAM_READERS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
     ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
     ".bz2": lambda raw: bz2.BZ2File(raw, "rb"),
     ".xz": lambda raw: lzma.LZMAFile(raw, "rb"),
     ".lzma": lambda raw: lzma.LZMAFile(raw, "rb"),
+    ".zst": lambda raw: io.BufferedReader(_Frames(raw, _zstd)),
+    ".zstd": lambda raw: io.BufferedReader(_Frames(raw, _zstd)),
+    ".deflate": lambda raw: io.BufferedReader(_Frames(raw, zlib.decompressobj)),  # zlib streams, as Beam writes
 }
 
 
@@ -104,13 +150,11 @@ def compression_suffix(path: str) -> str | None:
     return next((suffix for suffix in COMPRESSION_SUFFIXES if name.endswith(suffix)), None)
 
 
-STREAM_READER_SUFFIXES = frozenset(_STREAM_READERS)
-
-
 def stream_reader(path: str, raw: IO[bytes]) -> IO[bytes] | None:
-    """``raw`` (the file's bytes as stored) decompressed by the Python standard library when ``path`` ends in
-    ``.gz``, ``.bz2``, ``.xz`` or ``.lzma``, else None. These readers raise on a corrupt or truncated stream (Beam's
-    own decompression stops at a truncated end without a word); closing one leaves ``raw`` open."""
+    """``raw`` (the file's bytes as stored) decompressed when ``path`` ends in a compression suffix, else None:
+    ``.gz``, ``.bz2``, ``.xz``, ``.lzma`` by the Python standard library, ``.zst``/``.zstd`` and ``.deflate`` frame
+    by frame (:class:`_Frames`). These readers raise on a corrupt or truncated stream (Beam's own decompression
+    stops at a truncated end without a word); closing one leaves ``raw`` open."""
     suffix = compression_suffix(path)
     return _STREAM_READERS[suffix](raw) if suffix in _STREAM_READERS else None
 
@@ -163,14 +207,18 @@ def text_error(value: Any, what: str, max_bytes: int) -> str | None:
     return None
 
 
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+# letters and symbols drawn as nothing: the Hangul fillers, the blank Braille pattern (the usual "blank post"
+# characters), and the halfwidth Hangul filler
+_BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\u2800\uffa0")
 
 
 def has_visible_character(text: str) -> bool:
-    """Whether ``text`` holds a character other than whitespace, control characters and format characters (zero
-    width spaces and joiners, byte order marks, soft hyphens, ...): text a reader, or a model, can see. Stops at the
-    first such character, so ordinary text costs one lookup."""
-    return any(unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in text)
+    """Whether ``text`` holds a character other than whitespace, control and format characters (zero width spaces
+    and joiners, byte order marks, soft hyphens, ...), combining marks and variation selectors with nothing to mark,
+    and the blank letters (Hangul fillers, the blank Braille pattern): text a reader, or a model, can see. Stops at
+    the first such character, so ordinary text costs one lookup."""
+    return any(ch not in _BLANK_CHARACTERS and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in text)
 
 
 def _id_or_error(value: Any, field: str, fallback: str) -> tuple[str | None, str | None]:

@@ -49,6 +49,9 @@ class _LineTracker:
         return self.take_row()
 
 
+FIELD_LIMIT = 64 << 20  # characters of one CSV/TSV field: what an unclosed quote may take in before it is refused
+
+
 def parse_delimited(
     path: str, lines: Iterable[bytes], config: ParseConfig, delimiter: str, label: str
 ) -> Iterator[Parsed]:
@@ -57,8 +60,10 @@ def parse_delimited(
 
     Quoting is strict: a quoted field closed before other text (``"a"b``) is a malformed row. A row that cannot be
     read across several lines (a quote that never closes, so the rest of the file would be one field; a field over
-    :mod:`csv`'s size limit) is a dead letter of its first line only, and reading goes on from the next line."""
-    csv.field_size_limit(max(csv.field_size_limit(), 4 * config.max_text_bytes + 1024))
+    :data:`FIELD_LIMIT`) is a dead letter of its first line only, and reading goes on from the next line. A long
+    field that closes (a document over ``--max-text-bytes``) is its row's dead letter: re-reading its inner lines
+    would make records of them."""
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT, 4 * config.max_text_bytes + 1024))
     tracker = _LineTracker(lines)
     reader = csv.reader(tracker, delimiter=delimiter, strict=True)
     header: list[str] | None = None
@@ -79,6 +84,12 @@ def parse_delimited(
         number, raw = tracker.take_row()
         if header is None:
             header = row
+            named = [c for c in dict.fromkeys((config.id_field, config.text_field, config.time_field)) if c]
+            twice = [c for c in named if header.count(c) > 1]
+            if twice:  # which column holds the text (or id, or time) cannot be told: the file is not read
+                error = f"malformed {label}: the header names column {twice[0]!r} twice; its rows are not read"
+                yield DeadLetter(f"{path}:{number}", printable(raw), error)
+                return
             continue
         locator = f"{path}:{number}"
         if not row:

@@ -51,7 +51,12 @@ def parse_parquet(path: str, file: IO[bytes], config: ParseConfig) -> Iterator[P
         names = set(parquet.schema_arrow.names)
         wanted = (config.id_field, config.text_field, config.time_field)
         columns = [c for c in dict.fromkeys(wanted) if c in names] or None
-        for batch in parquet.iter_batches(columns=columns):
+        batches = (
+            b
+            for group in range(parquet.num_row_groups)
+            for b in parquet.iter_batches(row_groups=[group], columns=columns)
+        )
+        for batch in batches:  # row group by row group: a damaged one costs the rows from there on, not those before
             for row, reason in _rows(batch):
                 number += 1
                 if row is None:
@@ -70,12 +75,15 @@ def read_parquet_fields(path: str, file: IO[bytes], config: ParseConfig, positio
     parquet = _opened(path, file)
     wanted = np.sort(np.fromiter(positions, dtype=np.int64, count=len(positions))) - 1
     pieces, start = [], 0
-    for batch in parquet.iter_batches():
-        end = start + batch.num_rows
-        inside = wanted[(wanted >= start) & (wanted < end)] - start
-        if len(inside):
-            pieces.append(pa.Table.from_batches([batch]).take(inside))
-        start = end
+    for group in range(parquet.num_row_groups):
+        if not len(wanted) or start > wanted[-1]:  # read no further: a damaged row group past them stays unread
+            break
+        for batch in parquet.iter_batches(row_groups=[group]):
+            end = start + batch.num_rows
+            inside = wanted[(wanted >= start) & (wanted < end)] - start
+            if len(inside):
+                pieces.append(pa.Table.from_batches([batch]).take(inside))
+            start = end
     return pa.concat_tables(pieces) if pieces else parquet.schema_arrow.empty_table()
 
 
