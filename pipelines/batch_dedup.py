@@ -315,7 +315,9 @@ def build(
         rescore_band=band.band,
         cluster_method=opts.cluster_method,
         runner=str(opts.view_as(StandardOptions).runner),
-        read=ReadSpec(opts.input, opts.format, opts.id_field, opts.text_field, opts.max_text_bytes, opts.time_field),
+        read=ReadSpec(
+            opts.input, opts.format, opts.id_field, opts.text_field, opts.max_text_bytes, opts.time_field, opts.quoting
+        ),
         outputs=outputs,
         keep=opts.keep_policy(),
         target_recall=opts.target_recall,

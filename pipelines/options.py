@@ -30,7 +30,7 @@ from pipelines.run_files import finish_promotions, run_entries
 from semsim_core.backends import CHOICES, DEFAULT_BACKEND, backend_error
 from semsim_core.cells import DEFAULT_TARGET_RECALL
 from semsim_core.embedder import DEFAULT_MODEL, EmbedConfig, default_threads, model_error
-from semsim_core.formats import FORMATS, ParseConfig, detect_format
+from semsim_core.formats import FORMATS, QUOTINGS, ParseConfig, detect_format
 from semsim_core.keep import EARLIEST, FIRST_ID, POLICIES
 from semsim_core.pairs import DEFAULT_THRESHOLD
 from semsim_core.progress import BARS, LINES, WORKER_LINES, ProgressSpec
@@ -212,6 +212,11 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
             help="how a new --history store keeps embeddings (float16 halves its size; default float32)",
         )
         _flag(parser, "format", choices=FORMATS, help="input format; default: from each file's extension")
+        _flag(
+            parser, "quoting", choices=QUOTINGS, default="csv",
+            help="CSV/TSV fields: csv (quoted as Python's csv and pandas write them) or none (raw: a quote is a "
+            "character, and no field holds the delimiter or a line end)",
+        )  # fmt: skip
         _flag(parser, "batch_window", type=int, default=DEFAULT_WINDOW, help="texts per sorted embedding window")
         _flag(
             parser, "cells", type=int, default=0,
@@ -241,7 +246,7 @@ class BatchDedupOptions(SemsimOptions, PipelineOptions):
         _flag(parser, "hdbscan_min_cluster_size", type=int, default=2, help="HDBSCAN min_cluster_size")
 
     def parse_config(self) -> ParseConfig:
-        return replace(super().parse_config(), time_field=self.time_field)
+        return replace(super().parse_config(), time_field=self.time_field, quoting=self.quoting)
 
     def keep_policy(self) -> str:
         """``--keep``, or its default: ``earliest`` when records have a time field, else ``first-id`` (a ``--history``

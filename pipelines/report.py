@@ -13,7 +13,7 @@ from pathlib import Path
 from pipelines.command_parser import CommandParser
 from pipelines.gcs_credentials import gcs_credentials_error
 from semsim_core import run_layout as layout
-from semsim_core.formats import FORMATS, ParseConfig, Parsed, detect_format, parse_file
+from semsim_core.formats import FORMATS, QUOTINGS, ParseConfig, Parsed, detect_format, parse_file
 from semsim_core.report import ReportError, RunFolder, find_texts, load_run, read_summary, render_html
 
 
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     texts.add_argument("--id-field", default="id")
     texts.add_argument("--text-field", default="text")
     texts.add_argument("--max-text-bytes", type=int, default=ParseConfig.max_text_bytes)
+    texts.add_argument("--quoting", choices=QUOTINGS, default="csv", help="CSV/TSV quoting, as semsim batch's")
     return parser
 
 
@@ -76,11 +77,11 @@ def write_report(argv: Sequence[str]) -> tuple[str, int]:
     out = RunFolder(args.out_dir)
     texts = None
     if args.input:
-        config = ParseConfig(args.id_field, args.text_field, args.max_text_bytes)
+        config = ParseConfig(args.id_field, args.text_field, args.max_text_bytes, quoting=args.quoting)
         texts = partial(_texts, _input_paths(args.input), args.format, config)
     elif (read := read_summary(out).read).input:
         # The run's own input and parsing flags, recorded in its summary.json; gone since: ids only.
-        config = ParseConfig(read.id_field, read.text_field, read.max_text_bytes)
+        config = ParseConfig(read.id_field, read.text_field, read.max_text_bytes, quoting=read.quoting)
         try:
             texts = partial(_texts, _input_paths(read.input), read.format, config)
         except ReportError as e:

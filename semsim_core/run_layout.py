@@ -71,6 +71,7 @@ class ReadSpec:
     text_field: str
     max_text_bytes: int
     time_field: str | None = None
+    quoting: str = "csv"
 
 
 @dataclass(frozen=True)

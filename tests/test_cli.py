@@ -28,8 +28,10 @@ SEMSIM = str(Path(sys.executable).with_name("semsim"))
         (["--threshold", "0"], "--threshold must be in (0, 1], got 0.0"),
         (["--threshold", "1.01"], "--threshold must be in (0, 1], got 1.01"),
         (["--input", "/nonexistent/*.jsonl"], "--input '/nonexistent/*.jsonl' matches no file"),
-        (["--input", "/nonexistent/d[1].jsonl"],
-         "--input '/nonexistent/d[1].jsonl' matches no file ([ and ] are glob characters: write [[] for a literal [)"),
+        (
+            ["--input", "/no/d[1].jsonl"],
+            "--input '/no/d[1].jsonl' matches no file ([ and ] are glob characters: write [[] for a literal [)",
+        ),
         (["--model", "/nonexistent/model"], "model path '/nonexistent/model' does not exist"),
         (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
         (["--history-dtype", "float16"], "--history-dtype float16 sets how a new --history store keeps embeddings"),

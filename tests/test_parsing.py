@@ -538,3 +538,16 @@ def test_a_header_naming_the_text_column_twice_is_one_dead_letter_for_the_file()
     assert dead == DeadLetter(
         "twice.csv:1", "id,text,text", "malformed CSV: the header names column 'text' twice; its rows are not read"
     )
+
+
+def test_raw_tsv_is_read_as_written_with_quoting_none():
+    """The Reddit titles TSV is raw: a title may start with a quote. Read as quoted CSV it was a dead letter, or lost
+    its quotes; --quoting none reads it as written."""
+    data = b'id\ttitle\nr1\t"Incredibly expensive" is an understatement\nr2\tA "quoted" word\n'
+    raw = ParseConfig(text_field="title", quoting="none")
+    assert [r.text for r in parse_file("t.tsv", io.BytesIO(data), "tsv", raw)] == [
+        '"Incredibly expensive" is an understatement',
+        'A "quoted" word',
+    ]
+    quoted = list(parse_file("t.tsv", io.BytesIO(data), "tsv", ParseConfig(text_field="title")))
+    assert isinstance(quoted[0], DeadLetter) and "malformed TSV" in quoted[0].error

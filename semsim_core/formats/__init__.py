@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from semsim_core.formats import delimited, jsonl, parquet, txt
 from semsim_core.formats.base import (
+    QUOTINGS,
     Format,
     ParseConfig,
     Parsed,
@@ -29,6 +30,7 @@ from semsim_core.records import DeadLetter
 
 __all__ = [
     "FORMATS",
+    "QUOTINGS",
     "REGISTRY",
     "TABLE_FORMATS",
     "Format",

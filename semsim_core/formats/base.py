@@ -30,8 +30,8 @@ Parsed = Record | DeadLetter
 @dataclass(frozen=True)
 class ParseConfig:
     """How to read records: field names for structured formats, the size cap on one text (UTF-8 bytes), the
-    optional field that holds each record's event time, whether records keep all their fields, and the Pub/Sub
-    message attribute that holds a post's id."""
+    optional field that holds each record's event time, whether records keep all their fields, the Pub/Sub
+    message attribute that holds a post's id, and how CSV/TSV fields are quoted (:data:`QUOTINGS`)."""
 
     id_field: str = "id"
     text_field: str = "text"
@@ -39,6 +39,10 @@ class ParseConfig:
     time_field: str | None = None
     keep_fields: bool = False
     id_attribute: str = "id"
+    quoting: str = "csv"
+
+
+QUOTINGS = ("csv", "none")  # CSV/TSV: quoted as Python's csv and pandas write them, or raw (a quote is a character)
 
 
 FileParser = Callable[[str, IO[bytes], ParseConfig], Iterator[Parsed]]

@@ -58,14 +58,16 @@ def parse_delimited(
     """A file with a header row; one record per data row, positioned at the row's first line. ``label`` (``CSV``,
     ``TSV``) names the format in dead-letter reasons.
 
-    Quoting is strict: a quoted field closed before other text (``"a"b``) is a malformed row. A row that cannot be
-    read across several lines (a quote that never closes, so the rest of the file would be one field; a field over
-    :data:`FIELD_LIMIT`) is a dead letter of its first line only, and reading goes on from the next line. A long
-    field that closes (a document over ``--max-text-bytes``) is its row's dead letter: re-reading its inner lines
-    would make records of them."""
+    Quoting is strict: a quoted field closed before other text (``"a"b``) is a malformed row (with
+    ``config.quoting == "none"`` a quote is an ordinary character: raw TSV, where no field holds the delimiter or a
+    line end). A row that cannot be read across several lines (a quote that never closes, so the rest of the file
+    would be one field; a field over :data:`FIELD_LIMIT`) is a dead letter of its first line only, and reading goes
+    on from the next line. A long field that closes (a document over ``--max-text-bytes``) is its row's dead letter:
+    re-reading its inner lines would make records of them."""
     csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT, 4 * config.max_text_bytes + 1024))
     tracker = _LineTracker(lines)
-    reader = csv.reader(tracker, delimiter=delimiter, strict=True)
+    quoting = csv.QUOTE_NONE if config.quoting == "none" else csv.QUOTE_MINIMAL
+    reader = csv.reader(tracker, delimiter=delimiter, strict=True, quoting=quoting)
     header: list[str] | None = None
     while True:
         try:
