@@ -312,9 +312,11 @@ def set_runner(options: PipelineOptions, default: str) -> None:
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or default
     try:
-        create_runner(standard.runner)
+        runner = create_runner(standard.runner)
     except (ValueError, ImportError, AttributeError) as e:
         raise OptionsError(f"--runner {standard.runner}: {e}") from None
+    if options.view_as(TestOptions).dry_run and type(runner).__name__ != "DataflowRunner":
+        raise OptionsError(f"--dry_run only describes a Dataflow job: {standard.runner} would run this one")
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers < 0:
         raise OptionsError(f"--direct_num_workers must not be negative (0: one per core), got {workers}")

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from semsim_core.history import new_segment_id
+from semsim_core.history import History, HistoryError, new_segment_id
 from semsim_core.run_layout import PROMOTING, RUN_ENTRIES, STAGED_RUN_PREFIX, SUMMARY, WORK, Summary
 from transforms.embeddings_io import embeddings_pattern
 
@@ -135,12 +135,31 @@ def staged_runs(folder: str) -> list[str]:
     return [prefix + name for name in sorted(found)]
 
 
+def _finished(staging: str) -> bool | None:
+    """Whether the run staged in ``staging`` finished: its summary is written (or already moving in) and, with a
+    ``--history`` store, its segment committed there (the summary comes first: killed in between, the run is not
+    finished, and its rerun must find the store without it). None when its store cannot be read now."""
+    if FileSystems.exists(FileSystems.join(staging, PROMOTING)):
+        return True  # a promotion starts after the commit
+    if not FileSystems.exists(FileSystems.join(staging, SUMMARY)):
+        return False
+    stored = read_summary(staging).history
+    if stored is None:
+        return True
+    try:
+        store = History(stored.path)
+        return store.exists() and any(segment.id == stored.segment for segment in store.manifest().segments)
+    except (HistoryError, OSError):
+        return None
+
+
 def finish_promotions(folder: str, discard_unfinished: bool) -> None:
     """Finish the promotions (:func:`promote`) an interrupted run left in ``folder`` and delete empty staging
     folders; with ``discard_unfinished``, also the staging folders of runs that never finished (killed: the run
-    they were to replace stays)."""
+    they were to replace stays). A staged run whose history store cannot be read now is left as it is."""
     for staging in staged_runs(folder):
-        if any(FileSystems.exists(FileSystems.join(staging, name)) for name in (SUMMARY, PROMOTING)):
+        finished = _finished(staging)
+        if finished:
             promote(staging, folder)
-        elif discard_unfinished or not _files_under(staging):
+        elif finished is False and (discard_unfinished or not _files_under(staging)):
             remove_folder(staging)

@@ -272,6 +272,9 @@ class RunFolder:
     def path(self, name: str) -> str:
         return f"{self.root.rstrip('/')}/{name}"
 
+    def is_file(self, name: str) -> bool:
+        return self.fs.get_file_info(self.path(name)).type == pafs.FileType.File
+
     def is_dir(self, name: str = "") -> bool:
         return self.fs.get_file_info(self.path(name) if name else self.root).type == pafs.FileType.Directory
 
@@ -296,7 +299,8 @@ def read_summary(out: RunFolder) -> Summary:
     try:
         return Summary.from_json(out.read_bytes(layout.SUMMARY).decode("utf-8"))
     except FileNotFoundError:
-        if any(name.startswith(layout.STAGED_RUN_PREFIX) for name in out.names()):
+        staged = [name for name in out.names() if name.startswith(layout.STAGED_RUN_PREFIX)]
+        if any(out.is_file(f"{name}/{marker}") for name in staged for marker in (layout.SUMMARY, layout.PROMOTING)):
             raise ReportError(
                 f"{path!r} not found: the run did not finish, or a run replacing it (--overwrite) stopped while moving "
                 f"in; the next `semsim batch` with --output {out.location} finishes moving it"

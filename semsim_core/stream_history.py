@@ -125,13 +125,11 @@ class StreamHistory:
         rows = history.read_cell(manifest, cell, ["id", "text", "cells", "embedding"])
         if not rows.num_rows:
             return []
-        ids = rows["id"].to_pylist()
-        cells_of = {
-            text_hash(text): tuple(cells)
-            for text, cells in zip(rows["text"].to_pylist(), rows["cells"].to_pylist(), strict=True)
-        }
-        found: dict[str, tuple[str, float, str]] = {}
-        copies: dict[str, tuple[str, float, str]] = {}
+        ids, texts, cells = rows["id"].to_pylist(), rows["text"].to_pylist(), rows["cells"].to_pylist()
+        hashes = [text_hash(text) for text in texts]
+        cells_of = dict(zip(hashes, map(tuple, cells), strict=True))
+        found: dict[tuple[str, str], tuple[float, str]] = {}  # (id, text hash) of an embedded record -> time, cluster
+        copies: dict[str, tuple[str, float, str]] = {}  # exact copies of this cell's texts, by id
         columns = ["id", "text_hash", "event_time", "cluster_id", "embedded"]
         for relative in manifest.files(RECORDS):
             table = history.find_records(relative, {"id": ids, "text_hash": cells_of}, self._merges, columns)
@@ -140,15 +138,21 @@ class StreamHistory:
                 table["id"].to_pylist(), table["text_hash"].to_pylist(), times, table["cluster_id"].to_pylist(),
                 table["embedded"].to_pylist(), strict=True,
             ):  # fmt: skip
-                (found if embedded else copies)[record_id] = (hashed, micros / 1e6, cluster)
+                if embedded:
+                    found[record_id, hashed] = (micros / 1e6, cluster)
+                elif hashed in cells_of:
+                    copies[record_id] = (hashed, micros / 1e6, cluster)
         vectors = np.stack(rows["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
-        texts = rows["text"].to_pylist() if self._keep_text else [""] * len(ids)
+        kept = texts if self._keep_text else [""] * len(ids)
         entries = []
-        for record_id, vector, text, cells in zip(ids, vectors, texts, rows["cells"].to_pylist(), strict=True):
-            hashed, seconds, cluster = found[record_id]
-            entries.append(Entry(record_id, np.ascontiguousarray(vector), hashed, seconds, cluster, text, tuple(cells)))
+        for record_id, vector, hashed, text, row_cells in zip(ids, vectors, hashes, kept, cells, strict=True):
+            seconds, cluster = found[record_id, hashed]
+            vector = np.ascontiguousarray(vector)
+            entries.append(Entry(record_id, vector, hashed, seconds, cluster, text, tuple(row_cells)))
+        held = set(ids)
         for record_id, (hashed, seconds, cluster) in copies.items():  # exact copies of this cell's texts: their ids
-            entries.append(Entry(record_id, None, hashed, seconds, cluster, cells=cells_of[hashed]))
+            if record_id not in held:
+                entries.append(Entry(record_id, None, hashed, seconds, cluster, cells=cells_of[hashed]))
         return sorted(entries, key=lambda e: (e.timestamp, e.id))
 
     def append(self, posts: Sequence[AcceptedPost], segment_id: str, run: str, owner: str) -> Manifest:

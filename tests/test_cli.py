@@ -44,6 +44,7 @@ SEMSIM = str(Path(sys.executable).with_name("semsim"))
         (["--runner", "FooRunner"], "--runner FooRunner: Unexpected pipeline runner: FooRunner. Valid values are "),
         (["--runner", "foo.BarRunner"], "--runner foo.BarRunner: No module named 'foo'"),
         (["--direct_num_workers", "-2"], "--direct_num_workers must not be negative (0: one per core), got -2"),
+        (["--dry_run", "true"], "--dry_run only describes a Dataflow job: FnApiRunner would run this one"),
         (
             ["--runner", "PortableRunner", "--job_endpoint", "localhost:1"],
             "--job_endpoint localhost:1: no job service answered in 10 s; start one (deploy/flink/, deploy/portable/) "

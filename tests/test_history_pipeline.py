@@ -17,6 +17,7 @@ from typing import NamedTuple
 import pandas as pd
 import pytest
 
+from pipelines.run_files import finish_promotions, staged_runs
 from semsim_core.history import History
 from semsim_core.report import load_run, render_html
 from tests.conftest import (
@@ -183,12 +184,21 @@ def test_killed_or_failed_runs_leave_the_store_as_it_was(tmp_path, monkeypatch, 
     assert _store_state(history) == before
     assert History(str(history)).info()["orphans"]  # the dead run's parts, invisible to readers
 
-    # Failed between writing everything (summary included) and committing.
+    # Failed between writing everything (summary included) and committing; once as a run replacing another
+    # (--overwrite): its staged run is not moved in by the next launch, as the store never got it.
     monkeypatch.setenv(FAIL_BEFORE_COMMIT, "1")
     with pytest.raises(Exception, match=FAIL_BEFORE_COMMIT):
         _run_day(tmp_path / "failed", history, day2)
+    replaced = Path(shutil.copytree(days.outputs[0], tmp_path / "replaced"))
+    with pytest.raises(Exception, match=FAIL_BEFORE_COMMIT):
+        _run_day(replaced, history, day2, "--overwrite")
     monkeypatch.delenv(FAIL_BEFORE_COMMIT)
     assert _store_state(history) == before and History(str(history)).lock_holder() is None
+    assert staged_runs(str(replaced)), "the failed run's staged outputs, summary included"
+    finish_promotions(str(replaced), discard_unfinished=False)
+    assert _outputs(replaced) == _outputs(days.outputs[0]), "the earlier run stays: the store never got this one"
+    finish_promotions(str(replaced), discard_unfinished=True)
+    assert not staged_runs(str(replaced))
 
     # The rerun (over the killed run's lock and outputs) equals the uninterrupted run.
     rerun = _run_day(tmp_path / "killed", history, day2, "--overwrite")

@@ -201,7 +201,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_line():
 def test_text_with_nothing_visible_is_a_dead_letter():
     for invisible in ("\u200b", "\u200b\u2060 \ufeff", "\u00ad\x01", "\u2028\u200b"):
         assert errors(parse("jsonl", "x.jsonl", json.dumps({"text": invisible}).encode())) == [
-            "field 'text' has no visible characters (only control, format or space characters)"
+            "field 'text' has no visible characters (only spaces, controls, format characters, lone marks, blanks)"
         ]
     assert parse("jsonl", "x.jsonl", json.dumps({"id": "a", "text": "\u200b" + GIRL}).encode())[0].text.endswith(GIRL)
 

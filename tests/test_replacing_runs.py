@@ -17,19 +17,26 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.cli import main
 from pipelines.run_files import finish_promotions, promote, staged_runs, staging_folder
-from semsim_core.run_layout import STAGED_RUN_PREFIX
+from semsim_core.run_layout import STAGED_RUN_PREFIX, ReadSpec, Summary
 from tests.conftest import REPO, sample_titles, write_jsonl
 from tests.object_store import ObjectStore
 
+
+def _summary(threshold: float) -> str:
+    """A summary.json of a run without a history store (a promotion reads it to see whether the store took the run)."""
+    read = ReadSpec(["in.jsonl"], None, "id", "text", 100_000)
+    return Summary(threshold, "m", None, "torch", 0.0, "components", "FnApiRunner", read, {}).to_json().decode()
+
+
 EARLIER = {
-    "summary.json": "earlier",
+    "summary.json": _summary(0.7),
     "pairs/part-0.parquet": "earlier pairs",
     "clusters/part-0.parquet": "earlier clusters",
     "deduplicated/part-0.parquet": "earlier deduplicated",  # the new run has none: it must go
     "report.html": "earlier report",
 }
 NEW = {
-    "summary.json": "new",
+    "summary.json": _summary(0.8),
     "pairs/part-0.parquet": "new pairs",
     "pairs/part-1.parquet": "new pairs 2",
     "clusters/part-0.parquet": "new clusters",
@@ -176,3 +183,6 @@ def test_a_report_on_a_run_killed_while_moving_in_says_what_finishes_it(tmp_path
     assert main(["report", folder]) == 2
     expected = f"stopped while moving in; the next `semsim batch` with --output {folder} finishes"
     assert expected in capsys.readouterr().err
+    FileSystems.delete([FileSystems.join(staging, "summary.json")])  # a replacing run that never finished
+    assert main(["report", folder]) == 2
+    assert "moving in" not in capsys.readouterr().err, "nothing to move in"

@@ -549,6 +549,9 @@ def test_an_id_is_claimed_by_its_first_text_before_any_cell_stores_it():
     assert state["forget"].at == Timestamp(70.0), "the first text keeps the claim"
     claim.forget_claim(state["claim"])
     assert list(claim.process(("r1", other), timestamp=Timestamp(90.0), **state)) == [other], "past the horizon"
+    forever = {"claim": Value(), "forget": Timer()}
+    assert list(ClaimIdFn().process(("r1", first), timestamp=Timestamp(10.0), **forever)) == [first]
+    assert forever["forget"].at is None, "without a retention horizon the cells keep the post, and the claim stays"
 
 
 def test_resolve_per_cell_timeout_and_self_matches():

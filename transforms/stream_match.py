@@ -86,7 +86,8 @@ def reused_id(post_id: str) -> str:
 
 class ClaimIdFn(beam.DoFn):
     """Keyed by post id, before any cell sees the post: the first text the stream meets under an id claims the id
-    (its text hash, kept until the post's event time plus the retention horizon, or ``guard_seconds`` without one);
+    (its text hash, kept until the post's event time plus the retention horizon, as long as cells keep the post;
+    without a horizon, for good);
     a later message with that id and another text is a dead letter here, so no cell stores it (cells are sharded:
     one that never held the id could not tell). Messages with the claimed text go on: re-deliveries, which the
     cells and :class:`ResolveFn` recognise. Ids a history store held before the stream started are checked by the
@@ -95,8 +96,8 @@ class ClaimIdFn(beam.DoFn):
     CLAIM = ReadModifyWriteStateSpec("claim", StrUtf8Coder())
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
 
-    def __init__(self, retention_seconds: float | None = None, guard_seconds: float = REDELIVERY_GUARD_SECONDS):
-        self._guard = retention_seconds or guard_seconds
+    def __init__(self, retention_seconds: float | None = None):
+        self._retention = retention_seconds
         self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
     def process(
@@ -110,7 +111,8 @@ class ClaimIdFn(beam.DoFn):
         hashed, claimed = text_hash(record.text), claim.read()
         if claimed is None:
             claim.write(hashed)
-            forget.set(Timestamp(float(timestamp) + self._guard))
+            if self._retention:
+                forget.set(Timestamp(float(timestamp) + self._retention))
         elif claimed != hashed:
             self._dead_letters.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(record.source, record.text, reused_id(post_id)))

@@ -205,7 +205,7 @@ def text_error(value: Any, what: str, max_bytes: int) -> str | None:
     if not value.strip():
         return f"{what} is empty or whitespace only"
     if not has_visible_character(value):
-        return f"{what} has no visible characters (only control, format or space characters)"
+        return f"{what} has no visible characters (only spaces, controls, format characters, lone marks, blanks)"
     if size > max_bytes:
         return f"{what} is {size} bytes, over the cap of {max_bytes} (--max-text-bytes)"
     return None
