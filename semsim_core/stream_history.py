@@ -59,6 +59,35 @@ def _cached_cell(key: tuple, read) -> list[Entry]:
     return entries
 
 
+class StoredIds(NamedTuple):
+    """Every id a store holds, with its text hash, compactly: Python's 64-bit hash of each id (sorted) and the first
+    64 bits of its text hash; 16 bytes a record (a store of 10 million ids takes 160 MB of a worker's memory)."""
+
+    ids: np.ndarray  # uint64, sorted
+    texts: np.ndarray  # uint64, in the order of ``ids``
+
+    @classmethod
+    def of(cls, tables: Sequence[pa.Table]) -> StoredIds:
+        ids = np.fromiter((hash(i) for t in tables for i in t["id"].to_pylist()), dtype=np.int64).view(np.uint64)
+        texts = np.fromiter((_text_key(h) for t in tables for h in t["text_hash"].to_pylist()), dtype=np.uint64)
+        order = np.argsort(ids, kind="stable")
+        return cls(ids[order], texts[order])
+
+    def text_keys(self, record_id: str) -> set[int]:
+        """The text keys stored under ``record_id`` (an id stored twice has two); empty when it is not stored."""
+        key = np.int64(hash(record_id)).view(np.uint64)
+        start, end = np.searchsorted(self.ids, key, "left"), np.searchsorted(self.ids, key, "right")
+        return set(self.texts[start:end].tolist())
+
+
+def _text_key(hashed: str) -> int:
+    return int(hashed[:16], 16)
+
+
+_stored_ids: dict[tuple[str, str], StoredIds] = {}  # (root, manifest version) -> the ids it held
+_stored_ids_lock = threading.Lock()
+
+
 class AcceptedPost(NamedTuple):
     """A post the stream stored, as the store keeps it: ``cells`` nearest first (with the store's margin), its
     ``cluster_id`` as decided, ``copy`` when it is an exact copy of a stored post (no vector of its own), and the
@@ -154,6 +183,29 @@ class StreamHistory:
             if record_id not in held:
                 entries.append(Entry(record_id, None, hashed, seconds, cluster, cells=cells_of[hashed]))
         return sorted(entries, key=lambda e: (e.timestamp, e.id))
+
+    def names_another_text(self, record_id: str, hashed: str) -> bool:
+        """Whether the store, as this worker first read it, holds ``record_id`` with a text of another hash than
+        ``hashed`` (and not with that one): a message reusing a stored id for another post. The store's ids are read
+        once per process (:class:`StoredIds`); ids the stream appends later are the stream's own to check."""
+        stored = self._stored_ids().text_keys(record_id)
+        return bool(stored) and _text_key(hashed) not in stored
+
+    def _stored_ids(self) -> StoredIds:
+        try:
+            manifest = self.manifest()
+            return self._read_ids(manifest)
+        except HistoryError:
+            return self._read_ids(self.manifest(fresh=True))  # files replaced by a compaction since
+
+    def _read_ids(self, manifest: Manifest) -> StoredIds:
+        key = (self.root, manifest.version)
+        with _stored_ids_lock:
+            if key not in _stored_ids:
+                tables = list(History(self.root).read_records(manifest, ["id", "text_hash"]))
+                _stored_ids.clear()  # one store's ids per process: the newest manifest read
+                _stored_ids[key] = StoredIds.of(tables)
+            return _stored_ids[key]
 
     def append(self, posts: Sequence[AcceptedPost], segment_id: str, run: str, owner: str) -> Manifest:
         """Commit ``posts`` as segment ``segment_id`` (cell parts for the posts with a vector, one records file),

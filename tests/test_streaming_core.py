@@ -40,6 +40,7 @@ from transforms.stream_match import (
     ClaimIdFn,
     Post,
     ResolveFn,
+    reused_id,
 )
 from transforms.vector_coder import EntryCoder
 
@@ -552,6 +553,27 @@ def test_an_id_is_claimed_by_its_first_text_before_any_cell_stores_it():
     forever = {"claim": Value(), "forget": Timer()}
     assert list(ClaimIdFn().process(("r1", first), timestamp=Timestamp(10.0), **forever)) == [first]
     assert forever["forget"].at is None, "without a retention horizon the cells keep the post, and the claim stays"
+
+
+def test_an_id_a_store_holds_is_claimed_by_its_stored_text(embedder, tmp_path):
+    """A restarted stream has no claims: an id its store holds, sent with another text, landed in a cell that never
+    held it, was stored there and appended to the store a second time."""
+    texts = paraphrase_texts(3)
+    p = posts(texts, embedder.encode(texts))
+    history = history_store(tmp_path / "h", p[:2], {})
+    claim = ClaimIdFn(history=StreamHistory(str(tmp_path / "h")))
+
+    def sent(post_id: str, text: str) -> list:
+        state = {"claim": Value(), "forget": Timer()}
+        return list(claim.process((post_id, Record(post_id, text, "pubsub:9", 0)), timestamp=Timestamp(9.0), **state))
+
+    assert sent("p0", texts[0]) == [Record("p0", texts[0], "pubsub:9", 0)], "the stored text again: a re-delivery"
+    upper = texts[0].upper()
+    assert sent("p0", upper) == [Record("p0", upper, "pubsub:9", 0)], "the same text as the store normalises it"
+    [refused] = sent("p0", texts[2])
+    assert refused.tag == DEAD_LETTER and refused.value.error == reused_id("p0")
+    assert sent("p2", texts[2]) == [Record("p2", texts[2], "pubsub:9", 0)], "an id the store does not hold"
+    assert history.names_another_text("p1", text_hash(texts[0])) and not history.names_another_text("new", "0" * 32)
 
 
 def test_resolve_per_cell_timeout_and_self_matches():

@@ -87,17 +87,17 @@ def reused_id(post_id: str) -> str:
 class ClaimIdFn(beam.DoFn):
     """Keyed by post id, before any cell sees the post: the first text the stream meets under an id claims the id
     (its text hash, kept until the post's event time plus the retention horizon, as long as cells keep the post;
-    without a horizon, for good);
-    a later message with that id and another text is a dead letter here, so no cell stores it (cells are sharded:
-    one that never held the id could not tell). Messages with the claimed text go on: re-deliveries, which the
-    cells and :class:`ResolveFn` recognise. Ids a history store held before the stream started are checked by the
-    cells that hold them (``Outcome.other_text``)."""
+    without a horizon, for good); a later message with that id and another text is a dead letter here, so no cell
+    stores it (cells are sharded: one that never held the id could not tell). Messages with the claimed text go on:
+    re-deliveries, which the cells and :class:`ResolveFn` recognise. An unclaimed id that a ``history`` store holds
+    with another text is a dead letter too (:meth:`StreamHistory.names_another_text`)."""
 
     CLAIM = ReadModifyWriteStateSpec("claim", StrUtf8Coder())
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
 
-    def __init__(self, retention_seconds: float | None = None):
+    def __init__(self, retention_seconds: float | None = None, history: StreamHistory | None = None):
         self._retention = retention_seconds
+        self._history = history
         self._dead_letters = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
     def process(
@@ -110,14 +110,18 @@ class ClaimIdFn(beam.DoFn):
         post_id, record = element
         hashed, claimed = text_hash(record.text), claim.read()
         if claimed is None:
-            claim.write(hashed)
-            if self._retention:
-                forget.set(Timestamp(float(timestamp) + self._retention))
-        elif claimed != hashed:
-            self._dead_letters.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(record.source, record.text, reused_id(post_id)))
+            stored = self._history is not None and self._history.names_another_text(post_id, hashed)
+            if not stored:
+                claim.write(hashed)
+                if self._retention:
+                    forget.set(Timestamp(float(timestamp) + self._retention))
+                yield record
+                return
+        elif claimed == hashed:
+            yield record
             return
-        yield record
+        self._dead_letters.inc()
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(record.source, record.text, reused_id(post_id)))
 
     @on_timer(FORGET)
     def forget_claim(self, claim=beam.DoFn.StateParam(CLAIM)) -> None:
@@ -616,7 +620,7 @@ class MatchPosts(beam.PTransform):
         fp32 = config.fp32() if band.band else None
         self._cells = CellStateFn(band, fp32, retention_seconds, max_per_cell, history)
         self._resolve = ResolveFn(retention_seconds)
-        self._claim = ClaimIdFn(retention_seconds)
+        self._claim = ClaimIdFn(retention_seconds, history)
 
     def held(self) -> Callable[[], str]:
         """What the stream holds in a worker process, as :func:`cells_held` says it (picklable)."""
