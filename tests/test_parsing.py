@@ -253,9 +253,9 @@ def test_tsv_quoting_ids_and_bad_rows():
         ("dir/in.tsv:9", "malformed TSV: row has 2 fields, header has 3"),
         ("dir/in.tsv:10", "empty line"),
         ("dir/in.tsv:11", "invalid UTF-8 in TSV row"),
-        ("dir/in.tsv:12", "malformed TSV: new-line character seen in unquoted field - do you need to open the file "
-         "in universal-newline mode?"),
-        ("dir/in.tsv:13", "field 'text' is empty or whitespace only"),
+        ("dir/in.tsv:12", "malformed TSV: row has 2 fields, header has 3"),  # a lone CR ends a line, as in Python
+        ("dir/in.tsv:13", "malformed TSV: row has 2 fields, header has 3"),
+        ("dir/in.tsv:14", "field 'text' is empty or whitespace only"),
     ]  # fmt: skip
     assert items[8].raw == "g\tcaf\\xe9\t1"
     assert errors(parse("tsv", "in.tsv", b"id\tbody\n1\thello\n")) == ["missing field 'text'"]
@@ -551,3 +551,12 @@ def test_raw_tsv_is_read_as_written_with_quoting_none():
     ]
     quoted = list(parse_file("t.tsv", io.BytesIO(data), "tsv", ParseConfig(text_field="title")))
     assert isinstance(quoted[0], DeadLetter) and "malformed TSV" in quoted[0].error
+
+
+def test_classic_mac_line_ends_are_line_ends_in_text_and_tables():
+    """Excel's "CSV (Macintosh)" ends lines in a lone CR: the whole file was one dead letter (a .txt one record)."""
+    table = b'id,text\rr1,first row\rr2,"quoted\rcell"\rr3,third\r'
+    parsed = list(parse_file("mac.csv", io.BytesIO(table), "csv", ParseConfig()))
+    assert [(r.id, r.text) for r in parsed] == [("r1", "first row"), ("r2", "quoted\rcell"), ("r3", "third")]
+    lines = list(parse_file("mac.txt", io.BytesIO(b"one\rtwo\r\nthree\nfour\r"), "txt", ParseConfig()))
+    assert [r.text for r in lines] == ["one", "two", "three", "four"]

@@ -12,6 +12,7 @@ import gzip
 import io
 import lzma
 import math
+import re
 import unicodedata
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -166,9 +167,14 @@ def stream_reader(path: str, raw: IO[bytes]) -> IO[bytes] | None:
 _BOM = b"\xef\xbb\xbf"
 
 
-def by_line(parse_lines: LineParser) -> FileParser:
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # just after a carriage return that no line feed follows
+
+
+def by_line(parse_lines: LineParser, universal: bool = False) -> FileParser:
     """The file parser of a line-based format: feeds ``parse_lines`` the file's lines one at a time, a UTF-8 byte
-    order mark (as Excel and Notepad write) removed from the first."""
+    order mark (as Excel and Notepad write) removed from the first. Lines end in ``\\n`` or ``\\r\\n``, and with
+    ``universal`` also in a lone ``\\r`` (classic Mac text, Excel's "CSV (Macintosh)"), as Python's universal
+    newlines read them."""
 
     def lines(file: IO[bytes]) -> Iterator[bytes]:
         first = file.readline().removeprefix(_BOM)
@@ -176,8 +182,12 @@ def by_line(parse_lines: LineParser) -> FileParser:
             yield first
             yield from iter(file.readline, b"")  # Beam's decompressing files are not iterable
 
+    def universal_lines(file: IO[bytes]) -> Iterator[bytes]:
+        for line in lines(file):
+            yield from (piece for piece in _LONE_CR.split(line) if piece) if b"\r" in line[:-2] else (line,)
+
     def parse(path: str, file: IO[bytes], config: ParseConfig) -> Iterator[Parsed]:
-        return parse_lines(path, lines(file), config)
+        return parse_lines(path, (universal_lines if universal else lines)(file), config)
 
     return parse
 
@@ -321,8 +331,8 @@ def message_source(message_id: str) -> str:
 
 
 def strip_newline(line: bytes) -> bytes:
-    """``line`` without its line end (``\\n`` or ``\\r\\n``)."""
-    return line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+    """``line`` without its line end (``\\n``, ``\\r\\n`` or a lone ``\\r``)."""
+    return line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith((b"\n", b"\r")) else line
 
 
 def decode_line(line: bytes) -> tuple[str | None, str | None]:

@@ -124,7 +124,8 @@ def read_delimited_rows(
 def delimited_format(name: str, extensions: tuple[str, ...], delimiter: str) -> Format:
     """The :class:`Format` of delimited text with a header row, split at ``delimiter``."""
     parse = partial(parse_delimited, delimiter=delimiter, label=name.upper())
-    return Format(name, extensions, by_line(parse), read_rows=partial(read_delimited_rows, delimiter=delimiter))
+    rows = partial(read_delimited_rows, delimiter=delimiter)
+    return Format(name, extensions, by_line(parse, universal=True), read_rows=rows)
 
 
 CSV = delimited_format("csv", (".csv",), ",")

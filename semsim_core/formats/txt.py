@@ -43,4 +43,4 @@ def parse_txt_message(text: str, attributes: Mapping[str, str], message_id: str,
     return Record(attributes.get(config.id_attribute) or message_id, text, source, 0)
 
 
-FORMAT = Format("txt", (".txt", ".text"), by_line(parse_txt), parse_message=parse_txt_message)
+FORMAT = Format("txt", (".txt", ".text"), by_line(parse_txt, universal=True), parse_message=parse_txt_message)
