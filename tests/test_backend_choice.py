@@ -22,6 +22,14 @@ CANDIDATES = BACKENDS  # the candidates the pipelines' auto uses: one measuremen
 LIMIT = ScoreBand(0.8, DEFAULT_RESCORE_BAND).max_drift
 
 
+@pytest.fixture
+def short_probe(monkeypatch):
+    """The probe's first 20 pairs, for tests of how candidates are measured and listed rather than of the figures
+    (one thread times the whole probe at ~10 s a candidate on an AVX2-only CPU)."""
+    first, second = backend_choice.probe_texts()
+    monkeypatch.setattr(backend_choice, "probe_texts", lambda: (first[:20], second[:20]))
+
+
 def test_pair_drift_hand_checked():
     reference = np.eye(3, dtype=np.float32)
     moved = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 0, 1]], dtype=np.float32)
@@ -86,7 +94,7 @@ def test_strict_limit_keeps_fp32_and_key_is_recorded(embedder, backend_cache):
     assert record["key"]["runtimes"]["openvino"] != "absent"
 
 
-def test_candidates_are_timed_in_rounds(embedder, backend_cache, monkeypatch):
+def test_candidates_are_timed_in_rounds(embedder, short_probe, backend_cache, monkeypatch):
     timed = []
     real_pass = backend_choice._timed_pass
 
@@ -101,7 +109,7 @@ def test_candidates_are_timed_in_rounds(embedder, backend_cache, monkeypatch):
     assert measured[0].drift == 0 and measured[1].drift < 1e-5
 
 
-def test_missing_runtime_is_skipped_with_a_reason(embedder, monkeypatch, caplog):
+def test_missing_runtime_is_skipped_with_a_reason(embedder, short_probe, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="semsim.backend")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if onnxruntime were not installed
     choice = choose_backend(embedder.model, 1, LIMIT, ("torch", "onnx-int8"))
@@ -110,7 +118,7 @@ def test_missing_runtime_is_skipped_with_a_reason(embedder, monkeypatch, caplog)
     assert "onnx-int8 skipped (backend onnx-int8 needs onnxruntime" in caplog.records[-1].message
 
 
-def test_backend_this_cpu_cannot_run_as_named_is_left_out(embedder, monkeypatch, caplog):
+def test_backend_this_cpu_cannot_run_as_named_is_left_out(embedder, short_probe, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="semsim.backend")
     reason = "this CPU has no bf16 (AVX512-BF16 or AMX): it would run fp32, as openvino"
     bf16 = dataclasses.replace(REGISTRY["openvino-bf16"], unsupported=lambda: reason)

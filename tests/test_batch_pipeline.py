@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sentence_transformers import util
 
 from semsim_core.clustering import connected_components
 from semsim_core.embedder import EmbedConfig, Embedder
@@ -47,14 +46,13 @@ def components(pairs: set[tuple[str, str]], ids: list[str]) -> dict[str, frozens
 
 
 @pytest.fixture(scope="module")
-def stsb_fp32(tmp_path_factory, embedder):
+def stsb_fp32(tmp_path_factory, stsb_test_vectors):
     """The unique STSb test sentences as a JSONL corpus, with sentence-transformers' own fp32 cosines."""
-    sentences = stsb_unique_sentences()
+    sentences, vectors = stsb_test_vectors
     ids = [f"s{i:05d}" for i in range(len(sentences))]
     rows = [{"id": i, "text": t} for i, t in zip(ids, sentences, strict=True)]
     data = write_jsonl(tmp_path_factory.mktemp("stsb") / "stsb.jsonl", rows)
-    vectors = embedder.model.encode(sentences, normalize_embeddings=True, convert_to_tensor=True)
-    return data, ids, sentences, util.cos_sim(vectors, vectors).numpy()
+    return data, ids, sentences, vectors @ vectors.T
 
 
 def pairs_at(ids: list[str], sims: np.ndarray, threshold: float) -> dict[tuple[str, str], float]:
