@@ -34,7 +34,7 @@ def test_model_loaded_once_per_worker_process(tmp_path, titles_file, mode, caplo
             "--batch-window", "8",
             "--direct_running_mode", mode,
             "--direct_num_workers", "2",
-            "--backend", "torch",  # one model per process (auto would also load the fp32 model to rescore)
+            "--backend", "onnx",  # fp32, one model per process, loaded from the cache without sentence-transformers
             "--progress-seconds", "0.01",
         )  # fmt: skip
     assert_invariants(batch)

@@ -41,7 +41,7 @@ def test_portable_runner_matches_fnapi_runner_and_stops_its_services(tmp_path):
     titles = write_jsonl(tmp_path / "titles.jsonl", sample_titles(150))
     paraphrases = tmp_path / "paraphrases.jsonl"
     paraphrases.write_text("".join(SAMPLE_PARAPHRASES.read_text(encoding="utf-8").splitlines(keepends=True)[:200]))
-    flags = ["--input", str(titles), "--input", str(paraphrases), "--backend", "torch"]
+    flags = ["--input", str(titles), "--input", str(paraphrases), "--backend", "onnx"]  # fp32, loaded from the cache
     local = run_batch(tmp_path / "fnapi", *flags)
 
     job_port, pool_port = _free_port(), _free_port()

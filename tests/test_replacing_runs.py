@@ -124,7 +124,7 @@ def test_a_promotion_interrupted_anywhere_leaves_one_whole_run(folders, monkeypa
 
 def test_a_killed_replacing_run_leaves_the_earlier_run_and_is_discarded_by_the_next(tmp_path, capsys):
     out = tmp_path / "out"
-    flags = ["--output", str(out), "--backend", "torch", "--progress-seconds", "0"]
+    flags = ["--output", str(out), "--backend", "onnx", "--progress-seconds", "0"]
     assert main(["batch", "--input", str(write_jsonl(tmp_path / "a.jsonl", sample_titles(40))), *flags]) == 0
     assert main(["report", str(out)]) == 0
     before = _bytes(out)
