@@ -118,7 +118,8 @@ def publish(publisher, topic: str, row: dict):
 
 
 def pair_set(frame: pd.DataFrame) -> set[tuple[str, str]]:
-    return set(zip(frame["id_a"], frame["id_b"], strict=True))
+    """The (id_a, id_b) pairs of a pairs folder read so far (none before its first file is written)."""
+    return set(zip(frame.get("id_a", []), frame.get("id_b", []), strict=True))
 
 
 def stream_flags(subscription: str, output: Path, *extra: str) -> list[str]:
