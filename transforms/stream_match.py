@@ -110,18 +110,18 @@ class ClaimIdFn(beam.DoFn):
         post_id, record = element
         hashed, claimed = text_hash(record.text), claim.read()
         if claimed is None:
-            stored = self._history is not None and self._history.names_another_text(post_id, hashed)
-            if not stored:
+            taken = self._history is not None and self._history.names_another_text(post_id, hashed)
+            if not taken:
                 claim.write(hashed)
                 if self._retention:
                     forget.set(Timestamp(float(timestamp) + self._retention))
-                yield record
-                return
-        elif claimed == hashed:
+        else:
+            taken = claimed != hashed
+        if taken:
+            self._dead_letters.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(record.source, record.text, reused_id(post_id)))
+        else:
             yield record
-            return
-        self._dead_letters.inc()
-        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DeadLetter(record.source, record.text, reused_id(post_id)))
 
     @on_timer(FORGET)
     def forget_claim(self, claim=beam.DoFn.StateParam(CLAIM)) -> None:
