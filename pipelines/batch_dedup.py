@@ -30,7 +30,6 @@ from pipelines.run_files import (
     promote,
     read_parquet_folder,
     read_summary,
-    remove_folder,
     run_entries,
     save_centroids,
     staging_folder,
@@ -60,7 +59,14 @@ from transforms.embed import BACKEND_USED, EmbedRecords
 from transforms.embeddings_io import VECTORS, LookUpVectors, ReadEmbeddings, WithTexts, WriteEmbeddings
 from transforms.exact import EXACT_PAIRS, ExactPrepass, text_key, vector_key
 from transforms.history_clusters import DEMOTED, MERGES, REMOVED, STORED_PAIRS, ClusterWithHistory
-from transforms.history_commit import CommitSegment, WriteMerges, WriteStoredRecords
+from transforms.history_commit import (
+    MERGES_TABLE,
+    RECORDS_TABLE,
+    CommitSegment,
+    StoredRecordRows,
+    merge_row,
+    segment_tables,
+)
 from transforms.history_read import DropStoredIds, StoredTexts
 from transforms.progress import LogProgress
 from transforms.read import ReadRecords
@@ -69,7 +75,7 @@ from transforms.removed import ExplainRemovals
 from transforms.rescore import IN_BAND, RESCORED_TEXTS, RescorePairs
 from transforms.vector_blocks import ToBlocks, VectorBlock
 from transforms.vector_coder import IdVector, IdVectorText
-from transforms.write import CountEach, WriteRows, WriteSummary, write_summary
+from transforms.write import CountEach, Table, WriteSummary, WriteTables, remove_folder, write_summary
 
 _LOG = logging.getLogger(__name__)
 EXECUTION_TIME = "metric:ptransform_execution_time:total_msecs:v1"
@@ -194,6 +200,7 @@ def build(
     blocks = front.embedded["vectors"]
     band = opts.score_band() if not opts.input_embeddings else ScoreBand(opts.threshold)
     written = []  # what the writers return: summary.json is written after all of it
+    tables = {}  # the Parquet outputs: name -> (rows, schema)
     outputs = {name: FileSystems.join(out, name) for name in layout.OUTPUT_SCHEMAS}
     if opts.write_embeddings:
         outputs[layout.EMBEDDINGS] = FileSystems.join(out, layout.EMBEDDINGS)
@@ -239,8 +246,13 @@ def build(
         clustered = {"records": front.accepted, "pairs": pairs} | "Cluster" >> cluster
         clusters = clustered["clusters"]
         outputs[layout.CLUSTER_CHANGES] = FileSystems.join(out, layout.CLUSTER_CHANGES)
-        changes = WriteRows(FileSystems.join(into, layout.CLUSTER_CHANGES), CLUSTER_CHANGES_SCHEMA)
-        written.append(clustered["changes"] | "WriteClusterChanges" >> changes)
+        tables[layout.CLUSTER_CHANGES] = clustered["changes"], CLUSTER_CHANGES_SCHEMA
+        stored_records = {
+            "records": front.accepted,
+            "clusters": clusters,
+            "embedded": blocks | "Ids" >> beam.FlatMap(lambda b: b.ids),
+        } | "StoredRecordRows" >> StoredRecordRows(history.seen)
+        merges = clustered[MERGES] | "MergeRows" >> beam.MapTuple(merge_row)
         removed = (clustered[REMOVED], clustered[DEMOTED]) | "Removals" >> beam.Flatten()
     else:
         if opts.cluster_method == "hdbscan":
@@ -251,7 +263,7 @@ def build(
         clusters = {"records": front.accepted, "edges": edges} | "Cluster" >> cluster
         removed = {"clusters": clusters, "pairs": pairs} | "ExplainRemovals" >> ExplainRemovals()
     outputs[layout.REMOVED] = FileSystems.join(out, layout.REMOVED)
-    written.append(removed | "WriteRemoved" >> WriteRows(FileSystems.join(into, layout.REMOVED), REMOVED_SCHEMA))
+    tables[layout.REMOVED] = removed, REMOVED_SCHEMA
     if opts.write_deduplicated:
         outputs[layout.DEDUPLICATED] = FileSystems.join(out, layout.DEDUPLICATED)
         deduplicate = WriteDeduplicated(FileSystems.join(into, layout.DEDUPLICATED), opts.parse_config(), opts.format)
@@ -259,10 +271,18 @@ def build(
         written.append(deduplicated)
     dead_letters = front.rejected | "AllDeadLetters" >> beam.Flatten()
 
-    written.append(pairs | "WritePairs" >> WriteRows(FileSystems.join(into, layout.PAIRS), PAIRS_SCHEMA))
-    written.append(clusters | "WriteClusters" >> WriteRows(FileSystems.join(into, layout.CLUSTERS), CLUSTERS_SCHEMA))
-    dead_letter_rows = WriteRows(FileSystems.join(into, layout.DEAD_LETTER), DEAD_LETTER_SCHEMA)
-    written.append(dead_letters | "WriteDeadLetters" >> dead_letter_rows)
+    tables.update({
+        layout.PAIRS: (pairs, PAIRS_SCHEMA),
+        layout.CLUSTERS: (clusters, CLUSTERS_SCHEMA),
+        layout.DEAD_LETTER: (dead_letters, DEAD_LETTER_SCHEMA),
+    })  # fmt: skip
+    where = {name: Table(FileSystems.join(into, name), schema) for name, (_, schema) in tables.items()}
+    rows = {name: rows for name, (rows, _) in tables.items()}
+    if history:  # the new segment's tables of the store, in the same step
+        where.update(segment_tables(plan.root, plan.segment))
+        rows.update({RECORDS_TABLE: stored_records, MERGES_TABLE: merges})
+    files = rows | "WriteTables" >> WriteTables(where)
+    written.append(files)
 
     parsed = front.parsed
     counted = {
@@ -295,17 +315,10 @@ def build(
         measured["backend"] = used | "NameBackends" >> beam.Map(_backends_used)
         measured["rescore_band"] = used | "BandUsed" >> beam.Map(_band_used, band.band)
     if history:
-        segment_files = {
-            "records": {
-                "records": front.accepted,
-                "clusters": clusters,
-                "embedded": blocks | "Ids" >> beam.FlatMap(lambda b: b.ids),
-            }
-            | "WriteStoredRecords" >> WriteStoredRecords(plan.root, plan.segment, history.seen),
-            "merges": clustered[MERGES] | "WriteMerges" >> WriteMerges(plan.root, plan.segment),
-            "cells": found["parts"] | "PartPaths" >> beam.Values(),
-        }
-        written.extend([segment_files["records"], segment_files["merges"]])
+        segment_files = (
+            files | "SegmentFiles" >> beam.FlatMap(lambda f: [f[1]] if f[0] in (RECORDS_TABLE, MERGES_TABLE) else []),
+            found["parts"] | "PartPaths" >> beam.Values(),
+        )
         measured["history"] = _count_history(pipeline, history, front.accepted, clustered)
     settings = Summary(
         threshold=opts.threshold,
@@ -324,7 +337,7 @@ def build(
     )
     done = measured | "Summary" >> WriteSummary(FileSystems.join(into, layout.SUMMARY), settings, after=written)
     if history:
-        done = done | "CommitHistory" >> CommitSegment(plan, partition, segment_files.values())
+        done = done | "CommitHistory" >> CommitSegment(plan, partition, segment_files)
     if staging:  # the staging folder goes as a whole, its work with it
         done | "Promote" >> beam.Map(lambda _: promote(staging, out))
     else:

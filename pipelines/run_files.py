@@ -13,6 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from semsim_core.history import History, HistoryError, new_segment_id
 from semsim_core.run_layout import PROMOTING, RUN_ENTRIES, STAGED_RUN_PREFIX, SUMMARY, WORK, Summary
 from transforms.embeddings_io import embeddings_pattern
+from transforms.write import files_under, remove_folder
 
 
 def read_summary(folder: str) -> Summary:
@@ -69,18 +70,6 @@ def run_entries(folder: str) -> list[str]:
     return found
 
 
-def _files_under(path: str) -> list[str]:
-    return [m.path for m in FileSystems.match([FileSystems.join(path, "**")])[0].metadata_list]
-
-
-def remove_folder(path: str) -> None:
-    """Delete ``path``, a file or a folder with everything under it, when it exists."""
-    if children := _files_under(path):
-        FileSystems.delete(children)
-    if FileSystems.exists(path):  # a file, or a local folder (object stores have no folders)
-        FileSystems.delete([path])
-
-
 def remove_run(folder: str) -> None:
     """Delete the entries of an earlier semsim batch run in ``folder`` (and nothing else of it)."""
     for path in run_entries(folder):
@@ -95,7 +84,7 @@ def staging_folder(folder: str) -> str:
 
 def _move(source: str, target: str) -> None:
     """Rename a file or a folder: a local folder at once, on an object store each object under the prefix."""
-    objects = _files_under(source) if "://" in source else []
+    objects = files_under(source) if "://" in source else []
     if objects:
         FileSystems.rename(objects, [target + path[len(source) :] for path in objects])
     else:
@@ -118,9 +107,9 @@ def promote(staging: str, folder: str) -> None:
     if FileSystems.exists(promoting):
         for name in RUN_ENTRIES:
             staged = FileSystems.join(staging, name)
-            if name not in (SUMMARY, WORK) and (FileSystems.exists(staged) or _files_under(staged)):
+            if name not in (SUMMARY, WORK) and (FileSystems.exists(staged) or files_under(staged)):
                 _move(staged, FileSystems.join(folder, name))
-        if leftovers := [path for path in _files_under(staging) if path != promoting]:
+        if leftovers := [path for path in files_under(staging) if path != promoting]:
             FileSystems.delete(leftovers)  # its work: once the summary has moved, the staging folder holds nothing
         FileSystems.rename([promoting], [FileSystems.join(folder, SUMMARY)])
     remove_folder(staging)
@@ -129,7 +118,7 @@ def promote(staging: str, folder: str) -> None:
 def staged_runs(folder: str) -> list[str]:
     """The staging folders (:func:`staging_folder`) in ``folder``, oldest first."""
     prefix = FileSystems.join(folder, STAGED_RUN_PREFIX)
-    found = {path[len(prefix) :].split("/", 1)[0] for path in _files_under(prefix + "*") if path.startswith(prefix)}
+    found = {path[len(prefix) :].split("/", 1)[0] for path in files_under(prefix + "*") if path.startswith(prefix)}
     if "://" not in folder and os.path.isdir(folder):  # a local one may hold no file yet
         found |= {e.name[len(STAGED_RUN_PREFIX) :] for e in os.scandir(folder) if e.name.startswith(STAGED_RUN_PREFIX)}
     return [prefix + name for name in sorted(found)]
@@ -161,5 +150,5 @@ def finish_promotions(folder: str, discard_unfinished: bool) -> None:
         finished = _finished(staging)
         if finished:
             promote(staging, folder)
-        elif finished is False and (discard_unfinished or not _files_under(staging)):
+        elif finished is False and (discard_unfinished or not files_under(staging)):
             remove_folder(staging)

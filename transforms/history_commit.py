@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import WriteToParquet
 
 from semsim_core.history import (
     MERGES,
@@ -25,9 +24,11 @@ from semsim_core.history import (
 )
 from semsim_core.run_layout import Summary
 from transforms.cells import Partition
+from transforms.write import Table
 
 _LOG = logging.getLogger(__name__)
 
+RECORDS_TABLE, MERGES_TABLE = "stored_records", "stored_merges"  # the segment's tables, as WriteTables names them
 FAIL_BEFORE_COMMIT = "SEMSIM_FAIL_BEFORE_COMMIT"  # fault injection for the commit-safety tests: set to 1 to fail there
 
 
@@ -43,14 +44,13 @@ def _stored_row(element: tuple[str, dict[str, Iterable]], seen: dt.datetime) -> 
         yield record_row(record_id, record.text, event_time, cluster.cluster_id, bool(list(joined["embedded"])))
 
 
-class WriteStoredRecords(beam.PTransform):
+class StoredRecordRows(beam.PTransform):
     """``{"records", "clusters", "embedded"}`` (new Records, their ClusterAssignments, the ids that were embedded) ->
-    the new segment's ``records/`` Parquet files; returns their paths. A record's event time is its own (from
-    ``--time-field``), else ``seen`` (when this run first saw it)."""
+    the new segment's ``records/`` rows (:data:`~semsim_core.history.RECORDS_SCHEMA`, as dicts). A record's event
+    time is its own (from ``--time-field``), else ``seen`` (when this run first saw it)."""
 
-    def __init__(self, root: str, segment: str, seen: dt.datetime):
+    def __init__(self, seen: dt.datetime):
         super().__init__()
-        self._prefix = FileSystems.join(root, RECORDS + segment)
         self._seen = seen
 
     def expand(self, inputs):
@@ -59,27 +59,20 @@ class WriteStoredRecords(beam.PTransform):
             "cluster": inputs["clusters"] | "ClusterById" >> beam.Map(lambda c: (c.id, c)),
             "embedded": inputs["embedded"] | "EmbeddedId" >> beam.Map(lambda record_id: (record_id, True)),
         } | "Join" >> beam.CoGroupByKey()
-        return (
-            joined
-            | "Row" >> beam.FlatMap(_stored_row, self._seen)
-            | "Write" >> WriteToParquet(self._prefix, RECORDS_SCHEMA, codec="zstd", file_name_suffix=".parquet")
-        )
+        return joined | "Row" >> beam.FlatMap(_stored_row, self._seen)
 
 
-class WriteMerges(beam.PTransform):
-    """``(from, to)`` stored cluster ids -> the new segment's ``merges/`` Parquet file; returns its path."""
+def merge_row(from_cluster_id: str, to_cluster_id: str) -> dict:
+    """One row of ``merges/`` (:data:`~semsim_core.history.MERGES_SCHEMA`): a stored cluster id merged into another."""
+    return {"from_cluster_id": from_cluster_id, "to_cluster_id": to_cluster_id}
 
-    def __init__(self, root: str, segment: str):
-        super().__init__()
-        self._prefix = FileSystems.join(root, MERGES + segment)
 
-    def expand(self, merges):
-        return (
-            merges
-            | "Row" >> beam.MapTuple(lambda a, b: {"from_cluster_id": a, "to_cluster_id": b})
-            | "Write"
-            >> WriteToParquet(self._prefix, MERGES_SCHEMA, codec="zstd", file_name_suffix=".parquet", num_shards=1)
-        )
+def segment_tables(root: str, segment: str) -> dict[str, Table]:
+    """The new segment's ``records/`` and ``merges/`` tables in the store, as :class:`WriteTables` writes them."""
+    return {
+        RECORDS_TABLE: Table(FileSystems.join(root, RECORDS), RECORDS_SCHEMA, "zstd", segment),
+        MERGES_TABLE: Table(FileSystems.join(root, MERGES), MERGES_SCHEMA, "zstd", segment),
+    }
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,13 @@ import datetime as dt
 import random
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.transforms import trigger, window
 
 from semsim_core.run_layout import Summary
@@ -51,9 +50,9 @@ class ParquetSink(fileio.FileSink):
             self._writer.close()
 
 
-def rows_table(schema: pa.Schema, rows: list[NamedTuple]) -> pa.Table:
-    """NamedTuple rows as an Arrow table of ``schema``."""
-    return pa.Table.from_pylist([row._asdict() for row in rows], schema=schema)
+def rows_table(schema: pa.Schema, rows: list[NamedTuple | dict]) -> pa.Table:
+    """NamedTuple (or dict) rows as an Arrow table of ``schema``."""
+    return pa.Table.from_pylist([row if isinstance(row, dict) else row._asdict() for row in rows], schema=schema)
 
 
 def write_file(path: str, write: Callable[[BinaryIO], object]) -> None:
@@ -128,22 +127,133 @@ class WriteWindowedRows(beam.PTransform):
         )
 
 
-class WriteRows(beam.PTransform):
-    """Writes NamedTuple rows to ``folder/part-SSSSS-of-NNNNN.parquet`` (snappy) with the given Arrow schema."""
+class Table(NamedTuple):
+    """A Parquet output: its folder, the Arrow schema of its rows (NamedTuples or dicts), the codec, and what its
+    files' names start with (``<prefix>-SSSSS-of-NNNNN.parquet``)."""
 
-    def __init__(self, folder: str, schema: pa.Schema):
+    folder: str
+    schema: pa.Schema
+    codec: str = "snappy"
+    prefix: str = "part"
+
+
+class _OpenFile:
+    """A temporary Parquet file being written, its rows buffered into row groups of ``rows_per_group``."""
+
+    def __init__(self, path: str, table: Table, rows_per_group: int):
+        self.path = path
+        self._table = table
+        self._rows_per_group = rows_per_group
+        self._file = FileSystems.create(path)
+        self._writer = pq.ParquetWriter(self._file, table.schema, compression=table.codec)
+        self._rows: list[NamedTuple | dict] = []
+
+    def add(self, row: NamedTuple | dict) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self._rows_per_group:
+            self._write_group()
+
+    def _write_group(self) -> None:
+        self._writer.write_table(rows_table(self._table.schema, self._rows))
+        self._rows = []
+
+    def close(self) -> None:
+        if self._rows:
+            self._write_group()
+        self._writer.close()
+        self._file.close()
+
+
+class _WriteBundleFilesFn(beam.DoFn):
+    """Writes a bundle's ``(table, row)`` elements into one temporary file per table, of the bundle's own (a retried
+    bundle writes new ones), and emits ``(table, temporary path)`` for each when the bundle finishes."""
+
+    def __init__(self, tables: dict[str, Table], temp: dict[str, str], rows_per_group: int):
+        self._tables = tables
+        self._temp = temp
+        self._rows_per_group = rows_per_group
+
+    def start_bundle(self) -> None:
+        self._open: dict[str, _OpenFile] = {}
+
+    def process(self, element: tuple[str, NamedTuple | dict]) -> None:
+        name, row = element
+        if name not in self._open:
+            path = FileSystems.join(self._temp[name], f"{uuid.uuid4().hex}.parquet")
+            self._open[name] = _OpenFile(path, self._tables[name], self._rows_per_group)
+        self._open[name].add(row)
+
+    def finish_bundle(self) -> Iterator[window.WindowedValue]:
+        for name, written in self._open.items():
+            written.close()
+            yield window.GlobalWindows.windowed_value((name, written.path))
+
+
+def files_under(path: str) -> list[str]:
+    """The files under ``path`` (a folder, or an object-store prefix), at any depth."""
+    return [m.path for m in FileSystems.match([FileSystems.join(path, "**")])[0].metadata_list]
+
+
+def remove_folder(path: str) -> None:
+    """Delete ``path``, a file or a folder with everything under it, when it exists."""
+    if children := files_under(path):
+        FileSystems.delete(children)
+    if FileSystems.exists(path):  # a file, or a local folder (object stores have no folders)
+        FileSystems.delete([path])
+
+
+def _finalize(_, tables: dict[str, Table], temp: dict[str, str], written: list[tuple[str, str]]) -> Iterator:
+    """Moves the committed bundles' files into place as ``<prefix>-SSSSS-of-NNNNN.parquet`` (a table without rows
+    gets one empty file), removes the temporary folders, and emits ``(table, path)`` per file. Repeatable: a file
+    already moved is not moved again."""
+    for name, table in tables.items():
+        sources = sorted(path for table_name, path in written if table_name == name)
+        shards = len(sources) or 1
+        targets = [
+            FileSystems.join(table.folder, f"{table.prefix}-{i:05d}-of-{shards:05d}.parquet") for i in range(shards)
+        ]
+        if sources:
+            pending = [(s, t) for s, t in zip(sources, targets, strict=True) if FileSystems.exists(s)]
+            if pending:
+                FileSystems.rename(*map(list, zip(*pending, strict=True)))
+        else:
+            write_table(targets[0], table.schema.empty_table())
+        remove_folder(temp[name])
+        for target in targets:
+            yield name, target
+
+
+class WriteTables(beam.PTransform):
+    """Writes ``{name: PCollection of rows}`` (NamedTuples or dicts) to the Parquet folders of ``tables`` (a
+    :class:`Table` per name), all in one step: each bundle writes its rows of each table into a temporary file of its
+    own (in a hidden folder of the table's, unique to this pipeline), and once every bundle has finished the files of
+    those that committed are renamed to ``<prefix>-SSSSS-of-NNNNN.parquet``; a retried bundle's abandoned files go
+    with the temporary folder. Returns ``(name, path)`` of every file written. Batch pipelines only (global window).
+
+    One step for every table costs the runner a few stages in all, where a Beam file sink per table costs a few each.
+    """
+
+    def __init__(self, tables: dict[str, Table], rows_per_group: int = 8192):
         super().__init__()
-        self._folder = folder
-        self._schema = schema
+        self._tables = tables
+        self._rows_per_group = rows_per_group
+        token = uuid.uuid4().hex[:12]
+        self._temp = {name: FileSystems.join(table.folder, f".temp-{token}") for name, table in tables.items()}
 
     def expand(self, rows):
+        tagged = [
+            rows[name] | f"Tag_{name}" >> beam.Map(lambda row, n=name: (n, row)).with_output_types(tuple[str, Any])
+            for name in self._tables
+        ]
+        written = (
+            tagged
+            | "AllRows" >> beam.Flatten()
+            | "WriteBundleFiles" >> beam.ParDo(_WriteBundleFilesFn(self._tables, self._temp, self._rows_per_group))
+        )
         return (
-            rows
-            | "ToDict" >> beam.Map(lambda row: row._asdict())
-            | "Parquet"
-            >> WriteToParquet(
-                FileSystems.join(self._folder, "part"), self._schema, codec="snappy", file_name_suffix=".parquet"
-            )
+            rows[next(iter(self._tables))].pipeline
+            | "Once" >> beam.Create([None])
+            | "Finalize" >> beam.FlatMap(_finalize, self._tables, self._temp, beam.pvalue.AsList(written))
         )
 
 
