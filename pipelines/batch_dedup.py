@@ -154,13 +154,13 @@ def _backends_used(names) -> str | None:
     return ", ".join(sorted(set(names))) or None
 
 
-def _history_counts(_, history: HistoryRun, **measured: int) -> dict:
+def _history_counts(measured: dict[str, int], history: HistoryRun) -> dict:
     plan = history.plan
     created = plan.manifest is None and measured["records_added"] > 0  # a run that accepts nothing creates no store
     return asdict(HistoryCounts(plan.root, plan.segment, created, history.records_before, **measured))
 
 
-def _count_history(pipeline: beam.Pipeline, history: HistoryRun, accepted, clustered) -> beam.PCollection:
+def _count_history(history: HistoryRun, accepted, clustered) -> beam.PCollection:
     """The summary's ``history`` field, as a one-element PCollection."""
     stored_pairs = clustered[STORED_PAIRS]
     counted = {
@@ -170,12 +170,7 @@ def _count_history(pipeline: beam.Pipeline, history: HistoryRun, accepted, clust
         "cluster_changes": clustered["changes"],
         "demoted": clustered[DEMOTED],
     }
-    counts = {name: beam.pvalue.AsSingleton(n) for name, n in (counted | "CountHistory" >> CountEach()).items()}
-    return (
-        pipeline
-        | "HistoryOnce" >> beam.Create([None])
-        | "HistoryCounts" >> beam.Map(_history_counts, history, **counts)
-    )
+    return counted | "CountHistory" >> CountEach() | "HistoryCounts" >> beam.Map(_history_counts, history)
 
 
 def build(
@@ -297,7 +292,8 @@ def build(
     }
     if band.band:
         counted.update(rescored_pairs=rescoring[IN_BAND], rescored_texts=rescoring[RESCORED_TEXTS])
-    measured = counted | "Count" >> CountEach(blocks=("embedded",))
+    counts = counted | "Count" >> CountEach(blocks=("embedded",))
+    measured = {}
     if opts.write_deduplicated:
         rows = deduplicated | "DeduplicatedRows" >> beam.Map(lambda written_file: written_file[1])
         measured["deduplicated"] = rows | "CountDeduplicated" >> beam.CombineGlobally(sum)
@@ -319,7 +315,7 @@ def build(
             files | "SegmentFiles" >> beam.FlatMap(lambda f: [f[1]] if f[0] in (RECORDS_TABLE, MERGES_TABLE) else []),
             found["parts"] | "PartPaths" >> beam.Values(),
         )
-        measured["history"] = _count_history(pipeline, history, front.accepted, clustered)
+        measured["history"] = _count_history(history, front.accepted, clustered)
     settings = Summary(
         threshold=opts.threshold,
         model=None if opts.input_embeddings else opts.model,
@@ -335,7 +331,8 @@ def build(
         keep=opts.keep_policy(),
         target_recall=opts.target_recall,
     )
-    done = measured | "Summary" >> WriteSummary(FileSystems.join(into, layout.SUMMARY), settings, after=written)
+    summary = WriteSummary(FileSystems.join(into, layout.SUMMARY), settings, counts, after=written)
+    done = measured | "Summary" >> summary
     if history:
         done = done | "CommitHistory" >> CommitSegment(plan, partition, segment_files)
     if staging:  # the staging folder goes as a whole, its work with it

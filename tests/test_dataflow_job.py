@@ -50,7 +50,7 @@ def test_batch_job_description(tmp_path):
     assert job.proto.type_.name == "JOB_TYPE_BATCH"
     assert {
         "Read", "DropDuplicateIds", "ExactPrepass", "Embed", "TrainCentroids", "FindPairs", "Cluster",
-        "WritePairs", "WriteClusters", "WriteDeadLetters", "Summary",
+        "WriteTables", "Summary",
     } <= _top_level(job)  # fmt: skip
     options = job.options.get_all_options()
     assert options["backend"] == "openvino-int8" and options["embed_threads"] == 1

@@ -9,6 +9,7 @@ import numpy as np
 
 from semsim_core.records import Pair
 from transforms.vector_blocks import SmallestIdHashes, VectorBlock
+from transforms.write import SumByKey
 
 
 def _true_pairs(block: VectorBlock, queries: VectorBlock, threshold: float) -> Iterator[tuple[tuple[str, str], str]]:
@@ -33,8 +34,7 @@ def _outcome(tags: set[str]) -> str:
     return "not_in_truth"  # reported by the pipeline, below the threshold by brute force (float rounding at the edge)
 
 
-def _recall(outcomes: list[tuple[str, int]], queries: VectorBlock) -> dict:
-    counts = dict(outcomes)
+def _recall(counts: dict[str, int], queries: VectorBlock) -> dict:
     found, missed = counts.get("found", 0), counts.get("missed", 0)
     true_pairs = found + missed
     return {
@@ -67,8 +67,7 @@ class MeasureRecall(beam.PTransform):
             (truth, found)
             | "Both" >> beam.Flatten()
             | "ByPair" >> beam.GroupByKey()
-            | "Outcome" >> beam.MapTuple(lambda pair, tags: _outcome(set(tags)))
-            | "CountOutcomes" >> beam.combiners.Count.PerElement()
-            | "Outcomes" >> beam.combiners.ToList()
+            | "Outcome" >> beam.MapTuple(lambda pair, tags: (_outcome(set(tags)), 1))
+            | "CountOutcomes" >> beam.CombineGlobally(SumByKey())
             | "Recall" >> beam.Map(_recall, queries)
         )

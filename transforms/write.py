@@ -257,8 +257,8 @@ class WriteTables(beam.PTransform):
         )
 
 
-def _write_summary(_, path: str, settings: Summary, *written: list, **measured) -> Summary:
-    summary = settings.measured(**measured)
+def _write_summary(_, path: str, settings: Summary, counts: dict, *written: list, **measured) -> Summary:
+    summary = settings.measured(**counts, **measured)
     write_summary(path, summary)
     return summary
 
@@ -282,10 +282,33 @@ class CountInBundleFn(beam.DoFn):
         yield window.GlobalWindows.windowed_value((self._name, self._count))
 
 
+class SumByKey(beam.CombineFn):
+    """``(key, number)`` elements -> one ``{key: sum}`` dict: a per-key sum and its collection in one global combine
+    (one shuffle, where ``CombinePerKey`` then ``ToDict`` take two)."""
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, sums: dict, element: tuple) -> dict:
+        key, number = element
+        sums[key] = sums.get(key, 0) + number
+        return sums
+
+    def merge_accumulators(self, accumulators) -> dict:
+        merged: dict = {}
+        for sums in accumulators:
+            for key, number in sums.items():
+                merged[key] = merged.get(key, 0) + number
+        return merged
+
+    def extract_output(self, sums: dict) -> dict:
+        return sums
+
+
 class CountEach(beam.PTransform):
-    """``{name: PCollection, or a tuple of them}`` -> ``{name: one-element PCollection with its size}`` (a tuple's
-    sizes summed), in one sum for all of them of one count per bundle and name (:class:`CountInBundleFn`), rather
-    than one global count each, which would cost the runner a few stages per name. The PCollections named in
+    """``{name: PCollection, or a tuple of them}`` -> a one-element PCollection: ``{name: size}`` (a tuple's sizes
+    summed), in one sum for all of them of one count per bundle and name (:class:`CountInBundleFn`), rather than
+    one global count each, which would cost the runner a few stages per name. The PCollections named in
     ``blocks`` hold :class:`~transforms.vector_blocks.VectorBlock` values: their size is the blocks' rows. Batch
     pipelines only (global window)."""
 
@@ -301,27 +324,29 @@ class CountEach(beam.PTransform):
                 label = f"Count_{name}" if len(pcolls) == 1 else f"Count_{name}_{i}"
                 count = CountInBundleFn(name, name in self._blocks)
                 counts.append(pcoll | label >> beam.ParDo(count).with_output_types(tuple[str, int]))
-        flat = counts | "AllCounts" >> beam.Flatten()
-        totals = flat | "Sum" >> beam.CombinePerKey(sum) | "Totals" >> beam.combiners.ToDict()
-        return {name: totals | f"Total_{name}" >> beam.Map(lambda t, n=name: t.get(n, 0)) for name in named}
+        totals = counts | "AllCounts" >> beam.Flatten() | "Totals" >> beam.CombineGlobally(SumByKey())
+        return totals | "Sizes" >> beam.Map(lambda sums, names=tuple(named): {n: sums.get(n, 0) for n in names})
 
 
 class WriteSummary(beam.PTransform):
-    """Writes ``settings`` (a :class:`Summary`) to ``path`` with each named one-element PCollection's value in the
+    """Writes ``settings`` (a :class:`Summary`) to ``path`` with the fields of ``counts`` (a one-element PCollection
+    of a ``{field: value}`` dict, as :class:`CountEach` gives) and each named one-element PCollection's value in the
     field of that name, once they are all known and every PCollection of ``after`` (the other writers' results) is
     complete: the summary is the run's success marker."""
 
-    def __init__(self, path: str, settings: Summary, after: Sequence = ()):
+    def __init__(self, path: str, settings: Summary, counts, after: Sequence = ()):
         super().__init__()
         self._path = path
         self._settings = settings
+        self._counts = counts
         self._after = after
 
     def expand(self, named):
         values = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in named.items()}
         written = [beam.pvalue.AsList(pcoll) for pcoll in self._after]
+        counts = beam.pvalue.AsSingleton(self._counts)
         return (
-            named[next(iter(named))].pipeline
+            self._counts.pipeline
             | "Once" >> beam.Create([None])
-            | "Write" >> beam.Map(_write_summary, self._path, self._settings, *written, **values)
+            | "Write" >> beam.Map(_write_summary, self._path, self._settings, counts, *written, **values)
         )
