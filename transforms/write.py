@@ -213,9 +213,9 @@ def _finalize(_, tables: dict[str, Table], temp: dict[str, str], written: list[t
             FileSystems.join(table.folder, f"{table.prefix}-{i:05d}-of-{shards:05d}.parquet") for i in range(shards)
         ]
         if sources:
-            pending = [(s, t) for s, t in zip(sources, targets, strict=True) if FileSystems.exists(s)]
+            pending = [i for i, source in enumerate(sources) if FileSystems.exists(source)]
             if pending:
-                FileSystems.rename(*map(list, zip(*pending, strict=True)))
+                FileSystems.rename([sources[i] for i in pending], [targets[i] for i in pending])
         else:
             write_table(targets[0], table.schema.empty_table())
         remove_folder(temp[name])
