@@ -272,11 +272,11 @@ def build(
         layout.DEAD_LETTER: (dead_letters, DEAD_LETTER_SCHEMA),
     })  # fmt: skip
     where = {name: Table(FileSystems.join(into, name), schema) for name, (_, schema) in tables.items()}
-    rows = {name: rows for name, (rows, _) in tables.items()}
+    contents = {name: pcoll for name, (pcoll, _) in tables.items()}
     if history:  # the new segment's tables of the store, in the same step
         where.update(segment_tables(plan.root, plan.segment))
-        rows.update({RECORDS_TABLE: stored_records, MERGES_TABLE: merges})
-    files = rows | "WriteTables" >> WriteTables(where)
+        contents.update({RECORDS_TABLE: stored_records, MERGES_TABLE: merges})
+    files = contents | "WriteTables" >> WriteTables(where)
     written.append(files)
 
     parsed = front.parsed
