@@ -81,11 +81,12 @@ class TrainCentroids(beam.PTransform):
         return Partition(*train_partition(vectors, k, total, self._max, self._tuned, seed=self._seed))
 
     def expand(self, blocks):
-        total = blocks | "Sizes" >> beam.Map(len) | "Count" >> beam.CombineGlobally(sum)
+        sample_and_total = beam.combiners.TupleCombineFn(SmallestIdHashes(self._sample_size), sum)
         return (
             blocks
-            | "Sample" >> beam.CombineGlobally(SmallestIdHashes(self._sample_size))
-            | "Train" >> beam.Map(self._train, beam.pvalue.AsSingleton(total))
+            | "WithSizes" >> beam.Map(lambda block: (block, len(block)))
+            | "SampleAndCount" >> beam.CombineGlobally(sample_and_total)  # one combine: one shuffle
+            | "Train" >> beam.MapTuple(self._train)
         )
 
 
