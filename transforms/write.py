@@ -1,4 +1,4 @@
-"""Writers: a PCollection of NamedTuples to a Parquet folder, and the run's summary.json."""
+"""Writers: Parquet tables (a batch run's all in one step, a stream's per window) and the run's summary.json."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime as dt
 import random
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any, BinaryIO, NamedTuple
 
 import apache_beam as beam
@@ -19,12 +20,13 @@ from semsim_core.run_layout import Summary
 
 
 class ParquetSink(fileio.FileSink):
-    """A :mod:`fileio` sink writing one Parquet file (snappy) in row groups: ``to_table`` turns a list of elements
-    into an Arrow table, so the schema may depend on the data (e.g. the embedding dimension)."""
+    """A :mod:`fileio` sink writing one Parquet file (``codec``, snappy by default) in row groups: ``to_table`` turns
+    a list of elements into an Arrow table, so the schema may depend on the data (e.g. the embedding dimension)."""
 
-    def __init__(self, to_table: Callable[[list], pa.Table], rows_per_group: int = 8192):
+    def __init__(self, to_table: Callable[[list], pa.Table], rows_per_group: int = 8192, codec: str = "snappy"):
         self._to_table = to_table
         self._rows_per_group = rows_per_group
+        self._codec = codec
 
     def open(self, fh) -> None:
         self._fh = fh
@@ -39,7 +41,7 @@ class ParquetSink(fileio.FileSink):
     def _write_group(self) -> None:
         table = self._to_table(self._items)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._fh, table.schema, compression="snappy")
+            self._writer = pq.ParquetWriter(self._fh, table.schema, compression=self._codec)
         self._writer.write_table(table)
         self._items = []
 
@@ -137,33 +139,6 @@ class Table(NamedTuple):
     prefix: str = "part"
 
 
-class _OpenFile:
-    """A temporary Parquet file being written, its rows buffered into row groups of ``rows_per_group``."""
-
-    def __init__(self, path: str, table: Table, rows_per_group: int):
-        self.path = path
-        self._table = table
-        self._rows_per_group = rows_per_group
-        self._file = FileSystems.create(path)
-        self._writer = pq.ParquetWriter(self._file, table.schema, compression=table.codec)
-        self._rows: list[NamedTuple | dict] = []
-
-    def add(self, row: NamedTuple | dict) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= self._rows_per_group:
-            self._write_group()
-
-    def _write_group(self) -> None:
-        self._writer.write_table(rows_table(self._table.schema, self._rows))
-        self._rows = []
-
-    def close(self) -> None:
-        if self._rows:
-            self._write_group()
-        self._writer.close()
-        self._file.close()
-
-
 class _WriteBundleFilesFn(beam.DoFn):
     """Writes a bundle's ``(table, row)`` elements into one temporary file per table, of the bundle's own (a retried
     bundle writes new ones), and emits ``(table, temporary path)`` for each when the bundle finishes."""
@@ -174,19 +149,24 @@ class _WriteBundleFilesFn(beam.DoFn):
         self._rows_per_group = rows_per_group
 
     def start_bundle(self) -> None:
-        self._open: dict[str, _OpenFile] = {}
+        self._open: dict[str, tuple[str, BinaryIO, ParquetSink]] = {}  # table -> temporary path, file, sink
 
     def process(self, element: tuple[str, NamedTuple | dict]) -> None:
         name, row = element
         if name not in self._open:
+            table = self._tables[name]
             path = FileSystems.join(self._temp[name], f"{uuid.uuid4().hex}.parquet")
-            self._open[name] = _OpenFile(path, self._tables[name], self._rows_per_group)
-        self._open[name].add(row)
+            sink = ParquetSink(partial(rows_table, table.schema), self._rows_per_group, table.codec)
+            handle = FileSystems.create(path)
+            sink.open(handle)
+            self._open[name] = path, handle, sink
+        self._open[name][2].write(row)
 
     def finish_bundle(self) -> Iterator[window.WindowedValue]:
-        for name, written in self._open.items():
-            written.close()
-            yield window.GlobalWindows.windowed_value((name, written.path))
+        for name, (path, handle, sink) in self._open.items():
+            sink.flush()
+            handle.close()
+            yield window.GlobalWindows.windowed_value((name, path))
 
 
 def files_under(path: str) -> list[str]:
