@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,26 +12,27 @@ from semsim_core.backends.base import Backend, Runner, built
 from semsim_core.backends.onnx_export import onnx_graph
 
 
-def _quantized(model) -> Path:
+def quantize_matmuls(source: Path, target: Path, exclude: Sequence[str] = ()) -> None:
+    """Write ``source`` with its MatMuls (all but the nodes named in ``exclude``) quantized as ``onnx-int8`` runs
+    them: dynamic int8, per-channel 7-bit weights (reduce_range: without VNNI the u8 x s8 products sum in saturating
+    16-bit pairs); the embedding Gather stays fp32. Probe drift from fp32 / rate on 2,000 titles, measured on an
+    AVX2-only AMD EPYC (Zen 3), 2 threads: all ops, 7-bit 0.070 / 677/s; all ops, 8-bit 0.056 / 618/s; MatMul only,
+    8-bit 0.067 / 674/s; MatMul only, 7-bit 0.039 / 669-706/s; U8U8 per-channel MatMul only 0.046 / 558/s."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    source = onnx_graph(model)
-    # Only the MatMuls (the embedding Gather stays fp32), per-channel 7-bit weights (reduce_range: without VNNI the
-    # u8 x s8 products sum in saturating 16-bit pairs). Probe drift from fp32 / rate on 2,000 titles, measured on an
-    # AVX2-only AMD EPYC (Zen 3), 2 threads: all ops, 7-bit 0.070 / 677/s; all ops, 8-bit 0.056 / 618/s; MatMul
-    # only, 8-bit 0.067 / 674/s; MatMul only, 7-bit 0.039 / 669-706/s; U8U8 per-channel MatMul only 0.046 / 558/s.
-    return built(
-        model,
-        "model-int8.onnx",
-        lambda tmp: quantize_dynamic(
-            source,
-            tmp,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,
-            op_types_to_quantize=["MatMul"],
-        ),
+    quantize_dynamic(
+        source,
+        target,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=True,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=list(exclude),
     )
+
+
+def _quantized(model) -> Path:
+    return built(model, "model-int8.onnx", partial(quantize_matmuls, onnx_graph(model)))
 
 
 def _session_runner(path: Path, threads: int) -> Runner:
