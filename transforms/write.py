@@ -193,7 +193,8 @@ def _finalize(_, tables: dict[str, Table], temp: dict[str, str], written: list[t
             FileSystems.join(table.folder, f"{table.prefix}-{i:05d}-of-{shards:05d}.parquet") for i in range(shards)
         ]
         if sources:
-            pending = [i for i, source in enumerate(sources) if FileSystems.exists(source)]
+            present = set(files_under(temp[name]))  # one listing, not a request per file on an object store
+            pending = [i for i, source in enumerate(sources) if source in present]
             if pending:
                 FileSystems.rename([sources[i] for i in pending], [targets[i] for i in pending])
         else:
