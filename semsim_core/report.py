@@ -300,10 +300,16 @@ def read_summary(out: RunFolder) -> Summary:
         return Summary.from_json(out.read_bytes(layout.SUMMARY).decode("utf-8"))
     except FileNotFoundError:
         staged = [name for name in out.names() if name.startswith(layout.STAGED_RUN_PREFIX)]
-        if any(out.is_file(f"{name}/{marker}") for name in staged for marker in (layout.SUMMARY, layout.PROMOTING)):
+        if any(out.is_file(f"{name}/{layout.PROMOTING}") for name in staged):
             raise ReportError(
                 f"{path!r} not found: the run did not finish, or a run replacing it (--overwrite) stopped while moving "
                 f"in; the next `semsim batch` with --output {out.location} finishes moving it"
+            ) from None
+        if any(out.is_file(f"{name}/{layout.SUMMARY}") for name in staged):  # finished unless its commit was not
+            raise ReportError(
+                f"{path!r} not found: the run did not finish, or a run replacing it (--overwrite) stopped before it "
+                f"was moved in; the next `semsim batch` with --output {out.location} moves it in if it finished (with "
+                "--history: its segment committed), else removes it"
             ) from None
         raise ReportError(
             f"{path!r} not found: the run did not finish, or {out.location!r} is not a semsim batch run's --output"

@@ -17,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.cli import main
 from pipelines.run_files import finish_promotions, promote, staged_runs, staging_folder
-from semsim_core.run_layout import STAGED_RUN_PREFIX, ReadSpec, Summary
+from semsim_core.run_layout import PROMOTING, STAGED_RUN_PREFIX, ReadSpec, Summary
 from tests.conftest import REPO, sample_titles, write_jsonl
 from tests.object_store import ObjectStore
 
@@ -178,11 +178,16 @@ def test_a_report_on_a_run_killed_while_moving_in_says_what_finishes_it(tmp_path
     folder = str(tmp_path / "out")
     staging = _prepare(folder)
     with monkeypatch.context() as patched, pytest.raises(OSError):
-        _failing_after(1, patched)  # the earlier summary is gone, the earlier entries not yet
+        _failing_after(1, patched)  # the earlier summary is gone, the staged one not yet marked as moving in
         promote(staging, folder)
+    assert main(["report", folder]) == 2
+    # with --history a staged summary stands for a finished run only once its segment is committed: the next run checks
+    expected = f"stopped before it was moved in; the next `semsim batch` with --output {folder} moves it in if"
+    assert expected in capsys.readouterr().err
+    FileSystems.rename([FileSystems.join(staging, "summary.json")], [FileSystems.join(staging, PROMOTING)])
     assert main(["report", folder]) == 2
     expected = f"stopped while moving in; the next `semsim batch` with --output {folder} finishes"
     assert expected in capsys.readouterr().err
-    FileSystems.delete([FileSystems.join(staging, "summary.json")])  # a replacing run that never finished
+    FileSystems.delete([FileSystems.join(staging, PROMOTING)])  # a replacing run that never finished
     assert main(["report", folder]) == 2
     assert "moving in" not in capsys.readouterr().err, "nothing to move in"
