@@ -305,7 +305,7 @@ def read_summary(out: RunFolder) -> Summary:
                 f"{path!r} not found: the run did not finish, or a run replacing it (--overwrite) stopped while moving "
                 f"in; the next `semsim batch` with --output {out.location} finishes moving it"
             ) from None
-        if any(out.is_file(f"{name}/{layout.SUMMARY}") for name in staged):  # finished unless its commit was not
+        if any(out.is_file(f"{name}/{layout.SUMMARY}") for name in staged):
             raise ReportError(
                 f"{path!r} not found: the run did not finish, or a run replacing it (--overwrite) stopped before it "
                 f"was moved in; the next `semsim batch` with --output {out.location} moves it in if it finished (with "
