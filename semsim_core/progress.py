@@ -3,6 +3,7 @@ bars on a terminal or logged as one line at most every ``interval`` seconds; and
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -208,13 +209,22 @@ class StreamStatus:
             if any(self._since.values()):
                 self._log_if_due()
 
+    def flush(self) -> None:
+        """Log the line now if anything happened since the last one (called when the process exits, so the events
+        of a stream's last interval are not lost when it is stopped or drained)."""
+        with self._lock:
+            if self.interval > 0 and any(self._since.values()):
+                self._log_now()
+
     def _log_if_due(self) -> None:  # the lock held
-        now = self.clock()
-        if self.interval > 0 and now - self._last >= self.interval:
-            self._last = now
-            self.log(self.line())
-            self._since = dict.fromkeys(self._since, 0)
-            self._latencies = []
+        if self.interval > 0 and self.clock() - self._last >= self.interval:
+            self._log_now()
+
+    def _log_now(self) -> None:  # the lock held
+        self._last = self.clock()
+        self.log(self.line())
+        self._since = dict.fromkeys(self._since, 0)
+        self._latencies = []
 
     def line(self) -> str:
         """``"stream: received 1,204 (+96) | resolved 1,200 (+95) | dead letters 3 (+0) | latency p50 0.84 s, p95
@@ -233,13 +243,15 @@ _STREAMS: dict[str, StreamStatus] = {}  # held for the process's life: runners m
 
 def stream_status(run: str, interval: float, held: Callable[[], str]) -> StreamStatus:
     """The :class:`StreamStatus` of streaming run ``run`` in this process, shared by its status steps (a few hundred
-    bytes per stream the process ever ran), with a daemon thread that ticks it every ``interval`` seconds."""
+    bytes per stream the process ever ran), with a daemon thread that ticks it every ``interval`` seconds and a last
+    line, if anything is new, when the process exits."""
     with _RUNS_LOCK:
         status = _STREAMS.get(run)
         if status is None:
             status = _STREAMS[run] = StreamStatus(interval, held)
             if interval > 0:
                 threading.Thread(target=_tick_every, args=(status,), name="semsim-stream-status", daemon=True).start()
+                atexit.register(status.flush)
         return status
 
 

@@ -90,6 +90,23 @@ def test_stream_status_counts_since_the_last_line_and_its_latency_percentiles():
     assert len(lines) == 3, "a quiet stream with nothing new logs nothing"
 
 
+def test_a_stopped_stream_logs_its_last_events_once():
+    clock, lines = Clock(), []
+    status = StreamStatus(interval=10, clock=clock, log=lines.append)
+    status.flush()
+    status.add("received")
+    status.flush()  # within the interval, as a stream stopped soon after a line would be
+    status.flush()
+    assert lines == ["stream: received 1 (+1)"]
+    code = (
+        "import logging, sys; logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='%(message)s')\n"
+        "from semsim_core.progress import stream_status\n"
+        "stream_status('run-1', 3600, lambda: 'cells held 0').add('received')"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert child.stdout.splitlines() == ["stream: received 1 (+1) | cells held 0"], "logged as the process exits"
+
+
 def test_interval_zero_never_logs():
     lines = []
     progress = Progress(interval=0, log=lines.append)
