@@ -27,12 +27,11 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.measure import SEMSIM, faster, machine, run_child, share
+from benchmarks.measure import SEMSIM, faster, machine, run_child, share, timed
 from benchmarks.titles import SAMPLE_TITLES, read_titles, write_titles
 from pipelines.batch_dedup import counters, run
 from pipelines.options import DEFAULT_THRESHOLD
@@ -48,17 +47,6 @@ from semsim_core.run_layout import Summary
 REPO = Path(__file__).resolve().parents[1]
 STSB_TEST = REPO / "tests" / "data" / "stsbenchmark" / "sts-test.csv"
 MAX_DRIFT = ScoreBand(DEFAULT_THRESHOLD, DEFAULT_RESCORE_BAND).max_drift
-
-
-def timed(fn, *args, repeat: int = 1):
-    """``fn(*args)``'s result and its fastest time over ``repeat`` calls (this machine is noisy: the best of a few
-    runs is the stable figure)."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return result, best
 
 
 def run_batch(data: Path, out: Path, *flags: str) -> tuple[float, dict, dict]:

@@ -22,13 +22,12 @@ import argparse
 import re
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.measure import machine
+from benchmarks.measure import machine, timed
 from benchmarks.titles import SAMPLE_TITLES, read_titles
 from semsim_core.backends import REGISTRY
 from semsim_core.embedder import EmbedConfig, Embedder, default_threads
@@ -40,13 +39,7 @@ def best_seconds(fn: Callable[[], object], repeat: int, calls: int = 1) -> float
     """Seconds per call of ``fn``: the fastest of ``repeat`` timings of ``calls`` calls each, after one untimed
     call."""
     fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+    return timed(lambda: [fn() for _ in range(calls)], repeat=repeat)[1] / calls
 
 
 def layer_weights(model) -> list[np.ndarray]:

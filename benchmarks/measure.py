@@ -23,6 +23,17 @@ def machine() -> str:
     )
 
 
+def timed(fn, *args, repeat: int = 1):
+    """``fn(*args)``'s result and its fastest time over ``repeat`` calls (this machine is noisy: the best of a few
+    runs is the stable figure)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
 def run_measured(args: list[str]) -> tuple[float, float]:
     """Run ``args``; return (wall seconds, peak RSS in GiB of the child). Raises if the command fails."""
     seconds, rss, _ = run_child(args)
